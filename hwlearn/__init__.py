@@ -1,0 +1,31 @@
+"""hwlearn: build a handwritten word recognizer without labeled data.
+
+The library API is imported lazily, so ``import hwlearn`` stays cheap (no torch import) until a
+name that needs it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "HwlearnError": "errors",
+    "Charset": "charset",
+    "DEFAULT_CHARSET": "charset",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hwlearn' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

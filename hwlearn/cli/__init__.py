@@ -1,0 +1,37 @@
+"""The ``hwlearn`` command line: a thin click layer over the library.
+
+Each command lives in its own module of this package and is registered below. Bad input raises
+:class:`hwlearn.errors.HwlearnError`; the group turns it into one line on stderr
+(``Error: <message>``) and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import EXIT_BAD_INPUT, HwlearnError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HwlearnError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(EXIT_BAD_INPUT)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hwlearn")
+def main() -> None:
+    """hwlearn: a handwritten word recognizer trained without labeled data.
+
+    \b
+    Typical flow:
+      hwlearn corpus    word statistics from text files / word lists
+      hwlearn fonts     which handwriting fonts cover which characters
+      hwlearn synth     render a synthetic labeled dataset
+    """
+
+
+# --- command registrations (one line per command module) ---
