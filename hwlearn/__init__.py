@@ -14,6 +14,13 @@ _EXPORTS = {
     "HwlearnError": "errors",
     "Charset": "charset",
     "DEFAULT_CHARSET": "charset",
+    "CorpusStats": "corpus",
+    "WordSampler": "corpus",
+    "load_default_corpus": "corpus",
+    "ModelConfig": "model",
+    "PRESETS": "model",
+    "Recognizer": "model",
+    "create_model": "model",
 }
 
 
