@@ -35,3 +35,5 @@ def main() -> None:
 
 
 # --- command registrations (one line per command module) ---
+from .corpus_cmd import corpus  # noqa: E402
+main.add_command(corpus)
