@@ -37,3 +37,5 @@ def main() -> None:
 # --- command registrations (one line per command module) ---
 from .corpus_cmd import corpus  # noqa: E402
 main.add_command(corpus)
+from .synth_cmd import synth  # noqa: E402
+main.add_command(synth)
