@@ -102,10 +102,12 @@ class FontLibrary:
 
     def subset(self, names: Iterable[str]) -> "FontLibrary":
         """The fonts whose name or file stem is in ``names`` (case-insensitive), in library order."""
-        wanted = {n.casefold() for n in names}
-        unknown = wanted - {k for f in self.fonts for k in _keys(f)}
+        names = [names] if isinstance(names, str) else list(names)
+        known = {k for f in self.fonts for k in _keys(f)}
+        unknown = [n for n in names if n.casefold() not in known]
         if unknown:
-            raise HwlearnError(f"unknown font name(s): {', '.join(sorted(unknown))}")
+            raise HwlearnError(f"no such font in the library: {', '.join(unknown)}")
+        wanted = {n.casefold() for n in names}
         return FontLibrary(f for f in self.fonts if wanted & _keys(f))
 
     def split(

@@ -255,9 +255,12 @@ def _font_metrics(path: str) -> tuple[float, float]:
 
 @lru_cache(maxsize=2048)
 def _reference_lines(path: str, size: int) -> tuple[float, float]:
-    """(ascender top, descender bottom) relative to the baseline, from typical letters."""
+    """(ascender top, descender bottom) relative to the baseline: the median extent of the
+    ascenders ``bdhkl`` and descenders ``gjpqy`` (one freak letter does not count)."""
     font = _font(path, size)
-    return float(font.getbbox("bdhkl", anchor="ls")[1]), float(font.getbbox("gjpqy", anchor="ls")[3])
+    tops = [font.getbbox(ch, anchor="ls")[1] for ch in "bdhkl"]
+    bottoms = [font.getbbox(ch, anchor="ls")[3] for ch in "gjpqy"]
+    return float(np.median(tops)), float(np.median(bottoms))
 
 
 def _draw_word(word: str, info: FontInfo, size: int, rng: np.random.Generator, s: RenderStyle) -> _Glyphs:

@@ -37,5 +37,7 @@ def main() -> None:
 # --- command registrations (one line per command module) ---
 from .corpus_cmd import corpus  # noqa: E402
 main.add_command(corpus)
+from .fonts_cmd import fonts  # noqa: E402
+main.add_command(fonts)
 from .synth_cmd import synth  # noqa: E402
 main.add_command(synth)
