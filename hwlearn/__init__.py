@@ -29,6 +29,20 @@ _EXPORTS = {
     "PRESETS": "model",
     "Recognizer": "model",
     "create_model": "model",
+    "load_image": "data",
+    "to_model_input": "data",
+    "read_labels": "data",
+    "scan_images": "data",
+    "LabeledImages": "data",
+    "UnlabeledImages": "data",
+    "collate": "data",
+    "WidthBucketSampler": "data",
+    "augment_real": "data",
+    "save_checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "load_train_state": "checkpoint",
+    "list_checkpoints": "checkpoint",
+    "prune_checkpoints": "checkpoint",
 }
 
 

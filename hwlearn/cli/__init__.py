@@ -41,3 +41,5 @@ from .fonts_cmd import fonts  # noqa: E402
 main.add_command(fonts)
 from .synth_cmd import synth  # noqa: E402
 main.add_command(synth)
+from .checkpoints_cmd import checkpoints  # noqa: E402
+main.add_command(checkpoints)
