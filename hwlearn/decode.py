@@ -1,0 +1,437 @@
+"""Turning CTC posteriors into text: greedy, beam search, lexicon-constrained, and a confidence.
+
+All decoders take the model's output as is: ``log_probs`` ``(T, B, C)`` (log-softmax, class 0 the
+CTC blank; a torch tensor on any device or a numpy array) and ``lengths`` ``(B,)`` valid frames per
+sample, and return class ids per sample (use :meth:`hwlearn.charset.Charset.decode` for text).
+
+- :func:`greedy_decode`: best path (argmax per frame), repeats collapsed, blanks dropped. Fast; the
+  default for training-time validation.
+- :func:`beam_search`: CTC prefix beam search, which sums over all alignments of a labeling, so it
+  finds labelings whose probability is spread over many paths (greedy can miss them).
+- :func:`lexicon_decode`: the same search restricted to a character trie of a word list
+  (:class:`Lexicon`); the complete words it meets are rescored by their exact CTC probability and
+  the most probable one is returned with its log probability. Useful for pseudo-labels in
+  self-training and whenever the vocabulary is known.
+- :func:`sequence_confidence`: ``exp(-CTC loss / (len(label) + 1))``, the per-symbol geometric mean
+  probability the model gives a label (summed over all its alignments), in ``[0, 1]``.
+- :func:`decode_batch`: one call for evaluate / recognize / self-training, returning
+  :class:`Prediction` (text, confidence, ids) per sample.
+
+Both beam searches prune, per frame, the classes whose probability is below ``min_prob`` (they can
+still be used by a hypothesis that already ends in them), and keep the ``beam_width`` best prefixes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Hashable, Iterable, NamedTuple, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .charset import BLANK, Charset, normalize
+from .errors import HwlearnError
+
+NEG_INF = float("-inf")
+
+
+def _as_numpy(log_probs, lengths) -> tuple[np.ndarray, list[int]]:
+    """``(B, T, C)`` float32 numpy array and plain-int lengths from the ``(T, B, C)`` model output."""
+    if isinstance(log_probs, torch.Tensor):
+        log_probs = log_probs.detach().float().cpu().numpy()
+    lp = np.ascontiguousarray(np.asarray(log_probs, dtype=np.float32).transpose(1, 0, 2))
+    lens = [int(n) for n in (lengths.tolist() if hasattr(lengths, "tolist") else lengths)]
+    if len(lens) != lp.shape[0]:
+        raise ValueError(f"{lp.shape[0]} samples in log_probs but {len(lens)} lengths")
+    if any(n < 0 or n > lp.shape[1] for n in lens):
+        raise ValueError(f"lengths must be in [0, {lp.shape[1]}] (the number of frames)")
+    return lp, lens
+
+
+# --- greedy -------------------------------------------------------------------------------------
+
+
+def greedy_decode(log_probs, lengths) -> list[list[int]]:
+    """Best-path decoding: the argmax class of each frame, repeats collapsed, blanks dropped."""
+    if isinstance(log_probs, torch.Tensor):  # argmax where the tensor lives, move only (B, T)
+        best = log_probs.detach().argmax(-1).T.cpu().numpy()
+        lens = [int(n) for n in torch.as_tensor(lengths).tolist()]
+        if len(lens) != best.shape[0]:
+            raise ValueError(f"{best.shape[0]} samples in log_probs but {len(lens)} lengths")
+    else:
+        lp, lens = _as_numpy(log_probs, lengths)
+        best = lp.argmax(-1)
+    out = []
+    for path, n in zip(best, lens):
+        path = path[:n]
+        prev = np.concatenate(([BLANK], path[:-1]))
+        out.append(path[(path != BLANK) & (path != prev)].tolist())
+    return out
+
+
+# --- prefix beam search (shared by free and lexicon decoding) -----------------------------------
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a < b:
+        a, b = b, a
+    if b == NEG_INF:
+        return a
+    return a + math.log1p(math.exp(b - a))
+
+
+class _PrefixSpace(Protocol):
+    """The prefixes a beam search may build: free (any sequence) or a lexicon trie."""
+
+    root: Hashable
+
+    def last(self, prefix) -> int:
+        """The prefix's last class (the blank for the root)."""
+
+    def parent(self, prefix) -> Hashable | None:
+        """The prefix without its last class (``None`` for the root)."""
+
+    def extend(self, prefix, cands: list[int], row: list[float], floor: float) -> Iterable[tuple[int, Hashable]]:
+        """``(c, prefix + c)`` for the allowed classes ``c`` with ``row[c] >= floor``; ``cands``
+        are the frame's unpruned classes, most probable first."""
+
+
+class _FreePrefixes:
+    root: tuple[int, ...] = ()
+
+    def last(self, prefix: tuple[int, ...]) -> int:
+        return prefix[-1] if prefix else BLANK
+
+    def parent(self, prefix: tuple[int, ...]) -> tuple[int, ...] | None:
+        return prefix[:-1] if prefix else None
+
+    def extend(self, prefix, cands, row, floor):
+        for c in cands:
+            if row[c] < floor:
+                break
+            yield c, prefix + (c,)
+
+
+def _prefix_beam_search(
+    lp: np.ndarray,
+    beam_width: int,
+    min_prob: float,
+    space: _PrefixSpace,
+    visit: Callable[[int, dict], None] | None = None,
+) -> list[tuple[Hashable, float]]:
+    """CTC prefix beam search over frames ``lp`` ``(T, C)``; returns the final prefixes with their
+    total log probabilities, best first.
+
+    Each prefix carries two log probabilities: of all alignments so far that produce it and end in
+    a blank (``pb``) or in its last symbol (``pnb``). Per frame a prefix stays (a blank, or a repeat
+    of its last symbol) or grows by a symbol ``c``, from ``pb`` only when ``c`` repeats the last
+    symbol (CTC merges repeats not separated by a blank). A prefix already in the beam also
+    collects the growth of its parent. A new prefix is only created when it beats the
+    ``beam_width``-th best score so far, which keeps the search cheap without changing its result.
+    ``visit(t, beams)`` (optional) sees the beam ``{prefix: (pb, pnb, total)}`` after frame ``t``.
+    """
+    if beam_width < 1:
+        raise ValueError("beam_width must be >= 1")
+    log_min = math.log(min_prob) if min_prob > 0 else NEG_INF
+    beams: dict[Hashable, tuple[float, float, float]] = {space.root: (0.0, NEG_INF, 0.0)}
+    for t, frame in enumerate(lp):
+        row = frame.tolist()
+        cands = np.flatnonzero(frame[1:] >= log_min) + 1
+        cands = cands[np.argsort(-frame[cands], kind="stable")].tolist()  # most probable first
+        blank = row[BLANK]
+
+        # every prefix stays: one more blank, or one more frame of its last symbol
+        lasts = {p: space.last(p) for p in beams}
+        nxt: dict[Hashable, list[float]] = {}
+        for p, (pb, pnb, total) in beams.items():
+            last = lasts[p]
+            nxt[p] = [total + blank, pnb + row[last] if last != BLANK else NEG_INF]
+
+        # a prefix whose parent is in the beam is also reached by growing the parent
+        for p, entry in nxt.items():
+            q = space.parent(p)
+            if q in beams:
+                qpb, _, qtotal = beams[q]
+                c = lasts[p]
+                entry[1] = _logaddexp(entry[1], (qpb if c == lasts[q] else qtotal) + row[c])
+        scores = {p: _logaddexp(pb, pnb) for p, (pb, pnb) in nxt.items()}
+
+        # new prefixes, only those that enter the current best beam_width (a min-heap of scores)
+        best = heapq.nlargest(beam_width, scores.values())
+        heapq.heapify(best)
+        cutoff = best[0] if len(best) == beam_width else NEG_INF
+        for p, (pb, _, total) in beams.items():
+            if total == NEG_INF:
+                continue
+            last = lasts[p]
+            for c, child in space.extend(p, cands, row, max(log_min, cutoff - total)):
+                score = (pb if c == last else total) + row[c]
+                if score > cutoff and child not in nxt:
+                    nxt[child] = [NEG_INF, score]
+                    scores[child] = score
+                    if len(best) < beam_width:
+                        heapq.heappush(best, score)
+                    else:
+                        heapq.heapreplace(best, score)
+                    if len(best) == beam_width:
+                        cutoff = best[0]
+
+        keep = heapq.nlargest(beam_width, scores, key=scores.__getitem__)
+        beams = {p: (nxt[p][0], nxt[p][1], scores[p]) for p in keep}
+        if visit is not None:
+            visit(t, beams)
+    return [(p, total) for p, (_, _, total) in beams.items()]
+
+
+def beam_search(log_probs, lengths, beam_width: int = 10, min_prob: float = 1e-5) -> list[list[int]]:
+    """CTC prefix beam search: the most probable labeling found with ``beam_width`` prefixes.
+
+    Per frame only classes with probability >= ``min_prob`` start a new symbol."""
+    lp, lens = _as_numpy(log_probs, lengths)
+    space = _FreePrefixes()
+    return [list(_prefix_beam_search(f[:n], beam_width, min_prob, space)[0][0]) for f, n in zip(lp, lens)]
+
+
+# --- lexicon ------------------------------------------------------------------------------------
+
+
+class Lexicon:
+    """A word list as a character trie over a charset's class ids, for :func:`lexicon_decode`.
+
+    Words are NFC-normalized; empty words, duplicates and words with characters outside ``charset``
+    are dropped (``dropped`` counts the latter). Node 0 is the root; every node is one prefix.
+    """
+
+    def __init__(self, words: Iterable[str], charset: Charset):
+        self.charset = charset
+        self._children: list[dict[int, int]] = [{}]
+        self._label: list[int] = [BLANK]  # class of the edge into each node
+        self._parent: list[int] = [-1]
+        self._word: list[int] = [-1]  # index into self.words of the word ending at each node
+        kept: list[str] = []
+        self.dropped = 0
+        for word in words:
+            word = normalize(word.strip())
+            if not word:
+                continue
+            if not charset.covers(word):
+                self.dropped += 1
+                continue
+            node = 0
+            for c in charset.encode(word):
+                child = self._children[node].get(c)
+                if child is None:
+                    child = len(self._children)
+                    self._children[node][c] = child
+                    self._children.append({})
+                    self._label.append(c)
+                    self._parent.append(node)
+                    self._word.append(-1)
+                node = child
+            if self._word[node] < 0:
+                self._word[node] = len(kept)
+                kept.append(word)
+        if not kept:
+            raise HwlearnError("lexicon: no word is covered by the model's charset")
+        self.words: tuple[str, ...] = tuple(kept)
+
+    @classmethod
+    def from_file(cls, path: str | Path, charset: Charset) -> "Lexicon":
+        """One word per line (UTF-8); only the first tab-separated field is used, so a
+        ``word<TAB>count`` file works too."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise HwlearnError(f"{path}: lexicon file not found") from None
+        except UnicodeDecodeError:
+            raise HwlearnError(f"{path}: lexicon is not UTF-8 text") from None
+        except OSError as exc:
+            raise HwlearnError(f"{path}: cannot read lexicon ({exc.strerror})") from None
+        try:
+            return cls((line.split("\t", 1)[0] for line in text.splitlines()), charset)
+        except HwlearnError as exc:
+            raise HwlearnError(f"{path}: {exc}") from None
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __contains__(self, word: str) -> bool:
+        node = 0
+        for ch in normalize(word):
+            if ch not in self.charset:
+                return False
+            node = self._children[node].get(self.charset.encode(ch)[0], -1)
+            if node < 0:
+                return False
+        return self._word[node] >= 0
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self._children)
+
+    def _ids(self, node: int) -> list[int]:
+        ids = []
+        while node > 0:
+            ids.append(self._label[node])
+            node = self._parent[node]
+        return ids[::-1]
+
+    # the trie as a prefix space for _prefix_beam_search: a prefix is a node index
+    root = 0
+
+    def last(self, node: int) -> int:
+        return self._label[node]
+
+    def parent(self, node: int) -> int | None:
+        return self._parent[node] if node > 0 else None
+
+    def extend(self, node: int, cands: list[int], row: list[float], floor: float):
+        children = self._children[node]
+        if len(children) <= len(cands):
+            return [(c, n) for c, n in children.items() if row[c] >= floor]
+        out = []
+        for c in cands:
+            if row[c] < floor:
+                break
+            n = children.get(c)
+            if n is not None:
+                out.append((c, n))
+        return out
+
+
+class LexiconMatch(NamedTuple):
+    """The best lexicon word for one sample: its class ids, ``log_prob`` = log P(word | image)
+    (the exact CTC probability, summed over all alignments) and its text. ``word`` is ``None``
+    (``ids`` empty, ``log_prob`` -inf) when no word fits the frames."""
+
+    ids: list[int]
+    log_prob: float
+    word: str | None
+
+
+def lexicon_decode(
+    log_probs, lengths, lexicon: Lexicon, beam_width: int = 16, min_prob: float = 1e-6
+) -> list[LexiconMatch]:
+    """The most probable word of ``lexicon`` for each sample.
+
+    A CTC prefix beam search in which prefixes only grow along the lexicon's trie proposes words:
+    every complete word that was in the beam at some frame (the latest and best, at most
+    ``max(2 * beam_width, 32)``); these are rescored by their exact CTC probability and the best
+    wins. When no word was proposed (e.g. every word needs a letter the model gives almost no
+    probability), the search is repeated once with a 4x wider beam and no class pruning.
+    """
+    lp, lens = _as_numpy(log_probs, lengths)
+    out = []
+    for frames, n in zip(lp, lens):
+        match = LexiconMatch([], NEG_INF, None)
+        for width, floor in ((beam_width, min_prob), (4 * beam_width, 0.0)):
+            seen: dict[int, tuple[int, float]] = {}  # word node -> (last frame in beam, score there)
+
+            def visit(t: int, beams: dict) -> None:
+                for node, (_, _, total) in beams.items():
+                    if lexicon._word[node] >= 0:
+                        seen[node] = (t, total)
+
+            _prefix_beam_search(frames[:n], width, floor, lexicon, visit)
+            nodes = sorted(seen, key=seen.__getitem__, reverse=True)[: max(2 * width, 32)]
+            if not nodes:
+                continue
+            labels = [lexicon._ids(node) for node in nodes]
+            frames_t = torch.from_numpy(frames[:n]).unsqueeze(1).expand(n, len(nodes), -1)
+            scores = _ctc_log_likelihood(frames_t, torch.full((len(nodes),), n), labels).tolist()
+            best = max(range(len(nodes)), key=scores.__getitem__)
+            if scores[best] > NEG_INF:
+                match = LexiconMatch(labels[best], scores[best], lexicon.words[lexicon._word[nodes[best]]])
+                break
+        out.append(match)
+    return out
+
+
+# --- confidence ---------------------------------------------------------------------------------
+
+
+def _ctc_log_likelihood(log_probs: torch.Tensor, lengths, labels: Sequence[Sequence[int]]) -> torch.Tensor:
+    """log P(labels[b] | frames of sample b), summed over all alignments (-inf if impossible),
+    as a float CPU tensor ``(B,)``; ``log_probs`` ``(T, B, C)`` on any device."""
+    lp = log_probs.detach().float()
+    if len(labels) != lp.shape[1]:
+        raise ValueError(f"{lp.shape[1]} samples in log_probs but {len(labels)} labels")
+    input_lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
+    target_lengths = torch.tensor([len(lab) for lab in labels], dtype=torch.long)
+    targets = torch.tensor([int(c) for lab in labels for c in lab], dtype=torch.long)
+    with torch.autocast(lp.device.type, enabled=False):
+        loss = F.ctc_loss(
+            lp,
+            targets.to(lp.device),
+            input_lengths.to(lp.device),
+            target_lengths.to(lp.device),
+            blank=BLANK,
+            reduction="none",
+            zero_infinity=False,
+        )
+    return -loss.cpu()
+
+
+def sequence_confidence(log_probs: torch.Tensor, lengths, labels: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``exp(-CTC loss / (len(label) + 1))`` per sample: the length-normalized probability the
+    model gives ``labels[b]`` (class ids, summed over all alignments), a float tensor in ``[0, 1]``
+    on CPU. A label that cannot be aligned to the frames (too long) gets 0."""
+    if not isinstance(log_probs, torch.Tensor):
+        log_probs = torch.as_tensor(np.asarray(log_probs))
+    log_likelihood = _ctc_log_likelihood(log_probs, lengths, labels)
+    target_lengths = torch.tensor([len(lab) for lab in labels], dtype=torch.float32)
+    conf = torch.exp(log_likelihood / (target_lengths + 1))
+    return torch.nan_to_num(conf, nan=0.0).clamp(0.0, 1.0)
+
+
+# --- batch API ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Prediction:
+    """One decoded sample: ``text``, ``confidence`` (:func:`sequence_confidence` of ``ids``) and
+    the class ``ids``."""
+
+    text: str
+    confidence: float
+    ids: list[int]
+
+
+METHODS = ("greedy", "beam", "lexicon")
+
+
+def decode_batch(
+    log_probs,
+    lengths,
+    charset: Charset,
+    method: str = "greedy",
+    lexicon: Lexicon | None = None,
+    beam_width: int = 10,
+) -> list[Prediction]:
+    """Decode a model output batch with ``method`` (``"greedy"``, ``"beam"`` or ``"lexicon"``,
+    which needs ``lexicon``) into one :class:`Prediction` per sample. A sample for which lexicon
+    decoding finds no word gets empty text and confidence 0."""
+    found = None  # per sample: did lexicon decoding find a word
+    if method == "greedy":
+        ids = greedy_decode(log_probs, lengths)
+    elif method == "beam":
+        ids = beam_search(log_probs, lengths, beam_width=beam_width)
+    elif method == "lexicon":
+        if lexicon is None:
+            raise HwlearnError("lexicon decoding needs a lexicon (word list)")
+        if lexicon.charset != charset:
+            raise HwlearnError("the lexicon was built for another charset than the model's")
+        matches = lexicon_decode(log_probs, lengths, lexicon, beam_width=beam_width)
+        ids = [m.ids for m in matches]
+        found = [m.word is not None for m in matches]
+    else:
+        raise HwlearnError(f"unknown decoding method {method!r} (choose from {', '.join(METHODS)})")
+    conf = sequence_confidence(log_probs, lengths, ids).tolist()
+    if found is not None:
+        conf = [c if ok else 0.0 for c, ok in zip(conf, found)]
+    return [Prediction(charset.decode(i), c, i) for i, c in zip(ids, conf)]

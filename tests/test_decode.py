@@ -1,0 +1,198 @@
+"""Decoders on hand-made posteriors: greedy, beam, lexicon, confidence, and the batch API."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hwlearn.charset import Charset
+from hwlearn.decode import (
+    Lexicon,
+    Prediction,
+    beam_search,
+    decode_batch,
+    greedy_decode,
+    lexicon_decode,
+    sequence_confidence,
+)
+from hwlearn.errors import HwlearnError
+
+CHARSET = Charset("aehlmorsu")  # classes: 0 blank, a=1, e=2, h=3, l=4, m=5, o=6, r=7, s=8, u=9
+
+
+def _log_probs(*samples: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(T, B, C)`` log probabilities from per-sample lists of probability rows (each row is
+    normalized; shorter samples are padded with blank frames) and their lengths."""
+    t = max(len(s) for s in samples)
+    c = len(samples[0][0])
+    out = torch.zeros(t, len(samples), c)
+    out[:, :, 0] = 1.0
+    for b, rows in enumerate(samples):
+        out[: len(rows), b] = torch.tensor(rows, dtype=torch.float32)
+    out = out / out.sum(-1, keepdim=True)
+    return out.clamp_min(1e-12).log(), torch.tensor([len(s) for s in samples])
+
+
+def _spell(path: str, charset: Charset = CHARSET, p: float = 0.9, alt: dict | None = None) -> list[list[float]]:
+    """Rows for an alignment like ``"hh_a_u"`` (``_`` blank): probability ``p`` on the path symbol,
+    ``alt[i] = {char: prob}`` extra mass at frame ``i``, the rest spread over all classes."""
+    rows = []
+    for i, ch in enumerate(path):
+        row = [(1.0 - p) / charset.num_classes] * charset.num_classes
+        row[0 if ch == "_" else charset.encode(ch)[0]] += p
+        for other, q in (alt or {}).get(i, {}).items():
+            row[charset.encode(other)[0]] += q
+        rows.append(row)
+    return rows
+
+
+def _labeling_probs(probs: np.ndarray) -> dict[tuple[int, ...], float]:
+    """Brute force: P(labeling) for every labeling of a tiny ``(T, C)`` posterior."""
+    out: dict[tuple[int, ...], float] = {}
+    t, c = probs.shape
+    for path in itertools.product(range(c), repeat=t):
+        label = tuple(k for i, k in enumerate(path) if k != 0 and (i == 0 or path[i - 1] != k))
+        out[label] = out.get(label, 0.0) + float(np.prod(probs[np.arange(t), path]))
+    return out
+
+
+def test_greedy_collapses_repeats_and_drops_blanks():
+    lp, lengths = _log_probs(_spell("hh_ee_ll_l_oo"), _spell("s_u"))
+    assert greedy_decode(lp, lengths) == [CHARSET.encode("hello"), CHARSET.encode("su")]
+    # frames past a sample's length are ignored
+    assert greedy_decode(lp, torch.tensor([4, 1])) == [CHARSET.encode("he"), CHARSET.encode("s")]
+    # numpy input works too
+    assert greedy_decode(lp.numpy(), lengths.numpy())[0] == CHARSET.encode("hello")
+
+
+def test_beam_beats_greedy_when_mass_is_spread_over_paths():
+    # Two frames, P(blank) = 0.6, P(a) = 0.4 each: the best path is "__" (0.36) but the labeling
+    # "a" has 0.4*0.4 + 0.4*0.6 + 0.6*0.4 = 0.64.
+    lp, lengths = _log_probs([[0.6, 0.4], [0.6, 0.4]])
+    assert greedy_decode(lp, lengths) == [[]]
+    assert beam_search(lp, lengths, beam_width=4) == [[1]]
+
+
+def test_beam_search_agrees_with_greedy_on_sharp_posteriors():
+    lp, lengths = _log_probs(_spell("m_oo_u_s_e"), _spell("__r_o_s_ee"))
+    assert beam_search(lp, lengths) == greedy_decode(lp, lengths)
+
+
+def test_beam_search_finds_the_most_probable_labeling():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        probs = rng.dirichlet(np.ones(3) * 0.7, size=5)  # 5 frames, 3 classes
+        truth = _labeling_probs(probs)
+        best = max(truth, key=truth.get)
+        lp = torch.tensor(np.log(probs), dtype=torch.float32)[:, None, :]
+        assert beam_search(lp, [5], beam_width=64, min_prob=0.0) == [list(best)]
+
+
+def test_lexicon_corrects_a_misspelling():
+    # the writer's "o" looks like an "a": P(a) = 0.55, P(o) = 0.35 at that frame
+    rows = _spell("hh_a_u_ss_e", p=0.85, alt={3: {"o": 0.35}})
+    rows[3][CHARSET.encode("a")[0]] -= 0.30
+    lp, lengths = _log_probs(rows)
+    assert CHARSET.decode(greedy_decode(lp, lengths)[0]) == "hause"
+    lexicon = Lexicon(["house", "horse", "mouse", "hose", "use"], CHARSET)
+    (match,) = lexicon_decode(lp, lengths, lexicon)
+    assert match.word == "house"
+    assert match.ids == CHARSET.encode("house")
+    # its log probability is the CTC probability of the word
+    ctc = torch.nn.functional.ctc_loss(
+        lp, torch.tensor([match.ids]), lengths, torch.tensor([5]), reduction="none"
+    )
+    assert match.log_prob == pytest.approx(-ctc.item(), abs=1e-3)
+
+
+def test_lexicon_handles_double_letters():
+    lp, lengths = _log_probs(_spell("h_e_l_l_oo"))
+    (match,) = lexicon_decode(lp, lengths, Lexicon(["helo", "hello", "hell"], CHARSET))
+    assert match.word == "hello"
+
+
+def test_lexicon_matches_brute_force():
+    charset = Charset("ab")
+    rng = np.random.default_rng(1)
+    words = ["a", "b", "ab", "ba", "aa", "bab"]
+    lexicon = Lexicon(words, charset)
+    for _ in range(5):
+        probs = rng.dirichlet(np.ones(3), size=5)
+        truth = _labeling_probs(probs)
+        best = max(words, key=lambda w: truth.get(tuple(charset.encode(w)), 0.0))
+        lp = torch.tensor(np.log(probs), dtype=torch.float32)[:, None, :]
+        (match,) = lexicon_decode(lp, [5], lexicon, beam_width=64, min_prob=0.0)
+        assert match.word == best
+        assert match.log_prob == pytest.approx(math.log(truth[tuple(charset.encode(best))]), abs=1e-4)
+
+
+def test_lexicon_without_a_fitting_word():
+    lp, lengths = _log_probs(_spell("s_u"))  # 3 frames cannot hold a 5-letter word
+    (match,) = lexicon_decode(lp, lengths, Lexicon(["house", "mouse"], CHARSET))
+    assert match.word is None and match.ids == [] and match.log_prob == -math.inf
+    (pred,) = decode_batch(lp, lengths, CHARSET, "lexicon", lexicon=Lexicon(["house"], CHARSET))
+    assert pred.text == "" and pred.confidence == 0.0
+
+
+def test_lexicon_building():
+    lexicon = Lexicon(["house", "Haus", "house", "", "mouse", "\u00fcber"], CHARSET)
+    assert lexicon.words == ("house", "mouse")
+    assert lexicon.dropped == 2  # "Haus" (capital H) and "über" are not in the charset
+    assert "house" in lexicon and "hous" not in lexicon and "Haus" not in lexicon
+    assert len(lexicon) == 2
+    with pytest.raises(HwlearnError, match="no word"):
+        Lexicon(["XYZ"], CHARSET)
+
+
+def test_lexicon_from_file(tmp_path):
+    path = tmp_path / "words.tsv"
+    path.write_text("house\t12\nmouse\t3\nHaus\t1\n", encoding="utf-8")
+    assert Lexicon.from_file(path, CHARSET).words == ("house", "mouse")
+    with pytest.raises(HwlearnError, match="not found"):
+        Lexicon.from_file(tmp_path / "missing.txt", CHARSET)
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00h")
+    with pytest.raises(HwlearnError, match="bad.txt: lexicon is not UTF-8"):
+        Lexicon.from_file(bad, CHARSET)
+
+
+def test_confidence_sharp_vs_flat():
+    sharp, lengths = _log_probs(_spell("h_o_u_s_e", p=0.98))
+    flat, _ = _log_probs(_spell("h_o_u_s_e", p=0.3))
+    label = [CHARSET.encode("house")]
+    c_sharp = sequence_confidence(sharp, lengths, label)
+    c_flat = sequence_confidence(flat, lengths, label)
+    assert c_sharp.shape == (1,)
+    assert 0.9 < c_sharp.item() <= 1.0
+    assert 0.0 <= c_flat.item() < c_sharp.item() - 0.3
+    # a wrong label is less likely than the right one; an impossible one gets 0
+    assert sequence_confidence(sharp, lengths, [CHARSET.encode("mouse")]) < c_sharp
+    assert sequence_confidence(sharp, lengths, [CHARSET.encode("hhoouussee")]).item() == 0.0
+
+
+def test_decode_batch_methods():
+    rows = _spell("hh_a_u_ss_e", p=0.85, alt={3: {"o": 0.35}})
+    rows[3][CHARSET.encode("a")[0]] -= 0.30
+    lp, lengths = _log_probs(rows, _spell("m_o_u_s_e", p=0.95))
+    greedy = decode_batch(lp, lengths, CHARSET)
+    assert [p.text for p in greedy] == ["hause", "mouse"]
+    assert all(isinstance(p, Prediction) and 0.0 <= p.confidence <= 1.0 for p in greedy)
+    assert greedy[1].ids == CHARSET.encode("mouse")
+    assert greedy[1].confidence > greedy[0].confidence
+    beam = decode_batch(lp, lengths, CHARSET, "beam", beam_width=5)
+    assert [p.text for p in beam] == ["hause", "mouse"]
+    lexicon = Lexicon(["house", "mouse", "horse"], CHARSET)
+    lex = decode_batch(lp, lengths, CHARSET, "lexicon", lexicon=lexicon)
+    assert [p.text for p in lex] == ["house", "mouse"]
+    # confidence of the chosen output: "house" is less probable under the model than "hause"
+    assert lex[0].confidence < greedy[0].confidence
+    with pytest.raises(HwlearnError, match="needs a lexicon"):
+        decode_batch(lp, lengths, CHARSET, "lexicon")
+    with pytest.raises(HwlearnError, match="another charset"):
+        decode_batch(lp, lengths, CHARSET, "lexicon", lexicon=Lexicon(["ab"], Charset("ab")))
+    with pytest.raises(HwlearnError, match="unknown decoding method"):
+        decode_batch(lp, lengths, CHARSET, "viterbi")
