@@ -142,3 +142,13 @@ def test_tiny_model_overfits_a_few_images():
             prev = c
         decoded.append(out)
     assert decoded == targets
+
+
+def test_autocast_keeps_float32_log_probs():
+    model = create_model(ModelConfig(**TINY), num_classes=6)
+    images, widths = _batch([40, 24], 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        log_probs, lengths = model(images, widths)
+    assert log_probs.dtype == torch.float32
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(log_probs.shape[:2]), atol=1e-4)
+    F.ctc_loss(log_probs, torch.tensor([[1, 2], [3, 3]]), lengths, torch.tensor([2, 2])).backward()
