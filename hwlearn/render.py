@@ -5,22 +5,22 @@ randomizes everything else from the caller's :class:`numpy.random.Generator`, so
 gives the same pixels in any process. The steps, each a few vectorized numpy / scipy / Pillow
 operations:
 
-1. **glyphs** — pick a covering font and a font size, draw the word with Pillow (RAQM layout, so
-   cursive joins and contextual forms work; occasionally per character with extra tracking) onto
-   a canvas sized from the ink bounding box, then thin or thicken the strokes (blur + shifted
-   threshold, i.e. a sub-pixel erosion / dilation with a clean anti-aliased edge);
+1. **glyphs** — pick a covering font and a size (so that the font's line height is about the
+   output height), draw the word with Pillow (RAQM layout, so cursive joins and contextual forms
+   work; occasionally per character with extra tracking) onto a generous canvas, crop it to the
+   ink, then move the stroke edges towards a random pen width (dilation by blur + shifted
+   threshold, thinning by lowering the anti-aliased coverage);
 2. **geometry** — one inverse warp (``scipy.ndimage.map_coordinates``) combining horizontal
    stretch, slant (shear), a perspective-like taper, rotation, baseline waviness and a smooth
    elastic displacement field;
 3. **crop** — the ink bounding box, optionally grown towards the font's ascender/descender lines
    (so short lowercase words are not always blown up to the full height), plus random margins,
    resized to the output height with the width following the aspect ratio;
-4. **appearance** — at output resolution: paper brightness and mottled texture, ink contrast and
-   fading, stray strokes of neighbouring words at the edges, blur, resolution loss and noise.
+4. **appearance** — at output resolution: ink of neighbouring words cut by the crop, paper
+   brightness and mottled texture, ink contrast and fading, blur, resolution loss and noise.
 
 All random ranges live in the frozen :class:`RenderStyle` (presets ``default``, ``hard``,
-``clean``). Lengths of the glyph and geometry steps are fractions of the font size (em); those of
-the crop and appearance steps are fractions of the output height. Font objects are never pickled:
+``clean``); ``docs/rendering.md`` lists them with their units. Font objects are never pickled:
 each process opens them lazily, cached by ``(path, size)``, so a :class:`Renderer` can be sent to
 DataLoader workers.
 """
@@ -52,16 +52,17 @@ Range = tuple[float, float]
 class RenderStyle:
     """Random ranges of every rendering parameter; each ``(lo, hi)`` is sampled uniformly.
 
-    Units: *em* = the font size, *h* = the output image height. See ``docs/rendering.md``.
+    Units: *em* = the font size, *line* = the font's ascender-to-descender height, *word* = the
+    height of the crop before margins, *h* = the output height. See ``docs/rendering.md``.
     """
 
     # glyphs
     font_scale: Range = (0.8, 1.2)  # line height used for drawing, in h (internal resolution)
-    stroke_width: Range = (0.03, 0.075)  # pen width, in line heights (the font's own: 0.03..0.11)
+    stroke_width: Range = (0.03, 0.075)  # pen width, line (bundled fonts' own: 0.03..0.12; 0 = keep)
     tracking_prob: float = 0.15  # chance of per-character layout with extra letter spacing
     tracking: Range = (0.0, 0.12)  # extra space between characters, em
     # geometry
-    stretch: Range = (0.9, 1.5)  # horizontal scale factor
+    stretch: Range = (0.9, 1.6)  # horizontal scale factor
     slant: Range = (-10.0, 25.0)  # shear angle in degrees, > 0 leans right
     rotation: Range = (-2.5, 2.5)  # degrees, > 0 counter-clockwise
     taper: Range = (0.0, 0.08)  # height change from one end of the word to the other
@@ -70,18 +71,18 @@ class RenderStyle:
     elastic_amplitude: Range = (0.0, 0.025)  # smooth random displacement, em
     elastic_scale: Range = (0.25, 0.5)  # correlation length of that displacement, em
     # crop
-    line_box: Range = (0.6, 1.0)  # 0: tight to the ink vertically, 1: full ascender..descender box
-    margin_x: Range = (0.02, 0.2)  # padding left and right (each sampled), h
-    margin_y: Range = (0.05, 0.3)  # padding top and bottom (each sampled), h
+    line_box: Range = (0.7, 1.0)  # 0: tight to the ink vertically, 1: full ascender..descender box
+    margin_x: Range = (0.02, 0.2)  # padding left and right (each sampled), word
+    margin_y: Range = (0.05, 0.4)  # padding top and bottom (each sampled), word
     # appearance
     paper: Range = (0.72, 1.0)  # paper brightness (0 = black, 1 = white)
-    paper_texture: Range = (0.0, 0.05)  # amplitude of low-frequency paper mottling
+    paper_texture: Range = (0.0, 0.03)  # amplitude of low-frequency paper mottling
     contrast: Range = (0.45, 0.95)  # ink darkness relative to the paper (1 = black ink)
     ink_fade: Range = (0.0, 0.35)  # low-frequency loss of contrast along the strokes
-    clutter_prob: float = 0.25  # chance of stray strokes from neighbouring words at the edges
+    clutter_prob: float = 0.25  # chance of letters of neighbouring words cut by the edges
     blur: Range = (0.0, 0.012)  # gaussian blur sigma, h
-    downsample_prob: float = 0.3  # chance of resolution loss (down- then up-sampling)
-    downsample: Range = (1.3, 2.5)  # resolution loss factor
+    downsample_prob: float = 0.2  # chance of resolution loss (down- then up-sampling)
+    downsample: Range = (1.2, 2.0)  # resolution loss factor
     noise: Range = (0.0, 0.03)  # gaussian pixel noise standard deviation (intensity 0..1)
 
     def __post_init__(self):
@@ -110,25 +111,25 @@ class RenderStyle:
 PRESETS: dict[str, RenderStyle] = {
     "default": RenderStyle(),
     "hard": RenderStyle(
-        stroke_width=(0.025, 0.1),
+        stroke_width=(0.025, 0.085),
         tracking_prob=0.25,
-        stretch=(0.7, 1.35),
+        stretch=(0.7, 1.7),
         slant=(-20.0, 40.0),
         rotation=(-6.0, 6.0),
         taper=(0.0, 0.15),
         wave_amplitude=(0.0, 0.1),
         elastic_amplitude=(0.01, 0.05),
         margin_x=(-0.02, 0.35),
-        margin_y=(-0.02, 0.2),
-        paper=(0.55, 0.95),
-        paper_texture=(0.02, 0.1),
-        contrast=(0.4, 0.9),
-        ink_fade=(0.1, 0.5),
+        margin_y=(-0.02, 0.4),
+        paper=(0.6, 0.95),
+        paper_texture=(0.02, 0.07),
+        contrast=(0.5, 0.9),
+        ink_fade=(0.1, 0.4),
         clutter_prob=0.5,
-        blur=(0.004, 0.025),
-        downsample_prob=0.6,
-        downsample=(1.5, 3.0),
-        noise=(0.01, 0.07),
+        blur=(0.003, 0.018),
+        downsample_prob=0.5,
+        downsample=(1.3, 2.2),
+        noise=(0.01, 0.05),
     ),
     "clean": RenderStyle(
         font_scale=(1.0, 1.0), stroke_width=(0.0, 0.0), tracking_prob=0.0, stretch=(1.0, 1.0),
@@ -191,6 +192,8 @@ class Renderer:
     def render_with_font(self, word: str, font: FontInfo, rng: np.random.Generator) -> np.ndarray:
         """Like :meth:`render` with the font fixed (it must cover ``word``)."""
         word = normalize(word)
+        if not word.strip():
+            raise HwlearnError(f"cannot render a blank word {word!r}")
         if not font.covers(word):
             raise HwlearnError(f"{font.path}: font cannot draw {font.missing(word)!r} of {word!r}")
         s, h = self.style, self.height
@@ -198,10 +201,8 @@ class Renderer:
         size = max(8, round(h * _u(rng, s.font_scale) / line_per_em))
         glyphs = _draw_word(word, font, size, rng, s)
         target = _u(rng, s.stroke_width)
-        if target > 0:  # 0 keeps the font's own pen; never thin by more than a quarter
-            line_px = line_per_em * size
-            offset = max(0.5 * (target - native_stroke), -0.25 * native_stroke) * line_px
-            glyphs.mask = _shift_weight(glyphs.mask, offset)
+        if target > 0:  # 0 keeps the font's own pen
+            glyphs.mask = _shift_weight(glyphs.mask, 0.5 * (target - native_stroke) * line_per_em * size)
         warped, lines = _warp(glyphs, size, rng, s)
         alpha = _crop_and_resize(warped, lines, h, rng, s)
         if rng.random() < s.clutter_prob:
@@ -264,7 +265,11 @@ def _reference_lines(path: str, size: int) -> tuple[float, float]:
 
 
 def _draw_word(word: str, info: FontInfo, size: int, rng: np.random.Generator, s: RenderStyle) -> _Glyphs:
-    """Draw ``word`` on a canvas fitted to its ink with a margin for the later stroke dilation."""
+    """Draw ``word``, then crop the canvas to its ink plus a margin for the later stroke dilation.
+
+    The canvas is the layout box (``getbbox``) grown by half an em on every side, because the
+    swashes of script fonts reach well outside the box Pillow reports.
+    """
     font = _font(str(info.path), size)
     if rng.random() < s.tracking_prob and len(word) > 1:
         extra = _u(rng, s.tracking) * size
@@ -278,28 +283,40 @@ def _draw_word(word: str, info: FontInfo, size: int, rng: np.random.Generator, s
     left = min(x + b[0] for (x, _), b in zip(pieces, boxes))
     right = max(x + b[2] for (x, _), b in zip(pieces, boxes))
     top, bottom = min(b[1] for b in boxes), max(b[3] for b in boxes)
-    pad = int(math.ceil(0.1 * size)) + 2
-    width, height = int(math.ceil(right - left)) + 2 * pad, int(math.ceil(bottom - top)) + 2 * pad
-    image = Image.new("L", (width, height), 0)
+    spill = int(math.ceil(0.5 * size))
+    image = Image.new("L", (int(math.ceil(right - left)) + 2 * spill, int(math.ceil(bottom - top)) + 2 * spill), 0)
     draw = ImageDraw.Draw(image)
-    ox, oy = pad - left, pad - top  # where the baseline origin lands
+    ox, oy = spill - left, spill - top  # where the baseline origin lands
     for x, text in pieces:
         draw.text((ox + x, oy), text, fill=255, font=font, anchor="ls")
+    ink = np.asarray(image)
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        raise HwlearnError(f"{info.path}: font drew no ink for {word!r}")
+    pad = int(math.ceil(0.1 * size)) + 2
+    y0, x0 = max(0, rows[0] - pad), max(0, cols[0] - pad)
+    y1, x1 = min(ink.shape[0], rows[-1] + 1 + pad), min(ink.shape[1], cols[-1] + 1 + pad)
+    mask = ink[y0:y1, x0:x1].astype(np.float32) * (1.0 / 255.0)
+    box = (float(cols[0] - x0), float(rows[0] - y0), float(cols[-1] + 1 - x0), float(rows[-1] + 1 - y0))
     asc, desc = _reference_lines(str(info.path), size)
-    mask = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
-    return _Glyphs(mask, (float(pad), float(pad), width - float(pad), height - float(pad)), oy + asc, oy + desc)
+    return _Glyphs(mask, box, oy - y0 + asc, oy - y0 + desc)
 
 
 def _shift_weight(mask: np.ndarray, offset: float) -> np.ndarray:
     """Move every stroke boundary outwards by ``offset`` pixels (inwards when negative).
 
-    Blurring a shape with a gaussian of width sigma turns a boundary into the ramp
+    Bolder: blurring a shape with a gaussian of width sigma turns a boundary into the ramp
     ``Phi(distance / sigma)``; thresholding that ramp at ``Phi(-offset / sigma)`` puts the new
     boundary ``offset`` pixels out, and scaling by the ramp's slope keeps a one-pixel soft edge.
+    Thinner: at most half a pixel, by lowering the anti-aliased coverage (no blur, so hairlines
+    of script fonts survive).
     """
-    if abs(offset) < 0.15:
+    if abs(offset) < 0.1:
         return mask
-    sigma = max(0.7, 0.8 * abs(offset))
+    if offset < 0:
+        cut = min(0.5, -offset)
+        return np.clip((mask - cut) * (1.0 / (1.0 - cut)), 0.0, 1.0)
+    sigma = max(0.7, 0.8 * offset)
     blurred = ndimage.gaussian_filter(mask, sigma, mode="constant", truncate=3.0)
     z = -offset / sigma
     level = float(ndtr(z))
@@ -434,7 +451,8 @@ def _appearance(alpha: np.ndarray, rng: np.random.Generator, s: RenderStyle) -> 
 
 def _clutter(alpha: np.ndarray, font: FontInfo, rng: np.random.Generator) -> np.ndarray:
     """Ink of neighbouring words cut by the crop: one or two letters of the same font whose
-    descenders / ascenders poke in at the top / bottom edge or that sit just inside a side."""
+    descenders / ascenders poke in at the top / bottom edge, or a sliver of a letter at a side
+    (never a whole letter there, which would read as part of the word)."""
     h, w = alpha.shape
     letters = [ch for ch in _CLUTTER_LETTERS if ord(ch) in font.codepoints] or ["l"]
     line_per_em, _ = _font_metrics(str(font.path))
@@ -445,7 +463,7 @@ def _clutter(alpha: np.ndarray, font: FontInfo, rng: np.random.Generator) -> np.
         ch = letters[int(rng.integers(len(letters)))]
         left, top, right, bottom = pil_font.getbbox(ch, anchor="ls")
         edge = int(rng.integers(4))  # 0 top, 1 bottom, 2 left, 3 right
-        reach = rng.uniform(0.05, 0.3) * h  # how far the letter pokes into the image
+        reach = rng.uniform(0.04, 0.2) * h if edge < 2 else rng.uniform(0.01, 0.05) * h
         if edge == 0:
             x, y = rng.uniform(-left, w), reach - bottom
         elif edge == 1:
@@ -458,7 +476,7 @@ def _clutter(alpha: np.ndarray, font: FontInfo, rng: np.random.Generator) -> np.
     return np.maximum(alpha, np.asarray(image, dtype=np.float32) * (1.0 / 255.0))
 
 
-_CLUTTER_LETTERS = "bdfghjklpqty,"
+_CLUTTER_LETTERS = "bdfghjklpqty"
 
 
 # -- contact sheets -----------------------------------------------------------------------------
