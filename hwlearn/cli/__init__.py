@@ -28,9 +28,14 @@ def main() -> None:
 
     \b
     Typical flow:
-      hwlearn corpus    word statistics from text files / word lists
-      hwlearn fonts     which handwriting fonts cover which characters
-      hwlearn synth     render a synthetic labeled dataset
+      hwlearn demo        the whole loop on bundled data (start here)
+      hwlearn corpus      word statistics from text files / word lists
+      hwlearn fonts       which handwriting fonts cover which characters
+      hwlearn synth       render a synthetic labeled dataset
+      hwlearn pretrain    train a recognizer on synthetic words
+      hwlearn adapt       self-train it on your unlabeled word images
+      hwlearn evaluate    CER/WER on a labeled subset
+      hwlearn recognize   read images
     """
 
 
@@ -43,3 +48,15 @@ from .synth_cmd import synth  # noqa: E402
 main.add_command(synth)
 from .checkpoints_cmd import checkpoints  # noqa: E402
 main.add_command(checkpoints)
+from .pretrain_cmd import pretrain  # noqa: E402
+main.add_command(pretrain)
+from .train_cmd import train  # noqa: E402
+main.add_command(train)
+from .adapt_cmd import adapt  # noqa: E402
+main.add_command(adapt)
+from .evaluate_cmd import evaluate  # noqa: E402
+main.add_command(evaluate)
+from .recognize_cmd import recognize  # noqa: E402
+main.add_command(recognize)
+from .demo_cmd import demo  # noqa: E402
+main.add_command(demo)

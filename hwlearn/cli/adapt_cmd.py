@@ -1,0 +1,75 @@
+"""``hwlearn adapt``: self-train a pretrained recognizer on unlabeled real word images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import device_option, lexicon_option, seed_option, workers_option
+
+
+@click.command()
+@click.option("--from", "checkpoint", required=True, type=click.Path(path_type=Path), help="Pretrained checkpoint (e.g. runs/pre/best).")
+@click.option("--unlabeled", required=True, type=click.Path(path_type=Path),
+              help="Directory of word images (searched recursively: png jpg tif bmp webp; unreadable files are skipped and listed).")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory (round checkpoints, final).")
+@lexicon_option
+@click.option("--val", "val_labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Labeled subset to REPORT CER/WER per round. Never used for training or for choosing the model.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--steps-per-round", default=400, show_default=True, type=click.IntRange(min=1))
+@click.option("--start-share", default=0.4, show_default=True, type=click.FloatRange(0.01, 1.0),
+              help="Share of the images (most confident first) used as pseudo-labels in round 1.")
+@click.option("--end-share", default=0.8, show_default=True, type=click.FloatRange(0.01, 1.0),
+              help="Share used in the last round (grows linearly).")
+@click.option("--synthetic-share", default=0.3, show_default=True, type=click.FloatRange(0.0, 0.95),
+              help="Share of each batch taken from synthetic words.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", default=3e-4, show_default=True, type=float)
+@click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run.")
+@device_option
+@workers_option
+@seed_option
+def adapt(checkpoint, unlabeled, out, lexicon, val_labels, rounds, steps_per_round, start_share, end_share,
+          synthetic_share, batch_size, lr, overwrite, device, workers, seed):
+    """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
+
+    Each round labels every image with the current model, keeps the most confident share,
+    trains on it (augmented, mixed with synthetic words) and checkpoints OUT/round<k>/last.
+    The final model (OUT/final) is the round with the highest mean confidence over all images —
+    chosen without labels. A table shows each round; CER/WER columns appear only with --val.
+    """
+    from rich.table import Table
+
+    from ..console import console
+    from ..recipes import adapt_folder
+    from ..selftrain import AdaptConfig
+
+    config = AdaptConfig(rounds=rounds, steps_per_round=steps_per_round, start_share=start_share, end_share=end_share,
+                         synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed)
+
+    def report(row):
+        val = "  ".join(f"{k} {v:.4f}" for k, v in row.val.items())
+        console.print(f"round {row.round}: labeled {row.labeled}, selected {row.selected}, "
+                      f"mean confidence {row.mean_confidence:.4f}  {val}")
+
+    result = adapt_folder(checkpoint, unlabeled, out, config=config, lexicon_source=lexicon, val_labels=val_labels,
+                          device=device, overwrite=overwrite, report=report)
+    table = Table(title="self-training rounds")
+    for col in ("round", "labeled", "selected", "share", "mean conf.", "conf. of selected"):
+        table.add_column(col, justify="right")
+    val_keys = list(result.rounds[0].val)
+    for k in val_keys:
+        table.add_column(f"val {k}", justify="right")
+    for row in result.rounds:
+        mark = " *" if row.round == result.chosen_round else ""
+        table.add_row(f"{row.round}{mark}", str(row.labeled), str(row.selected), f"{row.share:.2f}",
+                      f"{row.mean_confidence:.4f}", f"{row.selected_confidence:.4f}",
+                      *[f"{row.val[k]:.4f}" for k in val_keys])
+    console.print(table)
+    console.print(f"chosen without labels: round {result.chosen_round} (highest mean confidence) -> {result.final_checkpoint}")
+    if result.skipped:
+        console.print(f"[yellow]skipped {len(result.skipped)} unreadable file(s):")
+        for path, reason in result.skipped:
+            console.print(f"  {path}: {reason}", markup=False)

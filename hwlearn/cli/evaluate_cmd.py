@@ -1,0 +1,44 @@
+"""``hwlearn evaluate``: CER/WER of a checkpoint on a labeled set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import device_option, lexicon_option
+
+
+@click.command()
+@click.option("--model", "checkpoint", required=True, type=click.Path(path_type=Path), help="Checkpoint directory.")
+@click.option("--labels", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Labeled images: TSV (path<TAB>text), CSV (path,text) or IAM words.txt; paths relative to the file.")
+@lexicon_option
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write one row per image: image, reference, prediction, confidence, edit_distance.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the summary as JSON.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@device_option
+def evaluate(checkpoint, labels, lexicon, csv_path, json_path, batch_size, device):
+    """Character and word error rates of a model on labeled images.
+
+    CER = total edit distance / total reference characters (corpus level), WER likewise over
+    words; both case-sensitive and case-insensitive, with greedy decoding and — with --lexicon —
+    lexicon-constrained decoding.
+    """
+    from rich.table import Table
+
+    from ..console import console
+    from ..recipes import evaluate as run
+
+    summary = run(checkpoint, labels, lexicon_source=lexicon, device=device, batch_size=batch_size,
+                  csv_path=csv_path, json_path=json_path)
+    table = Table(title=f"{labels} ({summary['n']} images)")
+    for col in ("decoding", "CER", "WER", "CER (no case)", "WER (no case)"):
+        table.add_column(col, justify="right")
+    for method, s in summary["results"].items():
+        table.add_row(method, f"{s['cer']:.4f}", f"{s['wer']:.4f}", f"{s['cer_nocase']:.4f}", f"{s['wer_nocase']:.4f}")
+    console.print(table)
+    for path in (csv_path, json_path):
+        if path:
+            console.print(f"wrote {path}")

@@ -1,0 +1,51 @@
+"""Options shared by the training and recognition commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+device_option = click.option(
+    "--device", default="auto", show_default=True,
+    help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps.",
+)
+workers_option = click.option(
+    "--workers", default=2, show_default=True, type=click.IntRange(min=0),
+    help="DataLoader worker processes (render/load images in parallel; 0 = in the main process).",
+)
+seed_option = click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Random seed.")
+amp_option = click.option(
+    "--amp", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "off"]),
+    help="Mixed precision on CUDA (auto = bf16 where supported, else fp16); always off on CPU.",
+)
+lexicon_option = click.option(
+    "--lexicon", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Constrain decoding to words: a word list (one per line) or a corpus statistics JSON (its 50,000 most frequent words).",
+)
+
+
+def train_loop_options(f):
+    """--steps --batch-size --lr --val-every --resume --overwrite (same meaning for every training command)."""
+    for opt in reversed([
+        click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps in total."),
+        click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
+        click.option("--lr", type=float, default=None, help="Peak learning rate (AdamW, warmup then cosine decay)."),
+        click.option("--val-every", default=250, show_default=True, type=click.IntRange(min=1),
+                     help="Validate and checkpoint every N steps."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint left it."),
+        click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def print_train_result(result, out_dir: Path) -> None:
+    from ..console import console
+
+    best = "n/a" if result.best_cer is None else f"{result.best_cer:.4f}"
+    console.print(
+        f"done: step {result.step}, best validation CER {best}, "
+        f"{result.skipped_steps} skipped steps, {result.nonfinite_samples} non-finite losses, {result.seconds:.0f} s training"
+    )
+    console.print(f"checkpoints: {out_dir / 'best'} (best), {out_dir / 'last'} (last); metrics: {out_dir / 'metrics.jsonl'}, {out_dir / 'curve.png'}")

@@ -1,0 +1,50 @@
+"""``hwlearn recognize``: read word images with a trained model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .options import device_option, lexicon_option
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", "checkpoint", required=True, type=click.Path(path_type=Path), help="Checkpoint directory.")
+@lexicon_option
+@click.option("--beam", is_flag=True, help="CTC beam search instead of greedy decoding (ignored with --lexicon).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines: {\"image\", \"text\", \"confidence\"}.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV: image,text,confidence.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@device_option
+def recognize(inputs, checkpoint, lexicon, beam, as_json, as_csv, batch_size, device):
+    """Recognize word images: INPUTS are image files or directories (searched recursively).
+
+    Prints one line per image to stdout: path, text and confidence (tab-separated by default).
+    Unreadable files are skipped and listed on stderr.
+    """
+    from ..console import console
+    from ..recipes import recognize as run
+
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv exclude each other")
+    results, skipped = run(checkpoint, inputs, lexicon_source=lexicon, method="beam" if beam else "greedy",
+                           device=device, batch_size=batch_size)
+    if as_csv:
+        w = csv.writer(sys.stdout)
+        w.writerow(["image", "text", "confidence"])
+        for path, text, conf in results:
+            w.writerow([str(path), text, f"{conf:.4f}"])
+    else:
+        for path, text, conf in results:
+            if as_json:
+                click.echo(json.dumps({"image": str(path), "text": text, "confidence": round(conf, 4)}, ensure_ascii=False))
+            else:
+                click.echo(f"{path}\t{text}\t{conf:.4f}")
+    for path, reason in skipped:
+        console.print(f"[yellow]skipped[/] {path}: {reason}", markup=True, highlight=False)
+    console.print(f"{len(results)} image(s) recognized, {len(skipped)} skipped")

@@ -1,0 +1,359 @@
+"""The jobs behind the CLI commands, as library functions: pretrain, fine-tune, evaluate, recognize.
+
+Each function takes plain paths and numbers, builds the datasets, model and trainer from the other
+modules, and returns a result object; the CLI only parses options and prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+
+from .charset import Charset
+from .checkpoint import load_checkpoint
+from .errors import HwlearnError
+from .train import ModelInputs, Source, Trainer, TrainConfig, TrainResult, ValSet, resolve_device
+
+VAL_SEED_OFFSET = 7919  # held-out synthetic validation words use seed + this: never the training stream
+
+
+# --------------------------------------------------------------------------------------------
+# shared pieces
+
+
+def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 50_000):
+    """A :class:`~hwlearn.decode.Lexicon` from a word list file (one word per line, optional
+    ``<TAB>count``) or a corpus statistics JSON (its ``max_words`` most frequent words); None for None."""
+    if source is None:
+        return None
+    from .corpus import CorpusStats, WordSampler
+    from .decode import Lexicon
+
+    path = Path(source)
+    if path.suffix == ".json":
+        lexicon = Lexicon(WordSampler(CorpusStats.load(path), charset=charset).vocabulary[:max_words], charset)
+    else:
+        lexicon = Lexicon.from_file(path, charset)
+    if len(lexicon) == 0:
+        raise HwlearnError(f"{path}: no lexicon word is covered by the model's charset")
+    return lexicon
+
+
+def synthetic_like(ckpt, seed: int):
+    """An endless synthetic word stream made like the one ``ckpt`` was pretrained on (same fonts,
+    corpus, style, sampler options, charset, height), with another seed."""
+    from .synth import build_synthetic
+
+    syn = ckpt.meta.get("synthetic", {})
+    return build_synthetic(syn.get("fonts"), syn.get("corpus"), height=ckpt.height, style=syn.get("style", "default"),
+                           charset=ckpt.charset, seed=seed, length=10**9, **syn.get("sampler_options", {}))
+
+
+def _labeled(path: str | Path, height: int, augment=None, seed: int = 0):
+    from .data import LabeledImages, read_labels
+
+    items = read_labels(path)
+    if not items:
+        raise HwlearnError(f"{path}: no labeled images")
+    return LabeledImages(items, height, augment=augment, seed=seed)
+
+
+def _prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> bool:
+    """True when the run resumes. A run directory holding a checkpoint is never silently overwritten."""
+    has_run = (out_dir / "last" / "meta.json").exists()
+    if resume:
+        if not (out_dir / "last" / "train_state.pt").exists():
+            raise HwlearnError(f"{out_dir}: nothing to resume (no last/train_state.pt)")
+        return True
+    if has_run and not overwrite:
+        raise HwlearnError(f"{out_dir}: already holds a run; use --resume to continue it or --overwrite to start over")
+    if overwrite and (out_dir / "metrics.jsonl").exists():
+        (out_dir / "metrics.jsonl").unlink()
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# pretraining on synthetic words
+
+
+@dataclass
+class PretrainSetup:
+    model: torch.nn.Module
+    charset: Charset
+    synthetic: object  # SyntheticWords producing uint8 images at the model's height
+    height: int
+
+
+def synthetic_setup(preset: str = "small", *, fonts_dir=None, corpus=None, style="default", seed: int = 0,
+                    charset: Charset | None = None, model_overrides: dict | None = None, **sampler_options) -> PretrainSetup:
+    """A fresh model of ``preset`` and the synthetic word stream it trains on (rendered at the model's height)."""
+    from .model import PRESETS, create_model
+    from .synth import build_synthetic
+
+    if preset not in PRESETS:
+        raise HwlearnError(f"unknown model preset {preset!r} (known: {', '.join(PRESETS)})")
+    height = int((model_overrides or {}).get("height", PRESETS[preset].height))
+    synthetic = build_synthetic(fonts_dir, corpus, height=height, style=style, charset=charset, seed=seed,
+                                length=10**9, **sampler_options)
+    charset = Charset.from_string(synthetic.info["charset"])
+    torch.manual_seed(seed)  # same seed, same initial weights
+    model = create_model(preset, charset.num_classes, **(model_overrides or {}))
+    return PretrainSetup(model, charset, synthetic, height)
+
+
+def pretrain(
+    out_dir: str | Path,
+    *,
+    preset: str = "small",
+    fonts_dir=None,
+    corpus=None,
+    style: str = "default",
+    data_dir: str | Path | None = None,
+    config: TrainConfig = TrainConfig(),
+    val_labels: str | Path | None = None,
+    val_size: int = 500,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    model_overrides: dict | None = None,
+    sampler_options: dict | None = None,
+    progress: bool = True,
+    until: int | None = None,
+) -> TrainResult:
+    """Pretrain a recognizer on synthetic words (rendered on the fly, or read from a ``hwlearn synth``
+    dataset in ``data_dir``), validating on ``val_size`` held-out synthetic words and on
+    ``val_labels`` (a labeled real set) when given. Checkpoints go to ``out_dir/{best,last}``.
+    ``sampler_options`` go to :class:`~hwlearn.corpus.WordSampler`; ``until`` stops early at that step
+    (the run stays resumable)."""
+    out_dir = Path(out_dir)
+    resuming = _prepare_run_dir(out_dir, resume, overwrite)
+    setup = synthetic_setup(preset, fonts_dir=fonts_dir, corpus=corpus, style=style, seed=config.seed,
+                            model_overrides=model_overrides, **(sampler_options or {}))
+    if data_dir is not None:
+        from .synth import read_meta
+
+        meta = read_meta(data_dir)
+        if "charset" in meta and Charset.from_string(meta["charset"]) != setup.charset:
+            from .model import create_model
+
+            setup.charset = Charset.from_string(meta["charset"])
+            setup.model = create_model(preset, setup.charset.num_classes, **(model_overrides or {}))
+        train_source = Source(_labeled(Path(data_dir) / "labels.tsv", setup.height), name="synth-dataset")
+    else:
+        train_source = Source(ModelInputs(setup.synthetic, setup.height), infinite=True, name="synthetic")
+    from .synth import SyntheticWords
+
+    val_synth = SyntheticWords(setup.synthetic.sampler, setup.synthetic.renderer,
+                               seed=config.seed + VAL_SEED_OFFSET, length=val_size)
+    val_sets = [ValSet("synth_val", ModelInputs(val_synth, setup.height))]
+    if val_labels is not None:
+        val_sets.append(ValSet("real_val", _labeled(val_labels, setup.height)))
+    meta = {
+        "synthetic": setup.synthetic.info,
+        "preset": preset,
+        "data_dir": str(data_dir) if data_dir else None,
+        "preprocessing": {"height": setup.height},
+    }
+    trainer = Trainer(setup.model, setup.charset, [train_source], out_dir, config, val_sets=val_sets,
+                      device=device, meta=meta)
+    if resuming:
+        trainer.resume(out_dir / "last")
+    return trainer.fit(progress=progress, until=until)
+
+
+# --------------------------------------------------------------------------------------------
+# supervised fine-tuning (the upper bound label-free adaptation is compared against)
+
+
+def finetune(
+    checkpoint: str | Path,
+    labeled: str | Path,
+    out_dir: str | Path,
+    *,
+    config: TrainConfig = TrainConfig(phase="finetune", steps=1000, lr=3e-4, warmup_steps=50),
+    val_labels: str | Path | None = None,
+    synthetic_share: float = 0.0,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune a checkpoint on labeled real words (augmented), optionally mixed with synthetic words."""
+    from .data import augment_real
+
+    out_dir = Path(out_dir)
+    resuming = _prepare_run_dir(out_dir, resume, overwrite)
+    ckpt = load_checkpoint(checkpoint)
+    height = ckpt.height
+    sources = [Source(_labeled(labeled, height, augment=augment_real, seed=config.seed), share=1 - synthetic_share,
+                      name="labeled")]
+    if synthetic_share > 0:
+        synthetic = synthetic_like(ckpt, seed=config.seed)
+        sources.append(Source(ModelInputs(synthetic, height), share=synthetic_share, infinite=True, name="synthetic"))
+    val_sets = [ValSet("real_val", _labeled(val_labels, height))] if val_labels else []
+    meta = {k: v for k, v in ckpt.meta.items() if k not in ("training", "metrics")}
+    meta["finetune"] = {"source": str(checkpoint), "labeled": str(labeled), "synthetic_share": synthetic_share}
+    trainer = Trainer(ckpt.model, ckpt.charset, sources, out_dir, config, val_sets=val_sets, device=device, meta=meta)
+    if resuming:
+        trainer.resume(out_dir / "last")
+    return trainer.fit(progress=progress)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation and recognition
+
+
+@dataclass
+class EvalRow:
+    image: str
+    reference: str
+    prediction: str
+    confidence: float
+    edit_distance: int
+
+
+def evaluate(
+    checkpoint: str | Path,
+    labels: str | Path,
+    *,
+    lexicon_source=None,
+    device: str = "auto",
+    batch_size: int = 64,
+    csv_path: str | Path | None = None,
+    json_path: str | Path | None = None,
+) -> dict:
+    """CER/WER (case-sensitive and not) of a checkpoint on a labeled set, greedy and — with a lexicon —
+    lexicon-constrained. Writes a per-sample CSV (primary decoding) and a JSON summary when asked."""
+    from .data import load_image, read_labels, to_model_input
+    from .inference import predict
+    from .metrics import edit_distance, score
+
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, device=dev)
+    items = read_labels(labels)
+    if not items:
+        raise HwlearnError(f"{labels}: no labeled images")
+    t0 = time.perf_counter()
+    inputs = [(to_model_input(load_image(p), ckpt.height), text) for p, text in items]
+    refs = [t for _, t in items]
+    lexicon = load_lexicon(lexicon_source, ckpt.charset) if lexicon_source else None
+    summary: dict = {"checkpoint": str(checkpoint), "labels": str(labels), "n": len(items), "results": {}}
+    rows: list[EvalRow] = []
+    for method in ("greedy", "lexicon") if lexicon else ("greedy",):
+        preds = predict(ckpt.model, inputs, ckpt.charset, device=dev, batch_size=batch_size, method=method,
+                        lexicon=lexicon)
+        summary["results"][method] = score(refs, [p.text for p in preds])
+        if not rows:  # the per-sample report uses the first (greedy) decoding
+            rows = [EvalRow(str(p), r, pr.text, round(pr.confidence, 4), edit_distance(r, pr.text))
+                    for (p, r), pr in zip(items, preds)]
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    if csv_path:
+        _write_rows(Path(csv_path), rows)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    summary["rows"] = rows
+    return summary
+
+
+def _write_rows(path: Path, rows: Sequence[EvalRow]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "reference", "prediction", "confidence", "edit_distance"])
+        for r in rows:
+            w.writerow([r.image, r.reference, r.prediction, r.confidence, r.edit_distance])
+
+
+def recognize(
+    checkpoint: str | Path,
+    inputs: Iterable[str | Path],
+    *,
+    lexicon_source=None,
+    method: str = "greedy",
+    device: str = "auto",
+    batch_size: int = 64,
+) -> tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]:
+    """Read every image among ``inputs`` (files, or directories searched recursively).
+
+    Returns ``(results, skipped)``: ``(path, text, confidence)`` per readable image and
+    ``(path, reason)`` per unreadable one.
+    """
+    from .data import load_image, scan_images, to_model_input
+    from .inference import predict
+
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, device=dev)
+    paths: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            scan = scan_images(item)
+            paths.extend(scan.paths)
+            skipped.extend(scan.skipped)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise HwlearnError(f"{item}: no such file or directory")
+    tensors, kept = [], []
+    for p in paths:
+        try:
+            tensors.append((to_model_input(load_image(p), ckpt.height), None))
+            kept.append(p)
+        except HwlearnError as exc:
+            skipped.append((p, str(exc)))
+    lexicon = load_lexicon(lexicon_source, ckpt.charset) if lexicon_source else None
+    if lexicon is not None and method == "greedy":
+        method = "lexicon"
+    preds = predict(ckpt.model, tensors, ckpt.charset, device=dev, batch_size=batch_size, method=method,
+                    lexicon=lexicon) if tensors else []
+    return [(p, pr.text, pr.confidence) for p, pr in zip(kept, preds)], skipped
+
+
+# --------------------------------------------------------------------------------------------
+# label-free adaptation
+
+
+def adapt_folder(
+    checkpoint: str | Path,
+    unlabeled_dir: str | Path | Sequence[Path],
+    out_dir: str | Path,
+    *,
+    config=None,
+    lexicon_source=None,
+    val_labels: str | Path | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    report=None,
+):
+    """Self-train ``checkpoint`` on the images under ``unlabeled_dir`` (recursively; unreadable files are
+    skipped and listed), mixing in synthetic words rendered like the checkpoint's pretraining data.
+    See :func:`hwlearn.selftrain.adapt`."""
+    from .data import read_labels, scan_images
+    from .selftrain import AdaptConfig, adapt
+
+    config = config or AdaptConfig()
+    out_dir = Path(out_dir)
+    if (out_dir / "final" / "meta.json").exists() and not overwrite:
+        raise HwlearnError(f"{out_dir}: already holds an adaptation run; use --overwrite to start over")
+    if isinstance(unlabeled_dir, (str, Path)):
+        scan = scan_images(unlabeled_dir)
+        paths, skipped = list(scan.paths), list(scan.skipped)
+    else:
+        paths, skipped = list(unlabeled_dir), []
+    if not paths:
+        raise HwlearnError(f"{unlabeled_dir}: no readable image")
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint)
+    synthetic = synthetic_like(ckpt, seed=config.seed + 104729)
+    lexicon = load_lexicon(lexicon_source, ckpt.charset) if lexicon_source else None
+    val_items = read_labels(val_labels) if val_labels else []
+    return adapt(checkpoint, paths, out_dir, synthetic, config, lexicon=lexicon, val_items=val_items, device=dev,
+                 skipped=skipped, report=report)

@@ -1,0 +1,191 @@
+"""Self-training: adapt a pretrained recognizer to unlabeled real word images.
+
+Each round:
+
+1. **label** every unlabeled image with the current model (lexicon-constrained when a lexicon is
+   given, else greedy) and score each pseudo-label with its length-normalized CTC probability
+   (:func:`hwlearn.decode.sequence_confidence`);
+2. **select** by rank: the most confident share of the images, a share that grows linearly from
+   ``start_share`` in round 1 to ``end_share`` in the last round (a rank rule cannot silently
+   select nothing, unlike a fixed threshold);
+3. **train** the model on the selection, each image freshly augmented every time it is drawn
+   (:func:`hwlearn.data.augment_real`), mixed with synthetic words (``synthetic_share`` of each
+   batch) so rare characters and the synthetic prior are not forgotten;
+4. **checkpoint** the round (``round<k>/last``) and re-label all images with the new model; the
+   mean confidence over *all* unlabeled images is the round's label-free score.
+
+Labels of an optional validation set are used only to print CER/WER per round, never to train or
+to choose. The final model is the round with the highest label-free score (round 0 = the
+pretrained model), copied to ``final``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .charset import Charset
+from .checkpoint import load_checkpoint, save_checkpoint
+from .console import console
+from .data import LabeledImages, augment_real, load_image, to_model_input
+from .decode import Prediction
+from .inference import predict
+from .metrics import score
+from .train import ModelInputs, Source, Trainer, TrainConfig
+
+
+@dataclass
+class AdaptConfig:
+    """Hyper-parameters of self-training (stored in each round's checkpoint)."""
+
+    rounds: int = 3
+    steps_per_round: int = 400
+    start_share: float = 0.4
+    end_share: float = 0.8
+    synthetic_share: float = 0.3
+    batch_size: int = 32
+    lr: float = 3e-4
+    warmup_steps: int = 50
+    num_workers: int = 2
+    seed: int = 0
+    beam_width: int = 10
+
+    def share(self, round_index: int) -> float:
+        """Share of the unlabeled images selected in round ``round_index`` (1-based)."""
+        if self.rounds <= 1:
+            return self.end_share
+        t = (round_index - 1) / (self.rounds - 1)
+        return self.start_share + t * (self.end_share - self.start_share)
+
+
+@dataclass
+class RoundReport:
+    round: int
+    labeled: int
+    selected: int
+    share: float
+    mean_confidence: float
+    selected_confidence: float
+    val: dict = field(default_factory=dict)
+    checkpoint: str = ""
+
+
+@dataclass
+class AdaptResult:
+    rounds: list[RoundReport]
+    chosen_round: int
+    final_checkpoint: Path
+    skipped: list[tuple[Path, str]]
+
+
+def select_by_rank(predictions: Sequence[Prediction], share: float, charset: Charset) -> list[int]:
+    """Indices of the ``share`` most confident non-empty predictions (ties broken by index)."""
+    usable = [i for i, p in enumerate(predictions) if p.text.strip() and charset.covers(p.text)]
+    usable.sort(key=lambda i: (-predictions[i].confidence, i))
+    k = int(round(share * len(predictions)))
+    return sorted(usable[: max(1, min(k, len(usable)))]) if usable else []
+
+
+def adapt(
+    checkpoint: str | Path,
+    unlabeled: Sequence[Path],
+    out_dir: str | Path,
+    synthetic: Dataset,
+    config: AdaptConfig = AdaptConfig(),
+    *,
+    lexicon=None,
+    val_items: Sequence[tuple[Path, str]] = (),
+    device: str | torch.device = "cpu",
+    skipped: Sequence[tuple[Path, str]] = (),
+    report=None,
+) -> AdaptResult:
+    """Self-train the model in ``checkpoint`` on ``unlabeled`` image paths; see the module docstring.
+
+    ``synthetic`` yields ``(uint8 image, word)`` (e.g. :class:`hwlearn.synth.SyntheticWords`);
+    ``report(RoundReport)`` is called after each round (the CLI prints the table row).
+    """
+    out_dir = Path(out_dir)
+    ckpt = load_checkpoint(checkpoint, device=device)
+    model, charset, meta = ckpt.model, ckpt.charset, ckpt.meta
+    height = int(meta["preprocessing"]["height"])
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    method = "lexicon" if lexicon is not None else "greedy"
+
+    images = [load_image(p) for p in unlabeled]
+    inputs = [(to_model_input(img, height), None) for img in images]
+    val = [(to_model_input(load_image(p), height), text) for p, text in val_items]
+
+    def label_and_score(round_index: int, share: float, selected: list[int], preds_before) -> tuple[list[Prediction], RoundReport]:
+        preds = predict(model, inputs, charset, device=device, method=method, lexicon=lexicon,
+                        beam_width=config.beam_width)
+        row = RoundReport(
+            round=round_index,
+            labeled=len(preds),
+            selected=len(selected),
+            share=share,
+            mean_confidence=float(np.mean([p.confidence for p in preds])) if preds else 0.0,
+            selected_confidence=float(np.mean([preds_before[i].confidence for i in selected])) if selected else 0.0,
+        )
+        if val:
+            refs = [t for _, t in val]
+            for m in ("greedy", "lexicon") if lexicon is not None else ("greedy",):
+                vp = predict(model, val, charset, device=device, method=m, lexicon=lexicon, beam_width=config.beam_width)
+                s = score(refs, [p.text for p in vp])
+                suffix = "" if m == "greedy" else "_lex"
+                row.val.update({f"cer{suffix}": s["cer"], f"wer{suffix}": s["wer"]})
+        return preds, row
+
+    preds, row = label_and_score(0, 0.0, [], [])
+    row.checkpoint = str(checkpoint)
+    rounds = [row]
+    if report:
+        report(row)
+    round_dirs = {0: Path(checkpoint)}
+    for r in range(1, config.rounds + 1):
+        share = config.share(r)
+        selected = select_by_rank(preds, share, charset)
+        if not selected:
+            console.print(f"[yellow]round {r}: no usable pseudo-label (all predictions empty); stopping")
+            break
+        pseudo = LabeledImages([(images[i], preds[i].text) for i in selected], height, augment=augment_real,
+                               seed=config.seed + r)
+        sources = [Source(pseudo, share=1 - config.synthetic_share, name="pseudo")]
+        if config.synthetic_share > 0:
+            sources.append(Source(ModelInputs(synthetic, height), share=config.synthetic_share, infinite=True,
+                                  name="synthetic"))
+        train_config = TrainConfig(
+            steps=config.steps_per_round, batch_size=config.batch_size, lr=config.lr,
+            warmup_steps=config.warmup_steps, val_every=config.steps_per_round, num_workers=config.num_workers,
+            seed=config.seed * 1000 + r, phase=f"adapt-round-{r}",
+        )
+        round_meta = {**{k: v for k, v in meta.items() if k not in ("training", "metrics")},
+                      "adapt": {**asdict(config), "round": r, "selected": len(selected), "source": str(checkpoint)}}
+        trainer = Trainer(model, charset, sources, out_dir / f"round{r}", train_config, device=device, meta=round_meta)
+        trainer.fit()
+        before = preds
+        preds, row = label_and_score(r, share, selected, before)
+        # store the label-free score (and the report-only validation numbers) with the round's checkpoint;
+        # a finished round needs no resume state, so it is written without it
+        save_checkpoint(out_dir / f"round{r}" / "last", model, charset,
+                        meta={**round_meta, "metrics": {"mean_confidence": row.mean_confidence,
+                                                        **{f"val_{k}": v for k, v in row.val.items()}}})
+        row.checkpoint = str(out_dir / f"round{r}" / "last")
+        round_dirs[r] = out_dir / f"round{r}" / "last"
+        rounds.append(row)
+        if report:
+            report(row)
+
+    chosen = max(rounds, key=lambda x: (x.mean_confidence, -x.round)).round
+    final = out_dir / "final"
+    chosen_ckpt = load_checkpoint(round_dirs[chosen], device="cpu")
+    save_checkpoint(final, chosen_ckpt.model, charset, meta={
+        **chosen_ckpt.meta,
+        "adapt_summary": {"chosen_round": chosen, "rule": "highest mean confidence on the unlabeled images",
+                          "rounds": [asdict(x) for x in rounds], "skipped_images": len(skipped)},
+    })
+    return AdaptResult(rounds, chosen, final, list(skipped))

@@ -1,0 +1,546 @@
+"""The one training loop, for every phase: synthetic pretraining, supervised fine-tuning and the
+training part of each self-training round.
+
+What it does, in order of a step:
+
+1. :class:`StepBatches` says which samples make up step ``s``. The choice depends only on
+   ``(seed, s)``: a run resumed at step ``s`` sees exactly the batches it would have seen, with no
+   data-loader state to save. Samples come from one or more :class:`Source` s mixed by share
+   (e.g. pseudo-labeled real images + synthetic words), and a window of steps is bucketed by
+   width so a batch holds images of similar width.
+2. Forward under autocast (bf16 on CUDA when supported, else fp16 with a grad scaler), CTC loss in
+   float32, per sample; samples whose loss is NaN/inf are dropped and counted, a step with no
+   finite loss is skipped and counted.
+3. Gradient clipping, AdamW, a warmup + cosine schedule.
+4. Every ``val_every`` steps: CER/WER on each validation set, a line in ``metrics.jsonl``, the
+   ``last`` checkpoint (with optimizer/scheduler/RNG state for ``--resume``) and ``best`` when
+   the first validation set's CER improved; ``curve.png`` is redrawn. Ctrl-C saves ``last``
+   before stopping, so an interrupted run loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from . import __version__
+from .charset import Charset
+from .checkpoint import load_checkpoint, load_train_state, save_checkpoint
+from .console import console
+from .data import collate, to_model_input
+from .errors import HwlearnError
+from .inference import materialize, predict
+from .metrics import score
+
+# --------------------------------------------------------------------------------------------
+# device and precision
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise HwlearnError(f"unknown device {name!r} ({exc})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HwlearnError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` in ``auto|bf16|fp16|off``; ``auto`` = bf16 (or fp16) on CUDA, off elsewhere."""
+    if amp == "off" or device.type != "cuda":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+# --------------------------------------------------------------------------------------------
+# what goes into each step
+
+
+@dataclass
+class Source:
+    """A training set and its share of each batch.
+
+    ``dataset[i]`` returns ``(tensor (1, H, W), text)``. ``infinite`` sources (the synthetic stream)
+    are read at consecutive indices, finite ones in a fresh permutation each epoch. If the dataset
+    has ``sample(i, salt)`` it is called instead, with a salt that differs each time the sample is
+    drawn (augmentation of a re-used real image differs per epoch). ``width_key(i)`` (optional,
+    cheap) is used to bucket batches by width.
+    """
+
+    dataset: Dataset
+    share: float = 1.0
+    infinite: bool = False
+    name: str = "train"
+
+
+def _allocate(shares: Sequence[float], batch_size: int) -> list[int]:
+    """Split ``batch_size`` over sources in proportion to ``shares`` (largest remainder)."""
+    total = sum(shares)
+    raw = [s / total * batch_size for s in shares]
+    counts = [int(math.floor(r)) for r in raw]
+    for k in sorted(range(len(raw)), key=lambda k: raw[k] - counts[k], reverse=True)[: batch_size - sum(counts)]:
+        counts[k] += 1
+    return counts
+
+
+class StepBatches:
+    """Deterministic batches: ``batch(step)`` is a list of ``(source, index, salt)`` keys.
+
+    Steps are grouped in windows of ``window`` steps; all keys of a window are sorted by width and cut
+    into batches, whose order within the window is shuffled. Everything derives from ``(seed, step)``.
+    """
+
+    def __init__(self, sources: Sequence[Source], batch_size: int, seed: int = 0, window: int = 16):
+        if not sources:
+            raise HwlearnError("no training data")
+        for s in sources:
+            if not s.infinite and len(s.dataset) == 0:
+                raise HwlearnError(f"training set {s.name!r} is empty")
+        self.sources = list(sources)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.window = window
+        self.counts = _allocate([s.share for s in sources], batch_size)
+        self._cache: tuple[int, list[list[tuple[int, int, int]]]] | None = None
+
+    def _key(self, k: int, position: int) -> tuple[int, int, int]:
+        source = self.sources[k]
+        if source.infinite:
+            return (k, position, 0)
+        n = len(source.dataset)
+        epoch, offset = divmod(position, n)
+        perm = np.random.default_rng([self.seed, k, epoch]).permutation(n)
+        return (k, int(perm[offset]), epoch)
+
+    def _width(self, key: tuple[int, int, int]) -> float:
+        width_key = getattr(self.sources[key[0]].dataset, "width_key", None)
+        return float(width_key(key[1])) if width_key is not None else 0.0
+
+    def _window(self, w: int) -> list[list[tuple[int, int, int]]]:
+        keys = []
+        for step in range(w * self.window, (w + 1) * self.window):
+            for k, count in enumerate(self.counts):
+                keys.extend(self._key(k, step * count + j) for j in range(count))
+        keys.sort(key=self._width)
+        batches = [keys[i : i + self.batch_size] for i in range(0, len(keys), self.batch_size)]
+        order = np.random.default_rng([self.seed, 1_000_003, w]).permutation(len(batches))
+        return [batches[i] for i in order]
+
+    def batch(self, step: int) -> list[tuple[int, int, int]]:
+        w, i = divmod(step, self.window)
+        if self._cache is None or self._cache[0] != w:
+            self._cache = (w, self._window(w))
+        return self._cache[1][i]
+
+    def sampler(self, start: int, stop: int):
+        """An iterable of batches for steps ``start..stop-1`` (a DataLoader ``batch_sampler``)."""
+        return _StepRange(self, start, stop)
+
+
+class _StepRange:
+    def __init__(self, batches: StepBatches, start: int, stop: int):
+        self.batches, self.start, self.stop = batches, start, stop
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield self.batches.batch(step)
+
+    def __len__(self):
+        return max(0, self.stop - self.start)
+
+
+class ModelInputs(Dataset):
+    """Wraps a dataset of ``(uint8 image, text)`` so it yields ``(model input tensor, text)``.
+
+    ``width_key(i)`` (for width bucketing) is the wrapped dataset's own, or the word length for a
+    synthetic dataset with ``word(i)``, or 0.
+    """
+
+    def __init__(self, dataset, height: int):
+        self.dataset = dataset
+        self.height = height
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, text = self.dataset[i]
+        return to_model_input(image, self.height), text
+
+    def width_key(self, i: int) -> float:
+        if hasattr(self.dataset, "width_key"):
+            return self.dataset.width_key(i)
+        if hasattr(self.dataset, "word"):
+            return len(self.dataset.word(i))
+        return 0.0
+
+
+class _Mixed(Dataset):
+    """Reads a ``(source, index, salt)`` key from the right source."""
+
+    def __init__(self, sources: Sequence[Source]):
+        self.datasets = [s.dataset for s in sources]
+
+    def __len__(self):
+        return sum(len(d) for d in self.datasets)
+
+    def __getitem__(self, key):
+        k, i, salt = key
+        dataset = self.datasets[k]
+        sample = getattr(dataset, "sample", None)
+        return sample(i, salt) if sample is not None else dataset[i]
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (stored in the checkpoint's metadata)."""
+
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 5.0
+    val_every: int = 250
+    log_every: int = 10
+    amp: str = "auto"
+    num_workers: int = 2
+    seed: int = 0
+    phase: str = "pretrain"
+    lexicon_for_val: bool = False
+
+
+@dataclass
+class ValSet:
+    """A validation set: a dataset of ``(tensor, text)`` evaluated every ``val_every`` steps."""
+
+    name: str
+    dataset: Dataset
+
+
+@dataclass
+class TrainResult:
+    step: int
+    best_cer: float | None
+    last_metrics: dict = field(default_factory=dict)
+    skipped_steps: int = 0
+    nonfinite_samples: int = 0
+    seconds: float = 0.0
+
+
+def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+    """Linear warmup to 1, then cosine decay to ``min_lr_ratio`` at ``steps``."""
+
+    def f(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / max(1, config.warmup_steps)
+        t = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        t = min(1.0, t)
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+def ctc_losses(log_probs: torch.Tensor, lengths: torch.Tensor, texts: Sequence[str], charset: Charset) -> torch.Tensor:
+    """Per-sample CTC loss divided by target length (float32, may hold inf/NaN)."""
+    targets = [charset.encode(t) for t in texts]
+    target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
+    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+    losses = F.ctc_loss(
+        log_probs.float(), flat.to(log_probs.device), lengths, target_lengths.to(lengths.device),
+        blank=0, reduction="none", zero_infinity=False,
+    )
+    return losses / target_lengths.clamp(min=1).to(losses.device)
+
+
+class Trainer:
+    """Trains ``model`` on ``sources`` and validates on ``val_sets``, checkpointing into ``out_dir``.
+
+    ``meta`` is merged into every checkpoint's metadata (e.g. the fonts and corpus used).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        charset: Charset,
+        sources: Sequence[Source],
+        out_dir: str | Path,
+        config: TrainConfig,
+        val_sets: Sequence[ValSet] = (),
+        device: str | torch.device = "auto",
+        meta: dict | None = None,
+        lexicon=None,
+    ):
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.model = model.to(self.device)
+        self.charset = charset
+        self.sources = list(sources)
+        self.out_dir = Path(out_dir)
+        self.config = config
+        # validation sets are small: hold them in memory once instead of re-reading them every time
+        self.val_sets = [ValSet(v.name, materialize(v.dataset)) for v in val_sets]
+        self.meta = dict(meta or {})
+        self.lexicon = lexicon
+        self.batches = StepBatches(self.sources, config.batch_size, seed=config.seed)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self.amp_dtype = autocast_dtype(self.device, config.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.step = 0
+        self.best_cer: float | None = None
+        self.skipped_steps = 0
+        self.nonfinite_samples = 0
+        self.seconds = 0.0
+        self.history: list[dict] = []
+        # dropout and any other global randomness start from the seed (resume() restores the saved state)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def _train_state(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "best_cer": self.best_cer,
+            "skipped_steps": self.skipped_steps,
+            "nonfinite_samples": self.nonfinite_samples,
+            "seconds": self.seconds,
+            "config": asdict(self.config),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+
+    def resume(self, checkpoint_dir: str | Path) -> None:
+        """Continue exactly from a ``last`` checkpoint written by this trainer (model, optimizer, schedule, step, RNG)."""
+        ckpt = load_checkpoint(checkpoint_dir, charset=self.charset, device=self.device)
+        self.model.load_state_dict(ckpt.model.state_dict())
+        state = load_train_state(checkpoint_dir)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.best_cer = state["best_cer"]
+        self.skipped_steps = int(state["skipped_steps"])
+        self.nonfinite_samples = int(state["nonfinite_samples"])
+        self.seconds = float(state["seconds"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def _save(self, name: str, metrics: dict, with_state: bool) -> None:
+        meta = {
+            **self.meta,
+            "training": {
+                "phase": self.config.phase,
+                "step": self.step,
+                "steps": self.config.steps,
+                "seconds": round(self.seconds, 1),
+                "skipped_steps": self.skipped_steps,
+                "nonfinite_samples": self.nonfinite_samples,
+                "config": asdict(self.config),
+                "device": str(self.device),
+            },
+            "metrics": metrics,
+        }
+        save_checkpoint(
+            self.out_dir / name, self.model, self.charset, meta=meta,
+            train_state=self._train_state() if with_state else None,
+        )
+
+    # ---- validation -------------------------------------------------------------------------
+
+    def validate(self) -> dict:
+        """CER/WER on each validation set (``<name>_cer`` ...), greedy decoding (and lexicon if configured)."""
+        out: dict = {}
+        for vs in self.val_sets:
+            refs = [text for _, text in vs.dataset]
+            preds = predict(self.model, vs.dataset, self.charset, device=self.device, batch_size=64)
+            s = score(refs, [p.text for p in preds])
+            out[f"{vs.name}_cer"] = s["cer"]
+            out[f"{vs.name}_wer"] = s["wer"]
+            if self.config.lexicon_for_val and self.lexicon is not None:
+                preds = predict(self.model, vs.dataset, self.charset, device=self.device, batch_size=64,
+                                method="lexicon", lexicon=self.lexicon)
+                s = score(refs, [p.text for p in preds])
+                out[f"{vs.name}_lex_cer"] = s["cer"]
+        return out
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def _log(self, record: dict) -> None:
+        self.history.append(record)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _loader(self, stop: int) -> DataLoader:
+        return DataLoader(
+            _Mixed(self.sources),
+            batch_sampler=self.batches.sampler(self.step, stop),
+            num_workers=self.config.num_workers,
+            collate_fn=collate,
+            persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    def train_step(self, images: torch.Tensor, widths: torch.Tensor, texts: Sequence[str]) -> float | None:
+        """One optimizer step; returns the mean finite loss, or None when the step was skipped."""
+        self.model.train()
+        images = images.to(self.device, non_blocking=True)
+        widths = widths.to(self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            log_probs, lengths = self.model(images, widths)
+        losses = ctc_losses(log_probs, lengths, texts, self.charset)
+        finite = torch.isfinite(losses)
+        n_bad = int((~finite).sum())
+        self.nonfinite_samples += n_bad
+        if n_bad == len(texts):
+            self.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            return None
+        loss = losses[finite].mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if not torch.isfinite(grad_norm):
+            self.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.update()
+            self.scheduler.step()
+            return None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def fit(self, progress: bool = True, until: int | None = None) -> TrainResult:
+        """Train from ``self.step`` to ``config.steps`` (or to step ``until``, e.g. to run in pieces);
+        validate and checkpoint every ``val_every`` steps and at the last step."""
+        from rich.progress import TextColumn
+
+        from .console import progress_bar
+
+        cfg = self.config
+        stop = cfg.steps if until is None else min(until, cfg.steps)
+        last_metrics: dict = {}
+        losses: list[float] = []
+        images_seen = 0
+        t_rate = time.perf_counter()
+        bar = progress_bar(TextColumn("{task.fields[status]}"))
+        if not progress:
+            bar.disable = True
+        try:
+            with bar:
+                task = bar.add_task(cfg.phase, total=cfg.steps, completed=self.step, status="")
+                t_step = time.perf_counter()
+                for images, widths, texts in self._loader(stop):
+                    loss = self.train_step(images, widths, texts)
+                    self.step += 1
+                    now = time.perf_counter()
+                    self.seconds += now - t_step
+                    t_step = now
+                    images_seen += len(texts)
+                    if loss is not None:
+                        losses.append(loss)
+                    if self.step % cfg.log_every == 0 or self.step == stop:
+                        rate = images_seen / max(1e-9, now - t_rate)
+                        mean_loss = float(np.mean(losses)) if losses else float("nan")
+                        record = {"step": self.step, "loss": mean_loss, "lr": self.scheduler.get_last_lr()[0],
+                                  "images_per_s": round(rate, 1)}
+                        self._log(record)
+                        status = f"loss {mean_loss:.3f}  {rate:.0f} img/s"
+                        if last_metrics:
+                            k = next(iter(last_metrics))
+                            status += f"  {k} {last_metrics[k]:.3f}"
+                        bar.update(task, completed=self.step, status=status)
+                        losses, images_seen, t_rate = [], 0, time.perf_counter()
+                    if self.step % cfg.val_every == 0 or self.step == stop:
+                        last_metrics = self._validate_and_checkpoint()
+                        t_step = time.perf_counter()
+                        t_rate = t_step
+                    bar.update(task, completed=self.step)
+        except KeyboardInterrupt:
+            self._save("last", {"interrupted_at_step": self.step}, with_state=True)
+            console.print(f"[yellow]interrupted at step {self.step}; saved {self.out_dir / 'last'} (use --resume)")
+            raise
+        return TrainResult(self.step, self.best_cer, last_metrics, self.skipped_steps, self.nonfinite_samples, self.seconds)
+
+    def _validate_and_checkpoint(self) -> dict:
+        metrics = self.validate() if self.val_sets else {}
+        record = {"step": self.step, **{k: round(v, 5) for k, v in metrics.items()}}
+        self._log(record)
+        key = f"{self.val_sets[0].name}_cer" if self.val_sets else None
+        if key is not None and (self.best_cer is None or metrics[key] < self.best_cer):
+            self.best_cer = metrics[key]
+            self._save("best", metrics, with_state=False)
+        self._save("last", metrics, with_state=True)
+        plot_curve(self.out_dir / "metrics.jsonl", self.out_dir / "curve.png")
+        return metrics
+
+
+def plot_curve(metrics_path: Path, png_path: Path) -> None:
+    """Draw training loss and validation CER over steps from ``metrics.jsonl`` into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(metrics_path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    fig, ax1 = plt.subplots(figsize=(7, 4))
+    loss_rows = [r for r in rows if "loss" in r and r["loss"] == r["loss"]]
+    ax1.plot([r["step"] for r in loss_rows], [r["loss"] for r in loss_rows], color="tab:blue", lw=1)
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("CTC loss / char", color="tab:blue")
+    ax2 = ax1.twinx()
+    cer_keys = sorted({k for r in rows for k in r if k.endswith("_cer")})
+    for k in cer_keys:
+        pts = [(r["step"], r[k]) for r in rows if k in r]
+        ax2.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=k)
+    ax2.set_ylabel("CER")
+    if cer_keys:
+        ax2.legend(loc="upper right")
+    fig.tight_layout()
+    tmp = png_path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(png_path)

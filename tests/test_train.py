@@ -1,0 +1,117 @@
+"""The training loop: learning, determinism of batches, resume, non-finite losses, checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hwlearn.charset import Charset
+from hwlearn.checkpoint import load_checkpoint
+from hwlearn.errors import HwlearnError
+from hwlearn.model import create_model
+from hwlearn.train import Source, StepBatches, Trainer, TrainConfig, _allocate, lr_lambda
+
+from conftest import TINY_MODEL, tiny_pretrain
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_model_cer_falls_on_its_synthetic_words(tiny_run):
+    records = _records(tiny_run)
+    cers = [r["synth_val_cer"] for r in records if "synth_val_cer" in r]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(cers) == 3  # steps 100, 200, 300
+    assert cers[-1] < 0.3, cers  # an untrained model's CER is ~1.0
+    assert cers[-1] < cers[0]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:3]) / 3, losses
+    meta = json.loads((tiny_run / "best" / "meta.json").read_text())
+    assert meta["training"]["phase"] == "pretrain"
+    assert meta["metrics"]["synth_val_cer"] == pytest.approx(min(cers), abs=1e-5)
+    assert (tiny_run / "curve.png").stat().st_size > 1000
+    assert (tiny_run / "last" / "train_state.pt").exists()
+
+
+def test_resume_continues_step_count_and_loss_curve(tmp_path, tiny_assets):
+    straight = tmp_path / "straight"
+    tiny_pretrain(straight, tiny_assets, steps=40, val_every=20)
+    pieces = tmp_path / "pieces"
+    tiny_pretrain(pieces, tiny_assets, steps=40, until=20, val_every=20)
+    assert json.loads((pieces / "last" / "meta.json").read_text())["training"]["step"] == 20
+    result = tiny_pretrain(pieces, tiny_assets, steps=40, resume=True, val_every=20)
+    assert result.step == 40
+
+    def losses(run):
+        return {r["step"]: r["loss"] for r in _records(run) if "loss" in r}
+
+    a, b = losses(straight), losses(pieces)
+    for step in (30, 40):
+        assert b[step] == pytest.approx(a[step], rel=1e-4), (step, a, b)
+    wa = load_checkpoint(straight / "last").model.state_dict()
+    wb = load_checkpoint(pieces / "last").model.state_dict()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-5), k
+
+
+def test_existing_run_is_not_overwritten_without_resume(tiny_run, tiny_assets):
+    with pytest.raises(HwlearnError, match="already holds a run"):
+        tiny_pretrain(tiny_run, tiny_assets, steps=10)
+
+
+def test_resume_without_state_is_refused(tmp_path, tiny_assets):
+    with pytest.raises(HwlearnError, match="nothing to resume"):
+        tiny_pretrain(tmp_path / "empty", tiny_assets, steps=10, resume=True)
+
+
+class _Fixed(torch.utils.data.Dataset):
+    """Images too narrow for their labels: CTC has no valid alignment -> infinite loss."""
+
+    def __init__(self, n, width, text):
+        self.n, self.width, self.text = n, width, text
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return torch.rand(1, 32, self.width), self.text
+
+
+def test_nonfinite_losses_are_skipped_and_counted(tmp_path):
+    charset = Charset("abc")
+    model = create_model("small", charset.num_classes, **TINY_MODEL)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(steps=3, batch_size=4, val_every=100, num_workers=0)
+    trainer = Trainer(model, charset, [Source(_Fixed(8, 32, "abcabcabcabcabc"))], tmp_path, config, device="cpu")
+    result = trainer.fit(progress=False)
+    assert result.skipped_steps == 3 and result.nonfinite_samples == 12
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
+
+
+def test_step_batches_are_deterministic_mixed_and_cover_each_epoch():
+    a = Source(_Fixed(10, 40, "a"), share=0.75, name="a")
+    b = Source(_Fixed(10**6, 40, "b"), share=0.25, infinite=True, name="b")
+    batches = StepBatches([a, b], batch_size=8, seed=3, window=4)
+    again = StepBatches([a, b], batch_size=8, seed=3, window=4)
+    steps = [batches.batch(s) for s in range(8)]
+    assert steps == [again.batch(s) for s in range(8)]
+    assert all(sum(1 for k, _, _ in batch if k == 0) == 6 for batch in steps)
+    # finite source: every index exactly once per epoch (10 samples = 10/6 steps ...): first 10 draws of 'a'
+    drawn = sorted(i for batch in steps[:4] for k, i, salt in batch if k == 0 and salt == 0)
+    assert set(drawn) == set(range(10))
+    # the infinite source is read at consecutive indices
+    inf = sorted(i for batch in steps[:4] for k, i, _ in batch if k == 1)
+    assert inf == list(range(8))
+    assert StepBatches([a, b], batch_size=8, seed=4).batch(0) != batches.batch(0)
+
+
+def test_allocation_and_schedule():
+    assert _allocate([0.7, 0.3], 32) == [22, 10]
+    assert sum(_allocate([1, 1, 1], 32)) == 32
+    f = lr_lambda(TrainConfig(steps=1000, warmup_steps=100, min_lr_ratio=0.1))
+    assert f(0) == pytest.approx(0.01) and f(99) == pytest.approx(1.0)
+    assert f(1000) == pytest.approx(0.1) and f(550) == pytest.approx(0.55)
