@@ -1,0 +1,160 @@
+"""The label-free loop from the command line: adapt, evaluate, recognize, train, demo."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from hwlearn.cli import main
+from hwlearn.synth import build_synthetic
+
+MODES = ["L", "RGBA", "P", "I;16", "CMYK", "LA", "1"]
+
+
+@pytest.fixture(scope="module")
+def word_folder(tmp_path_factory, tiny_assets) -> tuple[Path, Path]:
+    """14 word images in odd modes and formats, plus a corrupt and an empty file; and their labels."""
+    fonts, corpus = tiny_assets
+    ds = build_synthetic(fonts, corpus, height=32, style="clean", seed=99, length=14,
+                         punct_share=0.0, number_share=0.0, date_share=0.0, case_share=0.0)
+    root = tmp_path_factory.mktemp("words")
+    folder = root / "images"
+    (folder / "sub").mkdir(parents=True)
+    labels = []
+    for i in range(len(ds)):
+        img, word = ds[i]
+        mode = MODES[i % len(MODES)]
+        im = Image.fromarray(img)
+        if mode == "I;16":
+            im = Image.fromarray(img.astype(np.uint16) * 257)
+        elif mode == "CMYK":
+            im = im.convert("CMYK")
+        elif mode != "L":
+            im = im.convert(mode)
+        ext = {"CMYK": "tif", "1": "bmp"}.get(mode, "png")
+        name = f"{'sub/' if i % 2 else ''}w{i:02d}.{ext}"
+        im.save(folder / name)
+        labels.append(f"images/{name}\t{word}\n")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (folder / "sub" / "empty.jpg").write_bytes(b"")
+    (root / "labels.tsv").write_text("".join(labels), encoding="utf-8")
+    return folder, root / "labels.tsv"
+
+
+def _invoke(args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, tmp_path):
+    folder, labels = word_folder
+    out = tmp_path / "adapt"
+    result = _invoke(["adapt", "--from", tiny_run / "best", "--unlabeled", folder, "-o", out, "--rounds", "1",
+                      "--steps-per-round", "5", "--batch-size", "8", "--workers", "0", "--device", "cpu",
+                      "--val", labels])
+    assert result.exit_code == 0, result.output
+    out_text = result.output
+    assert "skipped 2 unreadable file(s)" in out_text
+    assert "broken.png" in out_text and "empty.jpg" in out_text
+    assert "labeled 14" in out_text  # every readable image, whatever its mode
+    assert "val cer" in out_text
+    assert (out / "final" / "model.safetensors").exists()
+    assert (out / "round1" / "last" / "meta.json").exists()
+    meta = json.loads((out / "final" / "meta.json").read_text())
+    summary = meta["adapt_summary"]
+    assert summary["chosen_round"] in (0, 1) and len(summary["rounds"]) == 2
+    assert summary["rounds"][1]["selected"] >= 1
+    # labels were only reported: the round's training set is the pseudo-labeled selection
+    round_meta = json.loads((out / "round1" / "last" / "meta.json").read_text())
+    assert round_meta["adapt"]["selected"] == summary["rounds"][1]["selected"]
+
+
+def test_adapt_refuses_a_folder_without_images(tiny_run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(main, ["adapt", "--from", str(tiny_run / "best"), "--unlabeled",
+                                       str(tmp_path / "empty"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("Error:") and "empty" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_evaluate_writes_csv_and_json_that_agree(tiny_run, word_folder, tmp_path):
+    _, labels = word_folder
+    csv_path, json_path = tmp_path / "rows.csv", tmp_path / "summary.json"
+    result = _invoke(["evaluate", "--model", tiny_run / "best", "--labels", labels, "--csv", csv_path,
+                      "--json", json_path, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(csv_path, encoding="utf-8")))
+    assert len(rows) == 14
+    assert set(rows[0]) == {"image", "reference", "prediction", "confidence", "edit_distance"}
+    summary = json.loads(json_path.read_text())
+    total_ref = sum(len(r["reference"]) for r in rows)
+    total_ed = sum(int(r["edit_distance"]) for r in rows)
+    assert summary["results"]["greedy"]["cer"] == pytest.approx(total_ed / total_ref)
+    assert summary["results"]["greedy"]["cer"] < 0.5  # the tiny model reads its own kind of words
+    assert "CER" in result.output
+
+
+def test_evaluate_with_lexicon_reports_both_decodings(tiny_run, word_folder, tmp_path, tiny_assets):
+    _, labels = word_folder
+    words = tmp_path / "words.txt"
+    words.write_text("the\ncat\ndog\nsun\nhat\nred\nbig\nrun\ntop\nbox\nmap\npen\n", encoding="utf-8")
+    json_path = tmp_path / "s.json"
+    result = _invoke(["evaluate", "--model", tiny_run / "best", "--labels", labels, "--lexicon", words,
+                      "--json", json_path, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    res = json.loads(json_path.read_text())["results"]
+    assert set(res) == {"greedy", "lexicon"}
+    assert res["lexicon"]["cer"] <= res["greedy"]["cer"] + 1e-9
+
+
+def test_recognize_prints_path_text_confidence(tiny_run, word_folder):
+    folder, _ = word_folder
+    result = _invoke(["recognize", "--model", tiny_run / "best", folder, "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 14
+    for rec in lines:
+        assert set(rec) == {"image", "text", "confidence"}
+        assert 0.0 <= rec["confidence"] <= 1.0 and Path(rec["image"]).exists()
+    assert "broken.png" in result.stderr and "2 skipped" in result.stderr
+
+
+def test_recognize_missing_input_is_a_one_line_error(tiny_run, tmp_path):
+    result = CliRunner().invoke(main, ["recognize", "--model", str(tiny_run / "best"), str(tmp_path / "nope.png")])
+    assert result.exit_code == 2 and "nope.png" in result.output and "Traceback" not in result.output
+
+
+def test_checkpoint_with_unknown_format_is_refused(tmp_path, word_folder):
+    bad = tmp_path / "ckpt"
+    bad.mkdir()
+    (bad / "meta.json").write_text('{"format": "something-else"}')
+    _, labels = word_folder
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(bad), "--labels", str(labels)])
+    assert result.exit_code == 2 and result.output.startswith("Error:")
+
+
+def test_supervised_train_on_labels(tiny_run, word_folder, tmp_path):
+    _, labels = word_folder
+    out = tmp_path / "ft"
+    result = _invoke(["train", "--from", tiny_run / "best", "--labeled", labels, "-o", out, "--steps", "6",
+                      "--batch-size", "4", "--val", labels, "--val-every", "3", "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "best" / "meta.json").read_text())
+    assert meta["training"]["phase"] == "finetune" and "real_val_cer" in meta["metrics"]
+
+
+def test_demo_runs_end_to_end_on_a_tiny_setting(tmp_path):
+    out = tmp_path / "demo"
+    result = _invoke(["demo", "-o", out, "--pretrain-steps", "3", "--target-size", "12", "--adapt-rounds", "1",
+                      "--adapt-steps", "2", "--workers", "0", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    res = json.loads((out / "demo_result.json").read_text())
+    assert {"cer", "wer"} <= set(res["before"]) and {"cer", "wer"} <= set(res["after"])
+    assert "adapted without labels" in result.output
