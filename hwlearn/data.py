@@ -223,19 +223,9 @@ def read_labels(path: str | Path, *, format: str | None = None, ok_only: bool = 
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise HwlearnError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise HwlearnError(f"{path}: is a directory, not a label file") from None
-    except OSError as exc:
-        raise HwlearnError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise HwlearnError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
-    return [line.rstrip("\r") for line in text.split("\n")]
+    from .corpus import read_text_file
+
+    return [line.rstrip("\r") for line in read_text_file(path).split("\n")]
 
 
 def _detect_format(path: Path, lines: list[str]) -> str:

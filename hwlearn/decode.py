@@ -243,15 +243,9 @@ class Lexicon:
     def from_file(cls, path: str | Path, charset: Charset) -> "Lexicon":
         """One word per line (UTF-8); only the first tab-separated field is used, so a
         ``word<TAB>count`` file works too."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise HwlearnError(f"{path}: lexicon file not found") from None
-        except UnicodeDecodeError:
-            raise HwlearnError(f"{path}: lexicon is not UTF-8 text") from None
-        except OSError as exc:
-            raise HwlearnError(f"{path}: cannot read lexicon ({exc.strerror})") from None
+        from .corpus import read_text_file
+
+        text = read_text_file(path)
         try:
             return cls((line.split("\t", 1)[0] for line in text.splitlines()), charset)
         except HwlearnError as exc:

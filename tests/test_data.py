@@ -322,7 +322,7 @@ def test_read_labels_file_errors(tmp_path):
         read_labels(latin1)
     blank = tmp_path / "blank.tsv"
     blank.write_text("\n\n", encoding="utf-8")
-    with pytest.raises(HwlearnError, match="blank.tsv: no labeled images"):
+    with pytest.raises(HwlearnError, match="blank.tsv: empty file"):
         read_labels(blank)
     plain = tmp_path / "plain.txt"
     plain.write_text("just words\n", encoding="utf-8")

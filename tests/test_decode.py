@@ -152,11 +152,11 @@ def test_lexicon_from_file(tmp_path):
     path = tmp_path / "words.tsv"
     path.write_text("house\t12\nmouse\t3\nHaus\t1\n", encoding="utf-8")
     assert Lexicon.from_file(path, CHARSET).words == ("house", "mouse")
-    with pytest.raises(HwlearnError, match="not found"):
+    with pytest.raises(HwlearnError, match="missing.txt: no such file"):
         Lexicon.from_file(tmp_path / "missing.txt", CHARSET)
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe\x00h")
-    with pytest.raises(HwlearnError, match="bad.txt: lexicon is not UTF-8"):
+    with pytest.raises(HwlearnError, match="bad.txt: binary file, not UTF-8"):
         Lexicon.from_file(bad, CHARSET)
 
 
