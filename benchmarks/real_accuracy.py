@@ -1,0 +1,539 @@
+"""How close label-free adaptation gets to supervised fine-tuning on a real handwriting dataset.
+
+    python benchmarks/real_accuracy.py DATASET_DIR [--profile smoke|cpu|gpu] [--corpus STATS.json]
+        [--lexicon WORDS] [--adapt-lexicon] [--out-dir RUN] [--seed 0] [--device auto]
+        [--skip-pretrain CKPT] [--set KEY=VALUE ...] [--json PATH]
+
+``DATASET_DIR`` holds ``train.tsv`` and ``test.tsv`` (``relative/path.png<TAB>text``, paths
+relative to ``DATASET_DIR``). Into the run directory ``RUN`` (default
+``runs/real_accuracy/<dataset>-<profile>``) it runs, with the library calls every command uses:
+
+1. **pretrain** a model on synthetic words only (bundled fonts, words from ``--corpus``, default
+   the bundled English statistics) -> ``RUN/pretrain`` (``best`` = lowest CER on held-out
+   *synthetic* words);
+2. evaluate it on the test split -> **synthetic-only** CER/WER;
+3. **adapt** it without labels (``recipes.adapt_folder``) to the *images* of the train split ->
+   ``RUN/adapt_train`` -> evaluate on test -> **label-free** CER/WER; and again to the images of
+   train + test -> ``RUN/adapt_train_test`` -> **label-free (train+test images)**: the transductive
+   setting where the images to read are themselves the unlabeled set;
+4. **fine-tune** the same pretrained model on the train split *with* labels
+   (``recipes.finetune``, the ``last`` checkpoint) -> ``RUN/finetune`` -> **supervised** CER/WER,
+   the upper bound;
+5. print a table and write ``benchmarks/results/real_accuracy-<dataset>-<profile>-<host>-<date>.json``
+   (commit, machine, device, profile settings, command, wall time of each step, CER/WER case-sensitive
+   and not, greedy and — with ``--lexicon`` — lexicon-constrained, and
+   ``gap_closed = (synthetic - label_free) / (synthetic - supervised)``, null when the
+   denominator is <= 0).
+
+No leakage: test labels are read only for scoring (the evaluations, and the per-round CER that
+adaptation prints). Adaptation selects pseudo-labels and its final round by model confidence on the
+unlabeled images. Train labels are used by the supervised fine-tuning only (it drops the train images
+whose label has a character outside the model's charset: CTC cannot learn them).
+
+**Profiles** (``--set KEY=VALUE`` overrides one setting of the profile, e.g. ``--set pretrain_steps=3000``):
+
+- ``smoke``: seconds; 50 train / 50 test images, a few steps per phase; checks the script works;
+- ``cpu``: one dataset within 60 minutes on 2 CPU cores. Estimate from measured speeds (small
+  preset, batch 32, 2 cores: ~140 training images/s, ~250 words/s greedy labeling/evaluation):
+  pretraining 7000 x 32 / 140 = ~27 min (+ ~0.5 min synthetic validation); each adaptation
+  3 rounds x 500 steps = ~5.7 min of training + 4 labelings of the unlabeled images (DHSD:
+  4745 train images ~1.3 min, 5939 train+test ~1.6 min) + per-round test scores (~0.3 min) =
+  ~7.5 min; fine-tuning 2000 x 32 / 140 = ~7.6 min; the four test evaluations ~0.5 min
+  (greedy; a lexicon adds ~5 ms per word). Total ~50 min for DHSD, less for GW (smaller sets);
+- ``gpu``: ``base`` preset (height 64), 30k pretraining steps of batch 64 with 12 rendering
+  workers, 3 x 2000 adaptation steps, 5000 fine-tuning steps: for a lent GPU machine.
+
+**Resuming.** Each step's output in ``RUN`` is reused when it is complete (a finished
+``pretrain`` or ``finetune`` run, an adaptation's ``final``, an evaluation of the same checkpoint
+with the same lexicon); an interrupted training run is resumed from ``last``; an interrupted
+adaptation starts over. ``RUN/settings.json`` records what the outputs depend on, and a run
+directory made with other settings is refused. ``--skip-pretrain CKPT`` uses an existing
+pretrained checkpoint instead of step 1.
+
+**German (DHSD).** Pretrain on German words: build corpus statistics from the German word list
+with hwlearn itself (the list is GPL-licensed: keep the file under ``runs/``, which git ignores)::
+
+    mkdir -p runs/corpora
+    hwlearn corpus --wordlist ../shared/corpora/wordlists/ngerman.txt -o runs/corpora/de_ngerman.json
+    python benchmarks/real_accuracy.py ../shared/data/dhsd --profile cpu --corpus runs/corpora/de_ngerman.json
+
+The model charset has ä ö ü ß Ä Ö Ü, space and hyphen; the script reports label characters it
+lacks (DHSD train: ó, š in 5 images). A word-list corpus yields single words, while ~40 % of the
+DHSD labels are multi-word names (``Groß Köris``): the sampler never joins words with a space.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from hwlearn.charset import Charset  # noqa: E402
+from hwlearn.checkpoint import read_meta  # noqa: E402
+from hwlearn.console import console  # noqa: E402
+from hwlearn.data import read_labels  # noqa: E402
+from hwlearn.errors import HwlearnError  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from train_speed import machine  # noqa: E402
+
+SYSTEMS = {  # result key -> table label
+    "synthetic_only": "synthetic-only",
+    "label_free": "label-free (train images)",
+    "label_free_train_test": "label-free (train+test images)",
+    "supervised": "supervised (train labels)",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# profiles
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every setting of a benchmark run (``--set KEY=VALUE`` overrides one)."""
+
+    preset: str
+    pretrain_steps: int
+    batch_size: int
+    workers: int  # DataLoader workers (rendering / image loading); torch uses the cores left over
+    lr: float = 1e-3
+    val_every: int = 500  # pretraining: validate on held-out synthetic words, checkpoint
+    val_size: int = 500
+    style: str = "default"
+    max_len: int = 20  # longest sampled word (WordSampler)
+    adapt_rounds: int = 3
+    adapt_steps: int = 500  # per round
+    adapt_lr: float = 3e-4
+    finetune_steps: int = 2000
+    finetune_lr: float = 3e-4
+    finetune_synthetic_share: float = 0.0
+    max_train_images: int = 0  # 0: all; else a seeded random subset
+    max_test_images: int = 0
+
+
+PROFILES = {
+    "smoke": Profile(preset="small", pretrain_steps=20, batch_size=8, workers=1, val_every=20, val_size=16,
+                     adapt_rounds=1, adapt_steps=5, finetune_steps=10, max_train_images=50, max_test_images=50),
+    "cpu": Profile(preset="small", pretrain_steps=7000, batch_size=32, workers=1, val_every=500, val_size=500,
+                   adapt_rounds=3, adapt_steps=500, finetune_steps=2000),
+    "gpu": Profile(preset="base", pretrain_steps=30000, batch_size=64, workers=12, val_every=1000, val_size=1000,
+                   adapt_rounds=3, adapt_steps=2000, finetune_steps=5000),
+}
+
+# settings that change no result (only speed): a run directory may be continued with other values
+SPEED_ONLY = ("workers",)
+
+
+def with_overrides(profile: Profile, assignments: list[str]) -> Profile:
+    """``profile`` with ``KEY=VALUE`` assignments applied (values cast to the setting's type)."""
+    types = {f.name: type(getattr(profile, f.name)) for f in fields(profile)}
+    changes = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in types:
+            raise HwlearnError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
+        try:
+            changes[key] = types[key](value.strip())
+        except ValueError:
+            raise HwlearnError(f"--set {item!r}: {value!r} is not a valid {types[key].__name__}") from None
+    return replace(profile, **changes)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def read_split(dataset_dir: Path, split: str, limit: int, seed: int) -> list[tuple[Path, str]]:
+    """The items of ``DATASET_DIR/<split>.tsv``; a seeded random subset of ``limit`` when ``limit`` > 0."""
+    items = read_labels(dataset_dir / f"{split}.tsv")
+    if 0 < limit < len(items):
+        keep = np.random.default_rng([seed, 7, len(split)]).choice(len(items), size=limit, replace=False)
+        items = [items[i] for i in sorted(keep)]
+    return items
+
+
+def write_labels(path: Path, items: list[tuple[Path, str]]) -> Path:
+    """A TSV label file with absolute image paths (read back by ``read_labels``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{Path(p).resolve()}\t{t}\n" for p, t in items), encoding="utf-8")
+    return path
+
+
+def coverage(items: list[tuple[Path, str]], charset: Charset) -> dict:
+    """Label characters outside ``charset`` and how many images have one."""
+    missing = sorted({c for _, t in items for c in charset.missing(t)})
+    return {"missing_chars": "".join(missing), "images_affected": sum(1 for _, t in items if not charset.covers(t))}
+
+
+def model_charset(skip_pretrain: Path | None) -> Charset:
+    """The charset the pretrained model has (or will have: the symbols the bundled fonts draw)."""
+    if skip_pretrain is not None:
+        return Charset.from_string(read_meta(skip_pretrain)["charset"])
+    from hwlearn.fonts import FontLibrary
+    from hwlearn.paths import default_fonts_dir
+    from hwlearn.synth import default_charset
+
+    return default_charset(FontLibrary.scan(default_fonts_dir()))
+
+
+# --------------------------------------------------------------------------------------------
+# the run directory: settings, step log, reuse
+
+
+def check_settings(run_dir: Path, settings: dict) -> None:
+    """Record ``settings`` in ``RUN/settings.json``; refuse a run directory made with others."""
+    path = run_dir / "settings.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = [f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
+                if old.get(k) != settings.get(k)]
+        if diff:
+            raise HwlearnError(f"{run_dir}: holds a run with other settings ({'; '.join(diff)}); "
+                               "use another --out-dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
+
+class StepLog:
+    """Wall time and facts of each step, kept in ``RUN/steps.json`` so that reused steps keep theirs."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        self.steps: dict = {}
+
+    def done(self, name: str, wall_s: float, **facts) -> None:
+        self.steps[name] = {"wall_s": round(wall_s, 1), "reused": False, **facts}
+        self.saved[name] = self.steps[name]
+        self.path.write_text(json.dumps(self.saved, indent=2) + "\n", encoding="utf-8")
+
+    def reused(self, name: str, what: Path, **facts) -> None:
+        console.print(f"[cyan]{name}: reusing {what}")
+        self.steps[name] = {**self.saved.get(name, {"wall_s": None}), **facts, "reused": True}
+
+
+def claim(out: Path, pretrained: Path) -> None:
+    """Make sure the step directory ``out`` holds only outputs made from ``pretrained`` (a directory
+    made from another one, e.g. before an interrupted pretraining was continued, is removed), and
+    record that source in ``out/source.json``."""
+    key = {"checkpoint": str(pretrained), "mtime_ns": (Path(pretrained) / "meta.json").stat().st_mtime_ns}
+    path = out / "source.json"
+    if out.exists() and (not path.exists() or json.loads(path.read_text(encoding="utf-8")) != key):
+        console.print(f"[yellow]{out}: made from another pretrained model; starting it over")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(key) + "\n", encoding="utf-8")
+
+
+def training_state(run: Path) -> dict | None:
+    """``{"step", "steps"}`` of the training run in ``run`` (from ``last``), None when there is none."""
+    if not (run / "last" / "meta.json").exists():
+        return None
+    training = read_meta(run / "last").get("training", {})
+    return {"step": int(training.get("step", 0)), "steps": int(training.get("steps", 0))}
+
+
+# --------------------------------------------------------------------------------------------
+# the steps
+
+
+def pretrain_step(run_dir: Path, profile: Profile, args, log: StepLog) -> Path:
+    """Step 1: a model trained on synthetic words only; returns its checkpoint."""
+    from hwlearn.recipes import pretrain
+    from hwlearn.train import TrainConfig
+
+    if args.skip_pretrain is not None:
+        log.reused("pretrain", args.skip_pretrain, checkpoint=str(args.skip_pretrain), skip_pretrain=True)
+        return args.skip_pretrain
+    out = run_dir / "pretrain"
+    state = training_state(out)
+    if state and state["step"] >= state["steps"]:
+        log.reused("pretrain", out / "best", checkpoint=str(out / "best"))
+        return out / "best"
+    console.rule("[bold]1. pretrain on synthetic words" + (f" (resuming at step {state['step']})" if state else ""))
+    config = TrainConfig(steps=profile.pretrain_steps, batch_size=profile.batch_size, lr=profile.lr,
+                         warmup_steps=min(200, max(1, profile.pretrain_steps // 10)), val_every=profile.val_every,
+                         num_workers=profile.workers, seed=args.seed, phase="pretrain")
+    t = time.perf_counter()
+    result = pretrain(out, preset=profile.preset, corpus=args.corpus, style=profile.style, config=config,
+                      val_size=profile.val_size, device=args.device, resume=state is not None,
+                      overwrite=state is None, sampler_options={"max_len": profile.max_len})
+    log.done("pretrain", time.perf_counter() - t, checkpoint=str(out / "best"), resumed=state is not None,
+             train_seconds=round(result.seconds, 1), best_synth_val_cer=result.best_cer,
+             nonfinite_samples=result.nonfinite_samples, skipped_steps=result.skipped_steps)
+    return out / "best"
+
+
+def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_dir: Path, profile: Profile,
+               args, test_tsv: Path, log: StepLog) -> tuple[Path, dict]:
+    """Step 3: self-training on ``images`` (no labels); returns the final checkpoint and the round summary."""
+    from hwlearn.recipes import adapt_folder
+    from hwlearn.selftrain import AdaptConfig
+
+    out = run_dir / name
+    final = out / "final"
+    claim(out, pretrained)
+    if (final / "meta.json").exists():
+        log.reused(name, final, checkpoint=str(final))
+        return final, read_meta(final)["adapt_summary"]
+    leftovers = [p for p in out.iterdir() if p.name != "source.json"]
+    if leftovers:  # self-training has no resume: an interrupted adaptation starts over
+        console.print(f"[yellow]{out}: unfinished adaptation; starting it over")
+        for p in leftovers:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    console.rule(f"[bold]{title}")
+    config = AdaptConfig(rounds=profile.adapt_rounds, steps_per_round=profile.adapt_steps,
+                         batch_size=profile.batch_size, lr=profile.adapt_lr,
+                         warmup_steps=min(50, max(1, profile.adapt_steps // 5)), num_workers=profile.workers,
+                         seed=args.seed)
+
+    def report(row):
+        val = "  ".join(f"test {k} {v:.4f}" for k, v in row.val.items())
+        console.print(f"round {row.round}: selected {row.selected}/{row.labeled}, "
+                      f"mean confidence {row.mean_confidence:.4f}  {val}  (test labels: report only)")
+
+    t = time.perf_counter()
+    # test labels go in only to report CER per round; selection and the final round use confidence alone
+    result = adapt_folder(pretrained, images, out, config=config,
+                          lexicon_source=args.lexicon if args.adapt_lexicon else None, val_labels=test_tsv,
+                          device=args.device, report=report)
+    log.done(name, time.perf_counter() - t, checkpoint=str(result.final_checkpoint), images=len(images),
+             chosen_round=result.chosen_round)
+    return result.final_checkpoint, read_meta(result.final_checkpoint)["adapt_summary"]
+
+
+def finetune_step(pretrained: Path, train_tsv: Path, run_dir: Path, profile: Profile, args, log: StepLog) -> Path:
+    """Step 4: supervised fine-tuning on the labeled train split; returns its last checkpoint."""
+    from hwlearn.recipes import finetune
+    from hwlearn.train import TrainConfig
+
+    out = run_dir / "finetune"
+    claim(out, pretrained)
+    state = training_state(out)
+    if state and state["step"] >= state["steps"]:
+        log.reused("finetune", out / "last", checkpoint=str(out / "last"))
+        return out / "last"
+    console.rule("[bold]4. fine-tune with the train labels (upper bound)"
+                 + (f" (resuming at step {state['step']})" if state else ""))
+    config = TrainConfig(phase="finetune", steps=profile.finetune_steps, batch_size=profile.batch_size,
+                         lr=profile.finetune_lr, warmup_steps=min(50, max(1, profile.finetune_steps // 10)),
+                         val_every=min(500, profile.finetune_steps), num_workers=profile.workers, seed=args.seed)
+    t = time.perf_counter()
+    result = finetune(pretrained, train_tsv, out, config=config, synthetic_share=profile.finetune_synthetic_share,
+                      device=args.device, resume=state is not None, overwrite=state is None)
+    log.done("finetune", time.perf_counter() - t, checkpoint=str(out / "last"), resumed=state is not None,
+             train_seconds=round(result.seconds, 1), nonfinite_samples=result.nonfinite_samples,
+             skipped_steps=result.skipped_steps)
+    return out / "last"
+
+
+def eval_step(name: str, checkpoint: Path, test_tsv: Path, run_dir: Path, args, log: StepLog) -> dict:
+    """CER/WER of ``checkpoint`` on the test split (greedy, and lexicon with ``--lexicon``);
+    per-image predictions go to ``RUN/eval/<name>.csv``."""
+    from hwlearn.recipes import evaluate
+
+    out = run_dir / "eval" / f"{name}.json"
+    key = {"checkpoint": str(checkpoint), "checkpoint_mtime_ns": (Path(checkpoint) / "meta.json").stat().st_mtime_ns,
+           "labels": str(test_tsv), "lexicon": str(args.lexicon) if args.lexicon else None}
+    if out.exists():
+        cached = json.loads(out.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            log.reused(f"eval_{name}", out)
+            return cached["results"]
+    t = time.perf_counter()
+    summary = evaluate(checkpoint, test_tsv, lexicon_source=args.lexicon, device=args.device,
+                       csv_path=out.with_suffix(".csv"))
+    out.write_text(json.dumps({"key": key, "results": summary["results"]}, indent=2) + "\n", encoding="utf-8")
+    log.done(f"eval_{name}", time.perf_counter() - t, images=summary["n"])
+    greedy = summary["results"]["greedy"]
+    console.print(f"{SYSTEMS[name]}: CER {greedy['cer']:.4f}  WER {greedy['wer']:.4f}")
+    return summary["results"]
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+def gap_closed(results: dict, label_free: str) -> dict:
+    """``(synthetic - label_free) / (synthetic - supervised)`` per decoding and metric (None when the
+    supervised model is not better than the synthetic-only one)."""
+    out: dict = {}
+    for method, syn in results["synthetic_only"].items():
+        out[method] = {}
+        for metric in ("cer", "wer", "cer_nocase", "wer_nocase"):
+            s, lf, sup = syn[metric], results[label_free][method][metric], results["supervised"][method][metric]
+            out[method][metric] = round((s - lf) / (s - sup), 4) if s - sup > 0 else None
+    return out
+
+
+def git_state() -> dict:
+    def git(*cmd):
+        return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD") or "unknown",
+            "dirty": bool(git("status", "--porcelain", "--", "hwlearn", "benchmarks", ":!benchmarks/results"))}
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    results, methods = result["results"], list(result["results"]["synthetic_only"])
+    steps = result["steps"]
+    table = Table(title=f"real accuracy: {result['dataset']['name']} test ({result['dataset']['test_images']} images), "
+                        f"profile {result['profile']['name']}, {result['device']}")
+    table.add_column("model")
+    for method in methods:
+        tag = "" if method == "greedy" else " lex"
+        for col in ("CER", "WER", "CER nocase", "WER nocase"):
+            table.add_column(col + tag, justify="right")
+    table.add_column("gap closed (CER)", justify="right")
+    table.add_column("train min", justify="right")
+    step_of = {"synthetic_only": "pretrain", "label_free": "adapt_train", "label_free_train_test": "adapt_train_test",
+               "supervised": "finetune"}
+    for key, label in SYSTEMS.items():
+        cells = [f"{results[key][m][k]:.4f}" for m in methods for k in ("cer", "wer", "cer_nocase", "wer_nocase")]
+        gap = result["gap_closed"].get(key, {}).get("greedy", {}).get("cer") if key.startswith("label_free") else None
+        wall = steps.get(step_of[key], {}).get("wall_s")
+        table.add_row(label, *cells, "" if gap is None else f"{gap:.1%}",
+                      "" if wall is None else f"{wall / 60:.1f}" + (" (reused)" if steps[step_of[key]]["reused"] else ""))
+    Console(width=max(Console().width, 180)).print(table)
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR", help="directory with train.tsv and test.tsv")
+    ap.add_argument("--profile", choices=list(PROFILES), default="cpu")
+    ap.add_argument("--corpus", type=Path, default=None,
+                    help="corpus statistics JSON for the synthetic words (default: bundled English)")
+    ap.add_argument("--lexicon", type=Path, default=None,
+                    help="word list or corpus JSON: also score lexicon-constrained decoding")
+    ap.add_argument("--adapt-lexicon", action="store_true",
+                    help="also use --lexicon for the pseudo-labels during adaptation (default: greedy)")
+    ap.add_argument("--out-dir", type=Path, default=None, help="run directory (default runs/real_accuracy/<dataset>-<profile>)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--skip-pretrain", type=Path, default=None, metavar="CKPT",
+                    help="use this pretrained checkpoint instead of pretraining")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help=f"override a profile setting ({', '.join(f.name for f in fields(Profile))})")
+    ap.add_argument("--json", type=Path, default=None, help="result file (default benchmarks/results/...)")
+    args = ap.parse_args(argv)
+    if args.adapt_lexicon and args.lexicon is None:
+        ap.error("--adapt-lexicon needs --lexicon")
+    return args
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the benchmark described by parsed ``args``; returns the result written to JSON."""
+    from hwlearn.train import resolve_device
+
+    t_start = time.perf_counter()
+    profile = with_overrides(PROFILES[args.profile], args.set)
+    dataset_dir = args.dataset_dir.resolve()
+    name = dataset_dir.name
+    run_dir = (args.out_dir or REPO / "runs" / "real_accuracy" / f"{name}-{args.profile}").resolve()
+    for attr in ("corpus", "lexicon", "skip_pretrain"):
+        if getattr(args, attr) is not None:
+            setattr(args, attr, getattr(args, attr).resolve())
+    device = str(resolve_device(args.device))
+
+    train = read_split(dataset_dir, "train", profile.max_train_images, args.seed)
+    test = read_split(dataset_dir, "test", profile.max_test_images, args.seed)
+    charset = model_charset(args.skip_pretrain)
+    cover = {"train": coverage(train, charset), "test": coverage(test, charset)}
+    for split, c in cover.items():
+        if c["images_affected"]:
+            console.print(f"[yellow]{split}: {c['images_affected']} label(s) use characters the model cannot "
+                          f"write: {c['missing_chars']!r}")
+    check_settings(run_dir, {
+        "dataset": str(dataset_dir), "profile": args.profile,
+        **{k: v for k, v in asdict(profile).items() if k not in SPEED_ONLY},
+        "seed": args.seed, "corpus": str(args.corpus) if args.corpus else None,
+        "skip_pretrain": str(args.skip_pretrain) if args.skip_pretrain else None,
+        "adapt_lexicon": str(args.lexicon) if args.adapt_lexicon else None,
+    })
+    test_tsv = write_labels(run_dir / "data" / "test.tsv", test)
+    finetune_items = [(p, t) for p, t in train if charset.covers(t)]
+    train_tsv = write_labels(run_dir / "data" / "train_finetune.tsv", finetune_items)
+    train_images = [Path(p) for p, _ in train]
+    console.print(f"{name}: {len(train)} train images ({len(finetune_items)} with labels the model can write), "
+                  f"{len(test)} test images; run directory {run_dir}")
+    log = StepLog(run_dir / "steps.json")
+
+    pretrained = pretrain_step(run_dir, profile, args, log)
+    results = {"synthetic_only": eval_step("synthetic_only", pretrained, test_tsv, run_dir, args, log)}
+    adapted = {}
+    for key, step, title, images in (
+        ("label_free", "adapt_train", "3a. adapt to the train images (no labels)", train_images),
+        ("label_free_train_test", "adapt_train_test", "3b. adapt to the train + test images (no labels)",
+         train_images + [Path(p) for p, _ in test]),
+    ):
+        final, adapted[key] = adapt_step(step, title, pretrained, images, run_dir, profile, args, test_tsv, log)
+        results[key] = eval_step(key, final, test_tsv, run_dir, args, log)
+    finetuned = finetune_step(pretrained, train_tsv, run_dir, profile, args, log)
+    results["supervised"] = eval_step("supervised", finetuned, test_tsv, run_dir, args, log)
+
+    pre_meta = read_meta(pretrained)
+    result = {
+        "benchmark": "real_accuracy",
+        "date": date.today().isoformat(),
+        **git_state(),
+        "machine": machine(),
+        "device": device,
+        "command": shlex.join(["python", *sys.argv]) if args.command is None else args.command,
+        "dataset": {"name": name, "dir": str(dataset_dir), "train_images": len(train), "test_images": len(test),
+                    "finetune_images": len(finetune_items), "charset_coverage": cover},
+        "profile": {"name": args.profile, **asdict(profile)},
+        "settings": {"seed": args.seed, "corpus": pre_meta.get("synthetic", {}).get("corpus"),
+                     "lexicon": str(args.lexicon) if args.lexicon else None, "adapt_lexicon": args.adapt_lexicon,
+                     "skip_pretrain": str(args.skip_pretrain) if args.skip_pretrain else None,
+                     "run_dir": str(run_dir), "pretrained_checkpoint": str(pretrained)},
+        "steps": log.steps,
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "results": results,
+        "gap_closed": {key: gap_closed(results, key) for key in ("label_free", "label_free_train_test")},
+        "adaptation": adapted,
+    }
+    out = args.json or (REPO / "benchmarks" / "results" /
+                        f"real_accuracy-{name}-{args.profile}-{socket.gethostname()}-{result['date']}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print_table(result)
+    print(f"wrote {out}")
+    return result
+
+
+def main(argv=None) -> dict:
+    """Command-line entry point; ``argv`` (a list of strings or paths) defaults to ``sys.argv[1:]``."""
+    argv = None if argv is None else [str(a) for a in argv]
+    args = parse_args(argv)
+    args.command = None if argv is None else shlex.join(["python", "benchmarks/real_accuracy.py", *argv])
+    try:
+        return run(args)
+    except HwlearnError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

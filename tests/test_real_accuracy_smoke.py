@@ -1,0 +1,119 @@
+"""benchmarks/real_accuracy.py end to end on a tiny synthetic "dataset" (train.tsv / test.tsv).
+
+The pretrained model is the tiny test model after a few steps (it still reads nothing); adaptation
+labels with a lexicon of the tiny world's words, so its pseudo-labels are never empty and every
+round trains."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from hwlearn.errors import HwlearnError
+from hwlearn.paths import REPO_ROOT
+from hwlearn.synth import build_synthetic, write_dataset
+
+from conftest import TINY_WORDS, tiny_pretrain
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("real_accuracy", REPO_ROOT / "benchmarks" / "real_accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["real_accuracy"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ra = _load_script()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, tiny_assets) -> Path:
+    """24 rendered words of the tiny world: 16 in train.tsv, 8 in test.tsv (relative paths)."""
+    fonts, corpus = tiny_assets
+    words = build_synthetic(fonts, corpus, height=32, style="clean", seed=4242, length=24,
+                            punct_share=0.0, number_share=0.0, date_share=0.0, case_share=0.0)
+    root = tmp_path_factory.mktemp("tiny_dataset") / "tinyset"
+    write_dataset(root, words, workers=0, progress=False)
+    lines = (root / "labels.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (root / "train.tsv").write_text("".join(lines[:16]), encoding="utf-8")
+    (root / "test.tsv").write_text("".join(lines[16:]), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def barely_trained(tmp_path_factory, tiny_assets) -> Path:
+    out = tmp_path_factory.mktemp("barely_trained") / "run"
+    tiny_pretrain(out, tiny_assets, steps=4, val_every=4)
+    return out / "best"
+
+
+def test_runs_every_step_then_reuses_them(barely_trained, dataset, tmp_path):
+    run_dir, out, lexicon = tmp_path / "run", tmp_path / "result.json", tmp_path / "words.txt"
+    lexicon.write_text("\n".join(sorted(set(TINY_WORDS.split()))), encoding="utf-8")
+    argv = [dataset, "--profile", "smoke", "--skip-pretrain", barely_trained, "--out-dir", run_dir,
+            "--json", out, "--device", "cpu", "--lexicon", lexicon, "--adapt-lexicon",
+            "--set", "adapt_steps=3", "--set", "finetune_steps=4"]
+    first = ra.main(argv)
+
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert saved["results"] == first["results"]
+    assert set(saved["results"]) == {"synthetic_only", "label_free", "label_free_train_test", "supervised"}
+    assert saved["dataset"]["train_images"] == 16 and saved["dataset"]["test_images"] == 8
+    assert saved["profile"]["name"] == "smoke" and saved["profile"]["finetune_steps"] == 4
+    assert saved["device"] == "cpu" and saved["commit"] and saved["machine"]["cores"] >= 1
+    assert "--skip-pretrain" in saved["command"]
+    # every model was scored on the 8 test images, greedy and with the lexicon
+    for system, res in saved["results"].items():
+        assert set(res) == {"greedy", "lexicon"}, system
+        assert res["greedy"]["n"] == res["lexicon"]["n"] == 8, system
+        assert 0.0 <= res["lexicon"]["cer"] <= 1.0, system
+    assert (run_dir / "eval" / "supervised.csv").exists()
+    # adaptation saw the train images only, resp. train + test, and trained at least one round
+    assert saved["steps"]["adapt_train"]["images"] == 16
+    assert saved["steps"]["adapt_train_test"]["images"] == 24
+    rounds = saved["adaptation"]["label_free"]["rounds"]
+    assert len(rounds) == 2 and rounds[1]["selected"] > 0 and "cer" in rounds[1]["val"]
+    assert (run_dir / "adapt_train" / "round1" / "last" / "meta.json").exists()
+    assert (run_dir / "finetune" / "last" / "meta.json").exists()
+    # gap_closed follows its definition
+    r = saved["results"]
+    for key in ("label_free", "label_free_train_test"):
+        s, lf, sup = (r[k]["greedy"]["cer"] for k in ("synthetic_only", key, "supervised"))
+        expected = round((s - lf) / (s - sup), 4) if s - sup > 0 else None
+        assert saved["gap_closed"][key]["greedy"]["cer"] == expected
+    assert not any(step["reused"] for name, step in saved["steps"].items() if name != "pretrain")
+
+    # a second run reuses every step and reports the same numbers
+    second = ra.main(argv)
+    assert all(step["reused"] for step in second["steps"].values())
+    assert second["results"] == first["results"]
+    assert second["steps"]["finetune"]["wall_s"] == first["steps"]["finetune"]["wall_s"]
+
+    # a run directory made with other settings is refused
+    with pytest.raises(SystemExit) as exc:
+        ra.main(argv[:-1] + ["finetune_steps=5"])
+    assert exc.value.code == 2
+
+
+def test_gap_closed_is_none_when_supervision_does_not_help():
+    def res(cer):
+        return {"greedy": {"cer": cer, "wer": cer, "cer_nocase": cer, "wer_nocase": cer}}
+
+    results = {"synthetic_only": res(0.5), "label_free": res(0.4), "supervised": res(0.3)}
+    assert ra.gap_closed(results, "label_free")["greedy"]["cer"] == pytest.approx(0.5)
+    results["supervised"] = res(0.6)
+    assert ra.gap_closed(results, "label_free")["greedy"]["cer"] is None
+
+
+def test_profile_overrides_are_typed_and_checked():
+    p = ra.with_overrides(ra.PROFILES["cpu"], ["pretrain_steps=123", "adapt_lr=0.001", "preset=base"])
+    assert (p.pretrain_steps, p.adapt_lr, p.preset) == (123, 0.001, "base")
+    with pytest.raises(HwlearnError, match="KEY=VALUE"):
+        ra.with_overrides(p, ["no_such_setting=1"])
+    with pytest.raises(HwlearnError, match="not a valid int"):
+        ra.with_overrides(p, ["pretrain_steps=many"])
