@@ -410,8 +410,8 @@ def print_table(result: dict) -> None:
         cells = [f"{results[key][m][k]:.4f}" for m in methods for k in ("cer", "wer", "cer_nocase", "wer_nocase")]
         gap = result["gap_closed"].get(key, {}).get("greedy", {}).get("cer") if key.startswith("label_free") else None
         wall = steps.get(step_of[key], {}).get("wall_s")
-        table.add_row(label, *cells, "" if gap is None else f"{gap:.1%}",
-                      "" if wall is None else f"{wall / 60:.1f}" + (" (reused)" if steps[step_of[key]]["reused"] else ""))
+        minutes = "" if wall is None else f"{wall / 60:.1f}" + (" (reused)" if steps[step_of[key]]["reused"] else "")
+        table.add_row(label, *cells, "" if gap is None else f"{gap:.1%}", minutes)
     Console(width=max(Console().width, 180)).print(table)
 
 
@@ -429,7 +429,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="word list or corpus JSON: also score lexicon-constrained decoding")
     ap.add_argument("--adapt-lexicon", action="store_true",
                     help="also use --lexicon for the pseudo-labels during adaptation (default: greedy)")
-    ap.add_argument("--out-dir", type=Path, default=None, help="run directory (default runs/real_accuracy/<dataset>-<profile>)")
+    ap.add_argument("--out-dir", type=Path, default=None,
+                    help="run directory (default runs/real_accuracy/<dataset>-<profile>)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--skip-pretrain", type=Path, default=None, metavar="CKPT",
