@@ -110,7 +110,7 @@ class Profile:
     pretrain_steps: int
     batch_size: int
     workers: int  # DataLoader workers (rendering / image loading); torch uses the cores left over
-    lr: float = 1e-3
+    lr: float = 3e-3
     val_every: int = 500  # pretraining: validate on held-out synthetic words, checkpoint
     val_size: int = 500
     style: str = "default"

@@ -224,7 +224,7 @@ class TrainConfig:
 
     steps: int = 3000
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-2
     warmup_steps: int = 200
     min_lr_ratio: float = 0.05
