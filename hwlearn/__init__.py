@@ -53,6 +53,18 @@ _EXPORTS = {
     "load_train_state": "checkpoint",
     "list_checkpoints": "checkpoint",
     "prune_checkpoints": "checkpoint",
+    "TrainConfig": "train",
+    "Trainer": "train",
+    "Source": "train",
+    "ValSet": "train",
+    "predict": "inference",
+    "AdaptConfig": "selftrain",
+    "adapt": "selftrain",
+    "pretrain": "recipes",
+    "finetune": "recipes",
+    "adapt_folder": "recipes",
+    "evaluate": "recipes",
+    "recognize": "recipes",
 }
 
 

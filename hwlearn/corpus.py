@@ -392,6 +392,7 @@ class CorpusStats:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(_dump(self.to_dict()), encoding="utf-8")
             os.replace(tmp, path)
         except OSError as exc:
