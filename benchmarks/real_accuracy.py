@@ -115,6 +115,7 @@ class Profile:
     val_size: int = 500
     style: str = "default"
     max_len: int = 20  # longest sampled word (WordSampler)
+    phrase_share: float = 0.0  # share of samples joining 2-3 words with a space/hyphen (WordSampler)
     adapt_rounds: int = 3
     adapt_steps: int = 500  # per round
     adapt_lr: float = 3e-4
@@ -272,7 +273,7 @@ def pretrain_step(run_dir: Path, profile: Profile, args, log: StepLog) -> Path:
     t = time.perf_counter()
     result = pretrain(out, preset=profile.preset, corpus=args.corpus, style=profile.style, config=config,
                       val_size=profile.val_size, device=args.device, resume=state is not None,
-                      overwrite=state is None, sampler_options={"max_len": profile.max_len})
+                      overwrite=state is None, sampler_options={"max_len": profile.max_len, "phrase_share": profile.phrase_share})
     log.done("pretrain", time.perf_counter() - t, checkpoint=str(out / "best"), resumed=state is not None,
              train_seconds=round(result.seconds, 1), best_synth_val_cer=result.best_cer,
              nonfinite_samples=result.nonfinite_samples, skipped_steps=result.skipped_steps)

@@ -556,6 +556,9 @@ class WordSampler:
     words stay common, but rare words and their letter combinations are seen far more often than
     in running text), ``max_len=20``, 5 % numbers, 3 % dates, 10 % re-cased words and 15 %
     attached punctuation (about the rate in running English text and in real word crops).
+    With ``phrase_share`` (default 0) a plain word is joined with one or two more words by a
+    character of ``phrase_joiners`` (space, hyphen): for crops that hold several words, such as
+    street names or form fields.
     ``charset=None`` means :data:`hwlearn.charset.DEFAULT_CHARSET`.
     """
 
@@ -571,13 +574,18 @@ class WordSampler:
         date_share: float = 0.03,
         punct_share: float = 0.15,
         case_share: float = 0.10,
+        phrase_share: float = 0.0,
+        phrase_joiners: str = " -",
     ):
-        _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share)
+        _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
+                      phrase_share)
         self.charset = charset if charset is not None else DEFAULT_CHARSET
         self.max_len = max_len
         self.temperature = float(temperature)
         self.punct_share = float(punct_share)
         self.case_share = float(case_share)
+        self.phrase_share = float(phrase_share)
+        self.phrase_joiners = [j for j in dict.fromkeys(phrase_joiners) if j in self.charset]
 
         words = [
             (w, c)
@@ -635,6 +643,8 @@ class WordSampler:
             token = _draw_format(self._dates, rng)
         if token is None or len(token) > self.max_len:
             token = self._draw_word(rng)
+            if self.phrase_share and self.phrase_joiners and rng.random() < self.phrase_share:
+                token = self._extend_phrase(token, rng)
         if self._affix_cdf is not None and self.punct_share and rng.random() < self.punct_share:
             prefix, suffix = self._affixes[_draw_index(self._affix_cdf, rng)]
             if len(prefix) + len(token) + len(suffix) <= self.max_len:
@@ -644,6 +654,19 @@ class WordSampler:
     def sample_many(self, n: int, rng: np.random.Generator) -> list[str]:
         """``n`` words drawn one after another from ``rng``."""
         return [self.sample(rng) for _ in range(n)]
+
+    def _extend_phrase(self, word: str, rng: np.random.Generator) -> str:
+        """``word`` joined with one more word (a quarter of the time two more) by a joiner
+        (space or hyphen by default), kept within ``max_len``: multi-word crops such as street
+        names ("An der Kirche", "Anton-Graff-Straße")."""
+        joiner = self.phrase_joiners[int(rng.integers(len(self.phrase_joiners)))]
+        extra = 2 if rng.random() < 0.25 else 1
+        for _ in range(extra):
+            nxt = self._draw_word(rng)
+            if len(word) + len(joiner) + len(nxt) > self.max_len:
+                break
+            word = word + joiner + nxt
+        return word
 
     def _draw_word(self, rng: np.random.Generator) -> str:
         word = self.vocabulary[_draw_index(self._word_cdf, rng)]
@@ -656,7 +679,8 @@ class WordSampler:
         return word
 
 
-def _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share) -> None:
+def _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
+                  phrase_share=0.0) -> None:
     if max_len < 1:
         raise HwlearnError(f"max_len must be at least 1, got {max_len}")
     if min_count < 1:
@@ -668,6 +692,7 @@ def _check_params(max_len, min_count, temperature, number_share, date_share, pun
         ("date_share", date_share),
         ("punct_share", punct_share),
         ("case_share", case_share),
+        ("phrase_share", phrase_share),
     ):
         if not 0.0 <= share <= 1.0:
             raise HwlearnError(f"{name} must be between 0 and 1, got {share}")

@@ -279,6 +279,22 @@ def test_case_variation_and_determinism():
     )
 
 
+def test_phrases_join_words_with_space_or_hyphen_within_max_len():
+    stats = words_stats({"an": 50, "der": 50, "kirche": 30, "weg": 30})
+    charset = Charset(LOWER + " -")
+    sampler = plain_sampler(stats, charset=charset, phrase_share=0.4, max_len=12)
+    words = sampler.sample_many(4000, np.random.default_rng(4))
+    phrases = [w for w in words if " " in w or "-" in w]
+    assert len(phrases) / len(words) == pytest.approx(0.4, abs=0.04)
+    assert any(" " in w for w in phrases) and any("-" in w for w in phrases)
+    assert any(w.count(" ") + w.count("-") == 2 for w in phrases)  # sometimes three words
+    assert all(len(w) <= 12 for w in words)
+    assert all(part in sampler.vocabulary for w in phrases for part in w.replace("-", " ").split(" "))
+    # without a joiner in the charset there are no phrases
+    no_joiners = plain_sampler(stats, charset=Charset(LOWER), phrase_share=0.9)
+    assert all(w in no_joiners.vocabulary for w in no_joiners.sample_many(500, np.random.default_rng(4)))
+
+
 def test_sampler_is_picklable():
     stats = CorpusStats.from_text(TEXT * 3)
     sampler = WordSampler(stats)
@@ -288,7 +304,8 @@ def test_sampler_is_picklable():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(temperature=0), dict(max_len=0), dict(punct_share=1.5), dict(number_share=0.7, date_share=0.5)]
+    "kwargs", [dict(temperature=0), dict(max_len=0), dict(punct_share=1.5), dict(number_share=0.7, date_share=0.5),
+               dict(phrase_share=-0.1)]
 )
 def test_sampler_rejects_bad_parameters(kwargs):
     with pytest.raises(HwlearnError):
