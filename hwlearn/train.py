@@ -24,6 +24,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -280,16 +281,28 @@ def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     return f
 
 
+def ctc_frames_needed(ids: Sequence[int]) -> int:
+    """Frames CTC needs to emit ``ids``: one per symbol plus a blank between repeated symbols."""
+    return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
+
+
 def ctc_losses(log_probs: torch.Tensor, lengths: torch.Tensor, texts: Sequence[str], charset: Charset) -> torch.Tensor:
-    """Per-sample CTC loss divided by target length (float32, may hold inf/NaN)."""
+    """Per-sample CTC loss divided by target length, float32; ``inf`` for a sample whose image has
+    too few frames for its text (no alignment exists), NaN if the model produced NaN.
+
+    The loss is computed with ``zero_infinity=True`` so that an impossible sample contributes a zero
+    gradient (without it, its NaN gradient would poison the whole batch) and marked ``inf`` here."""
     targets = [charset.encode(t) for t in texts]
     target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
     flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
     losses = F.ctc_loss(
         log_probs.float(), flat.to(log_probs.device), lengths, target_lengths.to(lengths.device),
-        blank=0, reduction="none", zero_infinity=False,
+        blank=0, reduction="none", zero_infinity=True,
     )
-    return losses / target_lengths.clamp(min=1).to(losses.device)
+    needed = torch.tensor([ctc_frames_needed(t) for t in targets], dtype=torch.long)
+    impossible = (lengths.cpu() < needed).to(losses.device)
+    losses = losses / target_lengths.clamp(min=1).to(losses.device)
+    return torch.where(impossible, torch.full_like(losses, float("inf")), losses)
 
 
 class Trainer:
@@ -435,6 +448,14 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
+    def _skip_step(self) -> None:
+        """Count a step without an update; the schedule still advances so step numbers stay aligned."""
+        self.skipped_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step()
+
     def train_step(self, images: torch.Tensor, widths: torch.Tensor, texts: Sequence[str]) -> float | None:
         """One optimizer step; returns the mean finite loss, or None when the step was skipped."""
         self.model.train()
@@ -447,20 +468,16 @@ class Trainer:
         n_bad = int((~finite).sum())
         self.nonfinite_samples += n_bad
         if n_bad == len(texts):
-            self.skipped_steps += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
+            self._skip_step()
             return None
-        loss = losses[finite].mean()
+        loss = losses[finite].mean()  # dropped samples have a zero gradient (see ctc_losses)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         if not torch.isfinite(grad_norm):
-            self.skipped_steps += 1
-            self.optimizer.zero_grad(set_to_none=True)
             self.scaler.update()
-            self.scheduler.step()
+            self._skip_step()
             return None
         self.scaler.step(self.optimizer)
         self.scaler.update()

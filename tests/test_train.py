@@ -92,6 +92,37 @@ def test_nonfinite_losses_are_skipped_and_counted(tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k and "num_batches" not in k)
 
 
+class _Mixed(torch.utils.data.Dataset):
+    """Half the samples can be aligned, half are too narrow for their label."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return (torch.rand(1, 32, 64), "ab") if i % 2 else (torch.rand(1, 32, 32), "abcabcabcabcabc")
+
+
+def test_impossible_samples_are_dropped_without_spoiling_the_step(tmp_path):
+    charset = Charset("abc")
+    torch.manual_seed(0)
+    model = create_model("small", charset.num_classes, **TINY_MODEL)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    config = TrainConfig(steps=2, batch_size=8, val_every=100, num_workers=0)
+    result = Trainer(model, charset, [Source(_Mixed())], tmp_path, config, device="cpu").fit(progress=False)
+    assert result.skipped_steps == 0 and result.nonfinite_samples == 8  # 4 impossible samples per step
+    after = dict(model.named_parameters())
+    assert all(torch.isfinite(p).all() for p in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the possible samples trained
+
+
+def test_frames_needed_counts_blanks_between_repeats():
+    from hwlearn.train import ctc_frames_needed
+
+    assert ctc_frames_needed([1, 2, 3]) == 3
+    assert ctc_frames_needed([1, 1, 2, 2, 2]) == 8
+    assert ctc_frames_needed([]) == 0
+
+
 def test_step_batches_are_deterministic_mixed_and_cover_each_epoch():
     a = Source(_Fixed(10, 40, "a"), share=0.75, name="a")
     b = Source(_Fixed(10**6, 40, "b"), share=0.25, infinite=True, name="b")
