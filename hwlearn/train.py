@@ -241,13 +241,14 @@ class TrainConfig:
 
 
 def cpu_threads(config: TrainConfig) -> int:
-    """Torch threads for CPU training: the cores the DataLoader workers leave free (at least 1).
+    """Torch threads for CPU training: the cores the DataLoader workers leave free (at least 1),
+    and never more than torch is already allowed (``torch.set_num_threads`` / ``OMP_NUM_THREADS``).
 
     Oversubscribing the cores is far worse than leaving one idle: with two torch threads and two
     busy rendering workers on 2 cores, a step took ~40x the CPU time (measured)."""
     if config.threads:
         return config.threads
-    return max(1, available_cores() - config.num_workers)
+    return max(1, min(torch.get_num_threads(), available_cores() - config.num_workers))
 
 
 @dataclass
