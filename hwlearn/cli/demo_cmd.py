@@ -21,7 +21,7 @@ from .options import device_option, seed_option, workers_option
 @workers_option
 @seed_option
 def demo(out, pretrain_steps, target_size, adapt_rounds, adapt_steps, overwrite, device, workers, seed):
-    """Run the whole label-free loop on the bundled fonts and corpus (about 15 minutes on 2 CPU cores).
+    """Run the whole label-free loop on the bundled fonts and corpus (about 10 minutes on 2 CPU cores).
 
     A target domain is made from held-out fonts with strong distortions; a small model is
     pretrained on the other fonts, adapted to the target images WITHOUT their labels, and
