@@ -172,8 +172,11 @@ def adapt(
         # store the label-free score (and the report-only validation numbers) with the round's checkpoint;
         # a finished round needs no resume state, so it is written without it
         save_checkpoint(out_dir / f"round{r}" / "last", model, charset,
-                        meta={**round_meta, "metrics": {"mean_confidence": row.mean_confidence,
-                                                        **{f"val_{k}": v for k, v in row.val.items()}}})
+                        meta={**round_meta,
+                              "training": {"phase": f"adapt-round-{r}", "step": trainer.step,
+                                           "seconds": round(trainer.seconds, 1), "device": str(trainer.device)},
+                              "metrics": {"mean_confidence": row.mean_confidence,
+                                          **{f"val_{k}": v for k, v in row.val.items()}}})
         row.checkpoint = str(out_dir / f"round{r}" / "last")
         round_dirs[r] = out_dir / f"round{r}" / "last"
         rounds.append(row)

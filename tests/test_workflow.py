@@ -73,6 +73,7 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     # labels were only reported: the round's training set is the pseudo-labeled selection
     round_meta = json.loads((out / "round1" / "last" / "meta.json").read_text())
     assert round_meta["adapt"]["selected"] == summary["rounds"][1]["selected"]
+    assert round_meta["training"]["phase"] == "adapt-round-1" and round_meta["training"]["step"] == 5
 
 
 def test_adapt_refuses_a_folder_without_images(tiny_run, tmp_path):
