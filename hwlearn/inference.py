@@ -6,7 +6,6 @@ in the input order. Used by validation, ``evaluate``, ``recognize`` and self-tra
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 

@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from . import __version__
 from .charset import Charset
 from .checkpoint import load_checkpoint, load_train_state, save_checkpoint
 from .console import console
