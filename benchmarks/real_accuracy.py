@@ -2,7 +2,7 @@
 
     python benchmarks/real_accuracy.py DATASET_DIR [--profile smoke|cpu|gpu] [--corpus STATS.json]
         [--lexicon WORDS] [--adapt-lexicon] [--out-dir RUN] [--seed 0] [--device auto]
-        [--skip-pretrain CKPT] [--set KEY=VALUE ...] [--json PATH]
+        [--skip-pretrain CKPT] [--set KEY=VALUE ...] [--systems NAME,...] [--json PATH]
 
 ``DATASET_DIR`` holds ``train.tsv`` and ``test.tsv`` (``relative/path.png<TAB>text``, paths
 relative to ``DATASET_DIR``). Into the run directory ``RUN`` (default
@@ -42,6 +42,11 @@ whose label has a character outside the model's charset: CTC cannot learn them).
   (greedy; a lexicon adds ~5 ms per word). Total ~50 min for DHSD, less for GW (smaller sets);
 - ``gpu``: ``base`` preset (height 64), 30k pretraining steps of batch 64 with 12 rendering
   workers, 3 x 2000 adaptation steps, 5000 fine-tuning steps: for a lent GPU machine.
+
+``--systems`` limits the run to some of the models (the synthetic-only one is always scored), e.g.
+``--skip-pretrain RUN/pretrain/best --systems label_free --out-dir runs/exp1 --set adapt_rounds=5``
+tries one adaptation setting on an existing pretrained model in minutes; ``gap_closed`` is then
+left out (it needs the supervised model).
 
 **Resuming.** Each step's output in ``RUN`` is reused when it is complete (a finished
 ``pretrain`` or ``finetune`` run, an adaptation's ``final``, an evaluation of the same checkpoint
@@ -408,6 +413,8 @@ def print_table(result: dict) -> None:
     step_of = {"synthetic_only": "pretrain", "label_free": "adapt_train", "label_free_train_test": "adapt_train_test",
                "supervised": "finetune"}
     for key, label in SYSTEMS.items():
+        if key not in results:
+            continue
         cells = [f"{results[key][m][k]:.4f}" for m in methods for k in ("cer", "wer", "cer_nocase", "wer_nocase")]
         gap = result["gap_closed"].get(key, {}).get("greedy", {}).get("cer") if key.startswith("label_free") else None
         wall = steps.get(step_of[key], {}).get("wall_s")
@@ -438,10 +445,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="use this pretrained checkpoint instead of pretraining")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help=f"override a profile setting ({', '.join(f.name for f in fields(Profile))})")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), metavar="NAME[,NAME...]",
+                    help="which models to train and score (default all: " + ",".join(SYSTEMS) + "); "
+                         "e.g. label_free alone for an adaptation experiment on a reused pretrained model")
     ap.add_argument("--json", type=Path, default=None, help="result file (default benchmarks/results/...)")
     args = ap.parse_args(argv)
     if args.adapt_lexicon and args.lexicon is None:
         ap.error("--adapt-lexicon needs --lexicon")
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in args.systems if s not in SYSTEMS]
+    if unknown or not args.systems:
+        ap.error(f"--systems: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(SYSTEMS)}")
     return args
 
 
@@ -483,6 +497,7 @@ def run(args: argparse.Namespace) -> dict:
     log = StepLog(run_dir / "steps.json")
 
     pretrained = pretrain_step(run_dir, profile, args, log)
+    # the synthetic-only model is always scored: every other number is read against it
     results = {"synthetic_only": eval_step("synthetic_only", pretrained, test_tsv, run_dir, args, log)}
     adapted = {}
     for key, step, title, images in (
@@ -490,10 +505,12 @@ def run(args: argparse.Namespace) -> dict:
         ("label_free_train_test", "adapt_train_test", "3b. adapt to the train + test images (no labels)",
          train_images + [Path(p) for p, _ in test]),
     ):
-        final, adapted[key] = adapt_step(step, title, pretrained, images, run_dir, profile, args, test_tsv, log)
-        results[key] = eval_step(key, final, test_tsv, run_dir, args, log)
-    finetuned = finetune_step(pretrained, train_tsv, run_dir, profile, args, log)
-    results["supervised"] = eval_step("supervised", finetuned, test_tsv, run_dir, args, log)
+        if key in args.systems:
+            final, adapted[key] = adapt_step(step, title, pretrained, images, run_dir, profile, args, test_tsv, log)
+            results[key] = eval_step(key, final, test_tsv, run_dir, args, log)
+    if "supervised" in args.systems:
+        finetuned = finetune_step(pretrained, train_tsv, run_dir, profile, args, log)
+        results["supervised"] = eval_step("supervised", finetuned, test_tsv, run_dir, args, log)
 
     pre_meta = read_meta(pretrained)
     result = {
@@ -513,7 +530,9 @@ def run(args: argparse.Namespace) -> dict:
         "steps": log.steps,
         "wall_s": round(time.perf_counter() - t_start, 1),
         "results": results,
-        "gap_closed": {key: gap_closed(results, key) for key in ("label_free", "label_free_train_test")},
+        "systems": args.systems,
+        "gap_closed": {key: gap_closed(results, key) for key in ("label_free", "label_free_train_test")
+                       if key in results and "supervised" in results},
         "adaptation": adapted,
     }
     out = args.json or (REPO / "benchmarks" / "results" /

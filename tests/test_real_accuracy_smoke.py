@@ -117,3 +117,16 @@ def test_profile_overrides_are_typed_and_checked():
         ra.with_overrides(p, ["no_such_setting=1"])
     with pytest.raises(HwlearnError, match="not a valid int"):
         ra.with_overrides(p, ["pretrain_steps=many"])
+
+
+def test_systems_limits_the_run_to_the_models_asked_for(barely_trained, dataset, tmp_path):
+    run_dir, out = tmp_path / "run", tmp_path / "result.json"
+    saved = ra.main([dataset, "--profile", "smoke", "--skip-pretrain", barely_trained, "--out-dir", run_dir,
+                     "--json", out, "--device", "cpu", "--systems", "label_free", "--set", "adapt_steps=2"])
+    assert set(saved["results"]) == {"synthetic_only", "label_free"}
+    assert saved["systems"] == ["label_free"] and saved["gap_closed"] == {}
+    assert set(saved["adaptation"]) == {"label_free"}
+    assert not (run_dir / "finetune").exists() and not (run_dir / "adapt_train_test").exists()
+    with pytest.raises(SystemExit) as exc:
+        ra.main([dataset, "--profile", "smoke", "--systems", "label_free,nonsense"])
+    assert exc.value.code == 2
