@@ -124,6 +124,7 @@ class Profile:
     adapt_rounds: int = 3
     adapt_steps: int = 500  # per round
     adapt_lr: float = 3e-4
+    adapt_layout: str = "auto"  # how real images' margins are trimmed (hwlearn.layout); auto: by confidence
     finetune_steps: int = 2000
     finetune_lr: float = 3e-4
     finetune_synthetic_share: float = 0.0
@@ -306,7 +307,7 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
     config = AdaptConfig(rounds=profile.adapt_rounds, steps_per_round=profile.adapt_steps,
                          batch_size=profile.batch_size, lr=profile.adapt_lr,
                          warmup_steps=min(50, max(1, profile.adapt_steps // 5)), num_workers=profile.workers,
-                         seed=args.seed)
+                         seed=args.seed, layout=profile.adapt_layout)
 
     def report(row):
         val = "  ".join(f"test {k} {v:.4f}" for k, v in row.val.items())
@@ -319,7 +320,7 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                           lexicon_source=args.lexicon if args.adapt_lexicon else None, val_labels=test_tsv,
                           device=args.device, report=report)
     log.done(name, time.perf_counter() - t, checkpoint=str(result.final_checkpoint), images=len(images),
-             chosen_round=result.chosen_round)
+             chosen_round=result.chosen_round, layout=result.layout)
     return result.final_checkpoint, read_meta(result.final_checkpoint)["adapt_summary"]
 
 

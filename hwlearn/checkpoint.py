@@ -197,6 +197,21 @@ class Checkpoint:
         """Image height the model expects (``meta["preprocessing"]["height"]``)."""
         return int(self.meta["preprocessing"]["height"])
 
+    @property
+    def layout(self):
+        """The :class:`hwlearn.layout.Layout` real images get before the model reads them
+        (``meta["preprocessing"]["layout"]``; ``as-is`` when none is recorded)."""
+        from .layout import Layout
+
+        return Layout.of(self.meta)
+
+    def model_input(self, img):
+        """uint8 image -> the model's input tensor: the checkpoint's layout, then
+        :func:`hwlearn.data.to_model_input` at its height."""
+        from .data import to_model_input
+
+        return to_model_input(self.layout(img), self.height)
+
 
 def load_checkpoint(
     path: str | Path,

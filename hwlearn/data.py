@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -158,7 +158,7 @@ def to_model_input(img: np.ndarray, height: int) -> torch.Tensor:
             (new_w, height), Image.Resampling.BILINEAR, reducing_gap=3.0
         )
         img = np.asarray(resized, dtype=np.uint8)
-    x = _contrast_lut(img)[img]
+    x = ink_map(img)
     min_width = max(1, height // 2)
     if new_w < min_width:
         x = np.pad(x, ((0, 0), (0, min_width - new_w)))
@@ -169,6 +169,11 @@ def _describe(img: object) -> str:
     if isinstance(img, np.ndarray):
         return f"array {img.dtype} of shape {img.shape}"
     return type(img).__name__
+
+
+def ink_map(img: np.ndarray) -> np.ndarray:
+    """uint8 ``img`` contrast-stretched as the model sees it: float32, paper 0, ink 1, same shape."""
+    return _contrast_lut(img)[img]
 
 
 def _contrast_lut(img: np.ndarray) -> np.ndarray:
@@ -400,10 +405,12 @@ class _ImageDataset(Dataset):
     ``width_key(i)`` is the model-input width computed from the image header, for width bucketing.
     """
 
-    def __init__(self, sources: Sequence[ImageSource], height: int, augment: ImageTransform | None, seed: int):
+    def __init__(self, sources: Sequence[ImageSource], height: int, augment: ImageTransform | None, seed: int,
+                 prepare: Callable[[np.ndarray], np.ndarray] | None = None):
         self.sources = [s if isinstance(s, np.ndarray) else Path(s) for s in sources]
         self.height = int(height)
         self.augment = augment
+        self.prepare = prepare
         self.seed = int(seed)
         self.epoch = 0
         self._widths: dict[int, int] = {}
@@ -417,9 +424,11 @@ class _ImageDataset(Dataset):
         self.epoch = int(epoch)
 
     def image(self, i: int) -> np.ndarray:
-        """Item ``i`` as a uint8 image, before augmentation."""
+        """Item ``i`` as a uint8 image (after ``prepare``, e.g. a :class:`hwlearn.layout.Layout`), before
+        augmentation."""
         source = self.sources[i]
-        return source if isinstance(source, np.ndarray) else load_image(source)
+        img = source if isinstance(source, np.ndarray) else load_image(source)
+        return img if self.prepare is None else self.prepare(img)
 
     def tensor(self, i: int, salt: int) -> torch.Tensor:
         img = self.image(i)
@@ -454,8 +463,9 @@ class LabeledImages(_ImageDataset):
     """``[(image path or uint8 array, text), ...]`` -> items ``(tensor (1, height, W), text)``."""
 
     def __init__(self, items: Sequence[tuple[ImageSource, str]], height: int,
-                 augment: ImageTransform | None = None, *, seed: int = 0):
-        super().__init__([source for source, _ in items], height, augment, seed)
+                 augment: ImageTransform | None = None, *, seed: int = 0,
+                 prepare: Callable[[np.ndarray], np.ndarray] | None = None):
+        super().__init__([source for source, _ in items], height, augment, seed, prepare)
         self.texts = [normalize(text) for _, text in items]
 
     def sample(self, i: int, salt: int = 0) -> tuple[torch.Tensor, str]:
@@ -466,8 +476,9 @@ class UnlabeledImages(_ImageDataset):
     """``[image path or uint8 array, ...]`` -> items ``(tensor (1, height, W), index)``."""
 
     def __init__(self, paths: Sequence[ImageSource], height: int,
-                 augment: ImageTransform | None = None, *, seed: int = 0):
-        super().__init__(paths, height, augment, seed)
+                 augment: ImageTransform | None = None, *, seed: int = 0,
+                 prepare: Callable[[np.ndarray], np.ndarray] | None = None):
+        super().__init__(paths, height, augment, seed, prepare)
 
     def sample(self, i: int, salt: int = 0) -> tuple[torch.Tensor, int]:
         return self.tensor(i, salt), i
@@ -551,7 +562,7 @@ def augment_real(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     and brightness jitter, sometimes a slight blur and sensor noise. uint8 ``(H, W)`` in and out;
     the result depends only on ``img`` and the state of ``rng``. Implements :class:`ImageTransform`.
     """
-    paper = _paper_level(img)
+    paper = paper_level(img)
     out = _random_affine(img, rng, paper).astype(np.float32)
     r = rng.random()
     if r < 0.2:
@@ -567,7 +578,8 @@ def augment_real(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _paper_level(img: np.ndarray) -> int:
+def paper_level(img: np.ndarray) -> int:
+    """Grey level of the paper of uint8 ``img`` (its 90th percentile)."""
     cdf = np.cumsum(np.bincount(img.ravel(), minlength=256))
     return int(np.searchsorted(cdf, PAPER_PERCENTILE / 100.0 * cdf[-1]))
 

@@ -55,13 +55,13 @@ def synthetic_like(ckpt, seed: int):
                            charset=ckpt.charset, seed=seed, length=10**9, **syn.get("sampler_options", {}))
 
 
-def _labeled(path: str | Path, height: int, augment=None, seed: int = 0):
+def _labeled(path: str | Path, height: int, augment=None, seed: int = 0, prepare=None):
     from .data import LabeledImages, read_labels
 
     items = read_labels(path)
     if not items:
         raise HwlearnError(f"{path}: no labeled images")
-    return LabeledImages(items, height, augment=augment, seed=seed)
+    return LabeledImages(items, height, augment=augment, seed=seed, prepare=prepare)
 
 
 def _prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> bool:
@@ -191,12 +191,13 @@ def finetune(
     resuming = _prepare_run_dir(out_dir, resume, overwrite)
     ckpt = load_checkpoint(checkpoint)
     height = ckpt.height
-    sources = [Source(_labeled(labeled, height, augment=augment_real, seed=config.seed), share=1 - synthetic_share,
-                      name="labeled")]
+    layout = ckpt.layout  # an adapted checkpoint's layout carries over to its fine-tuning
+    sources = [Source(_labeled(labeled, height, augment=augment_real, seed=config.seed, prepare=layout),
+                      share=1 - synthetic_share, name="labeled")]
     if synthetic_share > 0:
         synthetic = synthetic_like(ckpt, seed=config.seed)
         sources.append(Source(ModelInputs(synthetic, height), share=synthetic_share, infinite=True, name="synthetic"))
-    val_sets = [ValSet("real_val", _labeled(val_labels, height))] if val_labels else []
+    val_sets = [ValSet("real_val", _labeled(val_labels, height, prepare=layout))] if val_labels else []
     meta = {k: v for k, v in ckpt.meta.items() if k not in ("training", "metrics")}
     meta["finetune"] = {"source": str(checkpoint), "labeled": str(labeled), "synthetic_share": synthetic_share}
     trainer = Trainer(ckpt.model, ckpt.charset, sources, out_dir, config, val_sets=val_sets, device=device, meta=meta)
@@ -230,7 +231,7 @@ def evaluate(
 ) -> dict:
     """CER/WER (case-sensitive and not) of a checkpoint on a labeled set, greedy and — with a lexicon —
     lexicon-constrained. Writes a per-sample CSV (primary decoding) and a JSON summary when asked."""
-    from .data import load_image, read_labels, to_model_input
+    from .data import load_image, read_labels
     from .inference import predict
     from .metrics import edit_distance, score
 
@@ -240,7 +241,7 @@ def evaluate(
     if not items:
         raise HwlearnError(f"{labels}: no labeled images")
     t0 = time.perf_counter()
-    inputs = [(to_model_input(load_image(p), ckpt.height), text) for p, text in items]
+    inputs = [(ckpt.model_input(load_image(p)), text) for p, text in items]
     refs = [t for _, t in items]
     lexicon = load_lexicon(lexicon_source, ckpt.charset) if lexicon_source else None
     summary: dict = {"checkpoint": str(checkpoint), "labels": str(labels), "n": len(items), "results": {}}
@@ -285,7 +286,7 @@ def recognize(
     Returns ``(results, skipped)``: ``(path, text, confidence)`` per readable image and
     ``(path, reason)`` per unreadable one.
     """
-    from .data import load_image, scan_images, to_model_input
+    from .data import load_image, scan_images
     from .inference import predict
 
     dev = resolve_device(device)
@@ -305,7 +306,7 @@ def recognize(
     tensors, kept = [], []
     for p in paths:
         try:
-            tensors.append((to_model_input(load_image(p), ckpt.height), None))
+            tensors.append((ckpt.model_input(load_image(p)), None))
             kept.append(p)
         except HwlearnError as exc:
             skipped.append((p, str(exc)))

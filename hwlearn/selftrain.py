@@ -1,5 +1,10 @@
 """Self-training: adapt a pretrained recognizer to unlabeled real word images.
 
+First the **layout** the images are read in is chosen (:func:`choose_layout`): as they are, or with
+their blank margins trimmed to those of the synthetic words at the sides or on all four sides
+(:mod:`hwlearn.layout`) — whichever the pretrained model labels with the highest mean confidence.
+It is recorded in every checkpoint written, so ``evaluate`` and ``recognize`` read images the same way.
+
 Each round:
 
 1. **label** every unlabeled image with the current model (lexicon-constrained when a lexicon is
@@ -35,6 +40,7 @@ from .console import console
 from .data import LabeledImages, augment_real, load_image, to_model_input
 from .decode import Prediction
 from .inference import predict
+from .layout import LAYOUTS, Layout, candidates, synthetic_margins
 from .metrics import score
 from .train import ModelInputs, Source, Trainer, TrainConfig
 
@@ -54,6 +60,7 @@ class AdaptConfig:
     num_workers: int = 2
     seed: int = 0
     beam_width: int = 10
+    layout: str = "auto"  # "auto" (chosen by mean confidence) or one of hwlearn.layout.LAYOUTS
 
     def share(self, round_index: int) -> float:
         """Share of the unlabeled images selected in round ``round_index`` (1-based)."""
@@ -81,6 +88,8 @@ class AdaptResult:
     chosen_round: int
     final_checkpoint: Path
     skipped: list[tuple[Path, str]]
+    layout: str = "as-is"
+    layout_scores: dict[str, float] = field(default_factory=dict)
 
 
 def select_by_rank(predictions: Sequence[Prediction], share: float, charset: Charset) -> list[int]:
@@ -89,6 +98,30 @@ def select_by_rank(predictions: Sequence[Prediction], share: float, charset: Cha
     usable.sort(key=lambda i: (-predictions[i].confidence, i))
     k = int(round(share * len(predictions)))
     return sorted(usable[: max(1, min(k, len(usable)))]) if usable else []
+
+
+def choose_layout(model, images: Sequence[np.ndarray], synthetic: Dataset, config: AdaptConfig, charset: Charset,
+                  height: int, *, device, method: str = "greedy", lexicon=None,
+                  margin_samples: int = 200) -> tuple[Layout, dict[str, float]]:
+    """The :class:`hwlearn.layout.Layout` the unlabeled ``images`` are read in, and the mean confidence
+    of the model's labels under each candidate.
+
+    The margins come from ``margin_samples`` synthetic words (what the model was trained on). With
+    ``config.layout == "auto"`` every layout of :data:`hwlearn.layout.LAYOUTS` is tried and the one
+    with the highest mean confidence wins (ties: the earlier, ``as-is`` first); otherwise the named
+    one is used without trying the others."""
+    margins = synthetic_margins(synthetic[i][0] for i in range(min(margin_samples, len(synthetic))))
+    kinds = LAYOUTS if config.layout == "auto" else (config.layout,)
+    layouts = candidates(kinds, margins)
+    if len(layouts) == 1:
+        return layouts[0], {}
+    scores = {}
+    for layout in layouts:
+        preds = predict(model, [(to_model_input(layout(img), height), None) for img in images], charset,
+                        device=device, method=method, lexicon=lexicon, beam_width=config.beam_width)
+        scores[layout.kind] = float(np.mean([p.confidence for p in preds])) if preds else 0.0
+    best = max(range(len(layouts)), key=lambda i: (scores[layouts[i].kind], -i))
+    return layouts[best], scores
 
 
 def adapt(
@@ -116,9 +149,16 @@ def adapt(
     device = torch.device(device) if not isinstance(device, torch.device) else device
     method = "lexicon" if lexicon is not None else "greedy"
 
-    images = [load_image(p) for p in unlabeled]
+    originals = [load_image(p) for p in unlabeled]
+    layout, layout_scores = choose_layout(model, originals, synthetic, config, charset, height, device=device,
+                                          method=method, lexicon=lexicon)
+    console.print(f"layout: {layout.kind} (mean confidence "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in layout_scores.items()) + ")")
+    images = [layout(img) for img in originals]
+    del originals
     inputs = [(to_model_input(img, height), None) for img in images]
-    val = [(to_model_input(load_image(p), height), text) for p, text in val_items]
+    val = [(to_model_input(layout(load_image(p)), height), text) for p, text in val_items]
+    meta = {**meta, "preprocessing": {**meta.get("preprocessing", {}), "layout": layout.to_dict()}}
 
     def label_and_score(round_index: int, share: float, selected: list[int], preds_before) -> tuple[list[Prediction], RoundReport]:
         preds = predict(model, inputs, charset, device=device, method=method, lexicon=lexicon,
@@ -188,7 +228,9 @@ def adapt(
     chosen_ckpt = load_checkpoint(round_dirs[chosen], device="cpu")
     save_checkpoint(final, chosen_ckpt.model, charset, meta={
         **chosen_ckpt.meta,
+        "preprocessing": meta["preprocessing"],  # round 0 is the pretrained model, read in the chosen layout
         "adapt_summary": {"chosen_round": chosen, "rule": "highest mean confidence on the unlabeled images",
+                          "layout": layout.kind, "layout_mean_confidence": layout_scores,
                           "rounds": [asdict(x) for x in rounds], "skipped_images": len(skipped)},
     })
-    return AdaptResult(rounds, chosen, final, list(skipped))
+    return AdaptResult(rounds, chosen, final, list(skipped), layout.kind, layout_scores)

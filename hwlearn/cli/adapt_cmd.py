@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..layout import LAYOUTS
 from .options import device_option, lexicon_option, seed_option, workers_option
 
 
@@ -27,15 +28,19 @@ from .options import device_option, lexicon_option, seed_option, workers_option
               help="Share of each batch taken from synthetic words.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=3e-4, show_default=True, type=float)
+@click.option("--layout", default="auto", show_default=True, type=click.Choice(["auto", *LAYOUTS]),
+              help="How the images' blank margins are trimmed before reading (auto: the layout the model is "
+                   "most confident with; see docs/adapting.md).")
 @click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run.")
 @device_option
 @workers_option
 @seed_option
 def adapt(checkpoint, unlabeled, out, lexicon, val_labels, rounds, steps_per_round, start_share, end_share,
-          synthetic_share, batch_size, lr, overwrite, device, workers, seed):
+          synthetic_share, batch_size, lr, layout, overwrite, device, workers, seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
 
-    Each round labels every image with the current model, keeps the most confident share,
+    First the images' layout is chosen (margins as they are, or trimmed to the synthetic words'
+    margins at the sides or all round: the one the model reads most confidently). Each round labels every image with the current model, keeps the most confident share,
     trains on it (augmented, mixed with synthetic words) and checkpoints OUT/round<k>/last.
     The final model (OUT/final) is the round with the highest mean confidence over all images —
     chosen without labels. A table shows each round; CER/WER columns appear only with --val.
@@ -47,7 +52,8 @@ def adapt(checkpoint, unlabeled, out, lexicon, val_labels, rounds, steps_per_rou
     from ..selftrain import AdaptConfig
 
     config = AdaptConfig(rounds=rounds, steps_per_round=steps_per_round, start_share=start_share, end_share=end_share,
-                         synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed)
+                         synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed,
+                         layout=layout)
 
     def report(row):
         val = "  ".join(f"{k} {v:.4f}" for k, v in row.val.items())
@@ -68,7 +74,8 @@ def adapt(checkpoint, unlabeled, out, lexicon, val_labels, rounds, steps_per_rou
                       f"{row.mean_confidence:.4f}", f"{row.selected_confidence:.4f}",
                       *[f"{row.val[k]:.4f}" for k in val_keys])
     console.print(table)
-    console.print(f"chosen without labels: round {result.chosen_round} (highest mean confidence) -> {result.final_checkpoint}")
+    console.print(f"chosen without labels: layout {result.layout}, round {result.chosen_round} "
+                  f"(highest mean confidence) -> {result.final_checkpoint}")
     if result.skipped:
         console.print(f"[yellow]skipped {len(result.skipped)} unreadable file(s):")
         for path, reason in result.skipped:

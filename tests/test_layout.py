@@ -1,0 +1,131 @@
+"""Layouts: trimming blank margins of word images, and choosing the layout by model confidence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hwlearn.checkpoint import load_checkpoint, save_checkpoint
+from hwlearn.errors import HwlearnError
+from hwlearn.layout import LAYOUTS, Layout, ink_box, synthetic_margins
+from hwlearn.recipes import evaluate, synthetic_like
+from hwlearn.selftrain import AdaptConfig, choose_layout
+
+
+def _page(h=60, w=200, box=(20, 39, 50, 129), paper=230, ink=20) -> np.ndarray:
+    img = np.full((h, w), paper, np.uint8)
+    top, bottom, left, right = box
+    img[top : bottom + 1, left : right + 1] = ink
+    return img
+
+
+def test_ink_box_finds_the_ink_and_ignores_a_stray_speck():
+    img = _page()
+    assert ink_box(img) == (20, 39, 50, 129)
+    img[2, 195] = 20  # one dark pixel far away: < 0.5 % of the ink
+    assert ink_box(img) == (20, 39, 50, 129)
+    assert ink_box(np.full((30, 40), 200, np.uint8)) is None
+
+
+def test_trim_sides_keeps_rows_and_sets_side_margins():
+    img = _page()
+    out = Layout("trim-sides", left=0.1, right=0.2)(img)
+    assert out.shape == (60, 6 + 80 + 12)  # margins in image heights: 0.1 * 60, ink 80 columns, 0.2 * 60
+    assert ink_box(out) == (20, 39, 6, 85)
+    assert out[0, 0] == 230  # padded with the paper's grey
+
+
+def test_trim_all_puts_the_ink_on_the_synthetic_share_of_the_height():
+    img = _page(h=100, box=(45, 54, 50, 129))  # ink on 10 % of the height
+    layout = Layout("trim-all", top=0.2, bottom=0.3, left=0.1, right=0.1)
+    out = layout(img)
+    assert out.shape == (4 + 10 + 6, 2 + 80 + 2)  # height 10 / (1 - 0.5) = 20 rows
+    assert ink_box(out) == (4, 13, 2, 81)
+
+
+def test_as_is_and_blank_images_are_left_alone():
+    img = _page()
+    assert Layout()(img) is img
+    blank = np.full((30, 40), 200, np.uint8)
+    assert Layout("trim-all")(blank) is blank
+
+
+def test_layout_is_validated_and_round_trips_through_meta():
+    with pytest.raises(HwlearnError, match="unknown layout"):
+        Layout("crop")
+    with pytest.raises(HwlearnError, match="margins"):
+        Layout("trim-all", top=0.6, bottom=0.5)
+    layout = Layout("trim-sides", left=0.05)
+    assert Layout.of({"preprocessing": {"height": 32, "layout": layout.to_dict()}}) == layout
+    assert Layout.of({"preprocessing": {"height": 32}}) == Layout("as-is")
+
+
+def test_synthetic_margins_are_measured_on_rendered_words(tiny_run):
+    synthetic = synthetic_like(load_checkpoint(tiny_run / "best"), seed=5)
+    margins = synthetic_margins(synthetic[i][0] for i in range(40))
+    assert set(margins) == {"top", "bottom", "left", "right"}
+    assert all(0.0 <= v <= 0.45 for v in margins.values())
+    with pytest.raises(HwlearnError, match="no ink"):
+        synthetic_margins([np.full((10, 10), 255, np.uint8)])
+
+
+def _with_wide_margins(img: np.ndarray) -> np.ndarray:
+    """A word as a careless segmentation would crop it: 1.5 heights of paper on each side."""
+    pad = int(1.5 * img.shape[0])
+    return np.pad(img, ((0, 0), (pad, pad)), constant_values=int(np.percentile(img, 90)))
+
+
+def test_choose_layout_prefers_trimming_words_cropped_with_wide_margins(tiny_run):
+    ckpt = load_checkpoint(tiny_run / "best")
+    synthetic = synthetic_like(ckpt, seed=11)
+    words = [synthetic[i][0] for i in range(24)]
+    wide = [_with_wide_margins(img) for img in words]
+
+    layout, scores = choose_layout(ckpt.model, wide, synthetic, AdaptConfig(), ckpt.charset, ckpt.height, device="cpu")
+    assert set(scores) == set(LAYOUTS)
+    assert layout.kind != "as-is" and scores[layout.kind] == max(scores.values())
+    assert scores[layout.kind] > scores["as-is"]
+    # a named layout is used as is, without trying the others
+    named, none_tried = choose_layout(ckpt.model, wide, synthetic, AdaptConfig(layout="as-is"), ckpt.charset,
+                                      ckpt.height, device="cpu")
+    assert named.kind == "as-is" and none_tried == {}
+
+
+def test_adapted_checkpoint_reads_images_in_its_layout(tiny_run, tmp_path):
+    """The chosen layout is stored with the adapted model, and evaluate applies it."""
+    from PIL import Image
+
+    from hwlearn.recipes import adapt_folder
+
+    ckpt = load_checkpoint(tiny_run / "best")
+    synthetic = synthetic_like(ckpt, seed=12)
+    folder, labels = tmp_path / "wide", []
+    folder.mkdir()
+    for i in range(16):
+        img, word = synthetic[i]
+        Image.fromarray(_with_wide_margins(img)).save(folder / f"w{i:02d}.png")
+        labels.append(f"{folder / f'w{i:02d}.png'}\t{word}\n")
+    (tmp_path / "labels.tsv").write_text("".join(labels), encoding="utf-8")
+
+    result = adapt_folder(tiny_run / "best", folder, tmp_path / "adapt", device="cpu",
+                          config=AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0))
+    assert result.layout != "as-is"
+    meta = json.loads((tmp_path / "adapt" / "final" / "meta.json").read_text())
+    assert meta["preprocessing"]["layout"]["kind"] == result.layout
+    assert meta["adapt_summary"]["layout"] == result.layout
+    round_meta = json.loads((tmp_path / "adapt" / "round1" / "last" / "meta.json").read_text())
+    assert round_meta["preprocessing"]["layout"] == meta["preprocessing"]["layout"]
+
+    final = load_checkpoint(tmp_path / "adapt" / "final")
+    img = np.asarray(Image.open(folder / "w00.png"))
+    assert final.model_input(img).shape[-1] < ckpt.model_input(img).shape[-1]
+
+    # evaluate reads images in a checkpoint's layout: the pretrained weights read the wide crops
+    # better once the same checkpoint records the chosen layout
+    save_checkpoint(tmp_path / "trimmed", ckpt.model, ckpt.charset,
+                    meta={**ckpt.meta, "preprocessing": meta["preprocessing"]})
+    as_is = evaluate(tiny_run / "best", tmp_path / "labels.tsv", device="cpu")["results"]["greedy"]["cer"]
+    trimmed = evaluate(tmp_path / "trimmed", tmp_path / "labels.tsv", device="cpu")["results"]["greedy"]["cer"]
+    assert trimmed < as_is
