@@ -17,8 +17,9 @@ relative to ``DATASET_DIR``). Into the run directory ``RUN`` (default
    train + test -> ``RUN/adapt_train_test`` -> **label-free (train+test images)**: the transductive
    setting where the images to read are themselves the unlabeled set;
 4. **fine-tune** the same pretrained model on the train split *with* labels
-   (``recipes.finetune``, the ``last`` checkpoint) -> ``RUN/finetune`` -> **supervised** CER/WER,
-   the upper bound;
+   (``recipes.finetune``, the ``last`` checkpoint), reading the images in the layout adaptation
+   chose (``hwlearn.layout``; labels are then the only difference) -> ``RUN/finetune`` ->
+   **supervised** CER/WER, the upper bound;
 5. print a table and write ``benchmarks/results/real_accuracy-<dataset>-<profile>-<host>-<date>.json``
    (commit, machine, device, profile settings, command, wall time of each step, CER/WER case-sensitive
    and not, greedy and — with ``--lexicon`` — lexicon-constrained, and
@@ -234,11 +235,11 @@ class StepLog:
         self.steps[name] = {**self.saved.get(name, {"wall_s": None}), **facts, "reused": True}
 
 
-def claim(out: Path, pretrained: Path) -> None:
-    """Make sure the step directory ``out`` holds only outputs made from ``pretrained`` (a directory
-    made from another one, e.g. before an interrupted pretraining was continued, is removed), and
-    record that source in ``out/source.json``."""
-    key = {"checkpoint": str(pretrained), "mtime_ns": (Path(pretrained) / "meta.json").stat().st_mtime_ns}
+def claim(out: Path, pretrained: Path, **extra) -> None:
+    """Make sure the step directory ``out`` holds only outputs made from ``pretrained`` (and ``extra``
+    facts, e.g. the layout) — a directory made from another one, e.g. before an interrupted pretraining
+    was continued, is removed — and record that source in ``out/source.json``."""
+    key = {"checkpoint": str(pretrained), "mtime_ns": (Path(pretrained) / "meta.json").stat().st_mtime_ns, **extra}
     path = out / "source.json"
     if out.exists() and (not path.exists() or json.loads(path.read_text(encoding="utf-8")) != key):
         console.print(f"[yellow]{out}: made from another pretrained model; starting it over")
@@ -324,13 +325,15 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
     return result.final_checkpoint, read_meta(result.final_checkpoint)["adapt_summary"]
 
 
-def finetune_step(pretrained: Path, train_tsv: Path, run_dir: Path, profile: Profile, args, log: StepLog) -> Path:
-    """Step 4: supervised fine-tuning on the labeled train split; returns its last checkpoint."""
+def finetune_step(pretrained: Path, train_tsv: Path, run_dir: Path, profile: Profile, args, log: StepLog,
+                  layout) -> Path:
+    """Step 4: supervised fine-tuning on the labeled train split, reading the images in ``layout``
+    (the one adaptation chose: labels are then the only difference); returns its last checkpoint."""
     from hwlearn.recipes import finetune
     from hwlearn.train import TrainConfig
 
     out = run_dir / "finetune"
-    claim(out, pretrained)
+    claim(out, pretrained, layout=layout.to_dict())
     state = training_state(out)
     if state and state["step"] >= state["steps"]:
         log.reused("finetune", out / "last", checkpoint=str(out / "last"))
@@ -342,8 +345,9 @@ def finetune_step(pretrained: Path, train_tsv: Path, run_dir: Path, profile: Pro
                          val_every=min(500, profile.finetune_steps), num_workers=profile.workers, seed=args.seed)
     t = time.perf_counter()
     result = finetune(pretrained, train_tsv, out, config=config, synthetic_share=profile.finetune_synthetic_share,
-                      device=args.device, resume=state is not None, overwrite=state is None)
+                      device=args.device, resume=state is not None, overwrite=state is None, layout=layout)
     log.done("finetune", time.perf_counter() - t, checkpoint=str(out / "last"), resumed=state is not None,
+             layout=layout.kind,
              train_seconds=round(result.seconds, 1), nonfinite_samples=result.nonfinite_samples,
              skipped_steps=result.skipped_steps)
     return out / "last"
@@ -510,7 +514,11 @@ def run(args: argparse.Namespace) -> dict:
             final, adapted[key] = adapt_step(step, title, pretrained, images, run_dir, profile, args, test_tsv, log)
             results[key] = eval_step(key, final, test_tsv, run_dir, args, log)
     if "supervised" in args.systems:
-        finetuned = finetune_step(pretrained, train_tsv, run_dir, profile, args, log)
+        from hwlearn.layout import Layout
+
+        # the layout adaptation to the train images chose (as-is when it was not run)
+        layout = Layout.of(read_meta(run_dir / "adapt_train" / "final")) if "label_free" in adapted else Layout()
+        finetuned = finetune_step(pretrained, train_tsv, run_dir, profile, args, log, layout)
         results["supervised"] = eval_step("supervised", finetuned, test_tsv, run_dir, args, log)
 
     pre_meta = read_meta(pretrained)

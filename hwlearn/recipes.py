@@ -183,15 +183,20 @@ def finetune(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    layout=None,
 ) -> TrainResult:
-    """Fine-tune a checkpoint on labeled real words (augmented), optionally mixed with synthetic words."""
+    """Fine-tune a checkpoint on labeled real words (augmented), optionally mixed with synthetic words.
+
+    The images are read in ``layout`` (a :class:`hwlearn.layout.Layout`), by default the checkpoint's
+    own (``as-is`` for a pretrained model, the chosen one for an adapted model); it is stored with
+    the result."""
     from .data import augment_real
 
     out_dir = Path(out_dir)
     resuming = _prepare_run_dir(out_dir, resume, overwrite)
     ckpt = load_checkpoint(checkpoint)
     height = ckpt.height
-    layout = ckpt.layout  # an adapted checkpoint's layout carries over to its fine-tuning
+    layout = layout if layout is not None else ckpt.layout
     sources = [Source(_labeled(labeled, height, augment=augment_real, seed=config.seed, prepare=layout),
                       share=1 - synthetic_share, name="labeled")]
     if synthetic_share > 0:
@@ -199,6 +204,7 @@ def finetune(
         sources.append(Source(ModelInputs(synthetic, height), share=synthetic_share, infinite=True, name="synthetic"))
     val_sets = [ValSet("real_val", _labeled(val_labels, height, prepare=layout))] if val_labels else []
     meta = {k: v for k, v in ckpt.meta.items() if k not in ("training", "metrics")}
+    meta["preprocessing"] = {**meta.get("preprocessing", {}), "layout": layout.to_dict()}
     meta["finetune"] = {"source": str(checkpoint), "labeled": str(labeled), "synthetic_share": synthetic_share}
     trainer = Trainer(ckpt.model, ckpt.charset, sources, out_dir, config, val_sets=val_sets, device=device, meta=meta)
     if resuming:

@@ -80,6 +80,11 @@ def test_runs_every_step_then_reuses_them(barely_trained, dataset, tmp_path):
     assert len(rounds) == 2 and rounds[1]["selected"] > 0 and "cer" in rounds[1]["val"]
     assert (run_dir / "adapt_train" / "round1" / "last" / "meta.json").exists()
     assert (run_dir / "finetune" / "last" / "meta.json").exists()
+    # the supervised model reads the images in the layout adaptation chose
+    adapted_layout = json.loads((run_dir / "adapt_train" / "final" / "meta.json").read_text())["preprocessing"]["layout"]
+    finetuned = json.loads((run_dir / "finetune" / "last" / "meta.json").read_text())
+    assert finetuned["preprocessing"]["layout"] == adapted_layout
+    assert saved["steps"]["finetune"]["layout"] == adapted_layout["kind"]
     # gap_closed follows its definition
     r = saved["results"]
     for key in ("label_free", "label_free_train_test"):
