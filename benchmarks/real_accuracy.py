@@ -126,6 +126,7 @@ class Profile:
     adapt_steps: int = 500  # per round
     adapt_lr: float = 3e-4
     adapt_layout: str = "auto"  # how real images' margins are trimmed (hwlearn.layout); auto: by confidence
+    adapt_match_fonts: int = 0  # > 0: adaptation's synthetic words from the closest fonts (hwlearn.fontmatch)
     finetune_steps: int = 2000
     finetune_lr: float = 3e-4
     finetune_synthetic_share: float = 0.0
@@ -308,7 +309,7 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
     config = AdaptConfig(rounds=profile.adapt_rounds, steps_per_round=profile.adapt_steps,
                          batch_size=profile.batch_size, lr=profile.adapt_lr,
                          warmup_steps=min(50, max(1, profile.adapt_steps // 5)), num_workers=profile.workers,
-                         seed=args.seed, layout=profile.adapt_layout)
+                         seed=args.seed, layout=profile.adapt_layout, match_fonts=profile.adapt_match_fonts)
 
     def report(row):
         val = "  ".join(f"test {k} {v:.4f}" for k, v in row.val.items())

@@ -39,6 +39,8 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .console import console
 from .data import LabeledImages, augment_real, load_image, to_model_input
 from .decode import Prediction
+from .errors import HwlearnError
+from .fontmatch import closest_fonts, rank_fonts
 from .inference import predict
 from .layout import LAYOUTS, Layout, candidates, synthetic_margins
 from .metrics import score
@@ -61,6 +63,7 @@ class AdaptConfig:
     seed: int = 0
     beam_width: int = 10
     layout: str = "auto"  # "auto" (chosen by mean confidence) or one of hwlearn.layout.LAYOUTS
+    match_fonts: int = 0  # > 0: synthetic words only from the fonts closest to the images (hwlearn.fontmatch)
 
     def share(self, round_index: int) -> float:
         """Share of the unlabeled images selected in round ``round_index`` (1-based)."""
@@ -124,6 +127,21 @@ def choose_layout(model, images: Sequence[np.ndarray], synthetic: Dataset, confi
     return layouts[best], scores
 
 
+def match_synthetic_fonts(model, inputs, synthetic, config: AdaptConfig, charset: Charset, height: int, device,
+                          max_images: int = 1000):
+    """``(synthetic drawing only with the fonts closest to the images, their names)``: the
+    ``config.match_fonts`` closest by :func:`hwlearn.fontmatch.rank_fonts` (on up to ``max_images``
+    of ``inputs``, a seeded sample), plus any further font needed to draw every character."""
+    if not hasattr(synthetic, "with_fonts"):
+        raise HwlearnError("font matching needs a SyntheticWords stream (with_fonts)")
+    rng = np.random.default_rng(config.seed)
+    pick = sorted(rng.choice(len(inputs), size=min(max_images, len(inputs)), replace=False).tolist())
+    ranking = rank_fonts(model, height, [inputs[i][0] for i in pick], synthetic, seed=config.seed, device=device)
+    keep = closest_fonts(ranking, synthetic.renderer.fonts, charset, config.match_fonts)
+    console.print(f"synthetic words from the {len(keep)} fonts closest to the images: {', '.join(keep)}")
+    return synthetic.with_fonts(keep), keep
+
+
 def adapt(
     checkpoint: str | Path,
     unlabeled: Sequence[Path],
@@ -159,6 +177,9 @@ def adapt(
     inputs = [(to_model_input(img, height), None) for img in images]
     val = [(to_model_input(layout(load_image(p)), height), text) for p, text in val_items]
     meta = {**meta, "preprocessing": {**meta.get("preprocessing", {}), "layout": layout.to_dict()}}
+    fonts_used: list[str] = []
+    if config.match_fonts > 0:
+        synthetic, fonts_used = match_synthetic_fonts(model, inputs, synthetic, config, charset, height, device)
 
     def label_and_score(round_index: int, share: float, selected: list[int], preds_before) -> tuple[list[Prediction], RoundReport]:
         preds = predict(model, inputs, charset, device=device, method=method, lexicon=lexicon,
@@ -204,7 +225,8 @@ def adapt(
             seed=config.seed * 1000 + r, phase=f"adapt-round-{r}",
         )
         round_meta = {**{k: v for k, v in meta.items() if k not in ("training", "metrics")},
-                      "adapt": {**asdict(config), "round": r, "selected": len(selected), "source": str(checkpoint)}}
+                      "adapt": {**asdict(config), "round": r, "selected": len(selected), "source": str(checkpoint),
+                                "fonts_used": fonts_used}}
         trainer = Trainer(model, charset, sources, out_dir / f"round{r}", train_config, device=device, meta=round_meta)
         trainer.fit()
         before = preds
@@ -230,7 +252,7 @@ def adapt(
         **chosen_ckpt.meta,
         "preprocessing": meta["preprocessing"],  # round 0 is the pretrained model, read in the chosen layout
         "adapt_summary": {"chosen_round": chosen, "rule": "highest mean confidence on the unlabeled images",
-                          "layout": layout.kind, "layout_mean_confidence": layout_scores,
+                          "layout": layout.kind, "layout_mean_confidence": layout_scores, "fonts_used": fonts_used,
                           "rounds": [asdict(x) for x in rounds], "skipped_images": len(skipped)},
     })
     return AdaptResult(rounds, chosen, final, list(skipped), layout.kind, layout_scores)

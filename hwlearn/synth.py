@@ -112,6 +112,17 @@ class SyntheticWords:
         other.transform = transform
         return other
 
+    def with_fonts(self, names) -> "SyntheticWords":
+        """A copy drawing with only the fonts named in ``names`` (names or file stems), same sampler,
+        style, height and seed; ``info["fonts_used"]`` lists them."""
+        from .render import Renderer
+
+        other = copy.copy(self)
+        fonts = self.renderer.fonts.subset(names)
+        other.renderer = Renderer(fonts, height=self.renderer.height, style=self.renderer.style)
+        other.info = {**self.info, "fonts_used": fonts.names, "num_fonts": len(fonts)}
+        return other
+
     def _word(self, rng: np.random.Generator) -> str:
         for _ in range(MAX_WORD_TRIES):
             word = self.sampler.sample(rng)

@@ -31,12 +31,15 @@ from .options import device_option, lexicon_option, seed_option, workers_option
 @click.option("--layout", default="auto", show_default=True, type=click.Choice(["auto", *LAYOUTS]),
               help="How the images' blank margins are trimmed before reading (auto: the layout the model is "
                    "most confident with; see docs/adapting.md).")
+@click.option("--match-fonts", default=0, show_default=True, type=click.IntRange(min=0), metavar="K",
+              help="Draw the synthetic words mixed into training from the K fonts whose words look most like "
+                   "your images (0: all fonts).")
 @click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run.")
 @device_option
 @workers_option
 @seed_option
 def adapt(checkpoint, unlabeled, out, lexicon, val_labels, rounds, steps_per_round, start_share, end_share,
-          synthetic_share, batch_size, lr, layout, overwrite, device, workers, seed):
+          synthetic_share, batch_size, lr, layout, match_fonts, overwrite, device, workers, seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
 
     First the images' layout is chosen (margins as they are, or trimmed to the synthetic words'
@@ -53,7 +56,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, val_labels, rounds, steps_per_rou
 
     config = AdaptConfig(rounds=rounds, steps_per_round=steps_per_round, start_share=start_share, end_share=end_share,
                          synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed,
-                         layout=layout)
+                         layout=layout, match_fonts=match_fonts)
 
     def report(row):
         val = "  ".join(f"{k} {v:.4f}" for k, v in row.val.items())

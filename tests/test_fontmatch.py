@@ -1,0 +1,84 @@
+"""Font matching: ranking fonts by how much their words look like a set of images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hwlearn.checkpoint import load_checkpoint
+from hwlearn.charset import Charset
+from hwlearn.data import to_model_input
+from hwlearn.errors import HwlearnError
+from hwlearn.fontmatch import closest_fonts, look_features, rank_fonts
+from hwlearn.fonts import FontInfo, FontLibrary
+from hwlearn.recipes import synthetic_like
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_run):
+    ckpt = load_checkpoint(tiny_run / "best")
+    return ckpt, synthetic_like(ckpt, seed=21)
+
+
+def test_look_features_have_one_row_per_image_and_leave_the_mode(tiny):
+    ckpt, synthetic = tiny
+    tensors = [to_model_input(synthetic[i][0], ckpt.height) for i in range(5)]
+    ckpt.model.train()
+    features = look_features(ckpt.model, tensors)
+    assert ckpt.model.training
+    ckpt.model.eval()
+    assert features.shape[0] == 5 and features.shape[1] % 2 == 0 and np.isfinite(features).all()
+    # a sample's features do not depend on the batch it came with (padding is masked)
+    alone = look_features(ckpt.model, tensors[:1])
+    assert np.allclose(alone[0], features[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("target", [0, 2])
+def test_words_drawn_in_one_font_rank_that_font_first(tiny, target):
+    ckpt, synthetic = tiny
+    font = list(synthetic.renderer.fonts)[target]
+    real = [to_model_input(synthetic.renderer.render_with_font(synthetic.word(1000 + i), font,
+                                                               np.random.default_rng([9, i])), ckpt.height)
+            for i in range(40)]
+    ranking = rank_fonts(ckpt.model, ckpt.height, real, synthetic, words_per_font=30)
+    assert len(ranking) == len(synthetic.renderer.fonts)
+    assert ranking[0][0] == font.name
+    assert [d for _, d in ranking] == sorted(d for _, d in ranking)
+    with pytest.raises(HwlearnError, match="at least 2"):
+        rank_fonts(ckpt.model, ckpt.height, real[:1], synthetic)
+
+
+def test_closest_fonts_add_fonts_for_characters_the_closest_cannot_draw():
+    def font(name, chars):
+        return FontInfo(path=None, name=name, codepoints=frozenset(map(ord, chars)))
+
+    library = FontLibrary([font("a", "abc"), font("b", "abc"), font("c", "abcä"), font("d", "abcäß")])
+    ranking = [("a", 0.1), ("b", 0.2), ("c", 0.3), ("d", 0.4)]
+    assert closest_fonts(ranking, library, Charset("abcäß "), 2) == ["a", "b", "c", "d"]
+    assert closest_fonts(ranking, library, Charset("abc"), 2) == ["a", "b"]
+    assert closest_fonts(ranking, library, Charset("abcß"), 1) == ["a", "d"]
+
+
+def test_adapt_draws_synthetic_words_from_the_matched_fonts(tiny_run, tmp_path):
+    from PIL import Image
+
+    from hwlearn.recipes import adapt_folder
+    from hwlearn.selftrain import AdaptConfig
+
+    ckpt = load_checkpoint(tiny_run / "best")
+    synthetic = synthetic_like(ckpt, seed=3)
+    folder = tmp_path / "words"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(synthetic[i][0]).save(folder / f"w{i:02d}.png")
+    result = adapt_folder(tiny_run / "best", folder, tmp_path / "adapt", device="cpu",
+                          config=AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0, match_fonts=1))
+    meta = json.loads((tmp_path / "adapt" / "final" / "meta.json").read_text())
+    used = meta["adapt_summary"]["fonts_used"]
+    assert 1 <= len(used) <= len(synthetic.renderer.fonts)
+    assert set(used) <= set(synthetic.renderer.fonts.names)
+    round_meta = json.loads((tmp_path / "adapt" / "round1" / "last" / "meta.json").read_text())
+    assert round_meta["adapt"]["fonts_used"] == used and round_meta["adapt"]["match_fonts"] == 1
+    assert result.final_checkpoint.exists()
