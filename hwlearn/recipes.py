@@ -27,22 +27,62 @@ VAL_SEED_OFFSET = 7919  # held-out synthetic validation words use seed + this: n
 # shared pieces
 
 
+#: Written forms added to a lexicon's most frequent words (see :func:`lexicon_words`).
+VARIANT_WORDS = 20_000
+VARIANT_SUFFIXES = 3
+
+
+def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_000,
+                  variant_words: int = VARIANT_WORDS, suffixes: int = VARIANT_SUFFIXES) -> list[str]:
+    """The words of a lexicon: the ``max_words`` most frequent of ``counts`` (word -> count) that
+    ``charset`` covers, and — for the ``variant_words`` most frequent of them — the forms a word
+    crop shows in running text: Capitalized (sentence start) and with each of the ``suffixes``
+    most frequent trailing punctuation marks of ``affixes`` (``(prefix, suffix) -> count``; e.g.
+    ``day,`` ``day.`` ``day;``; a word list's counts come without punctuation statistics: then the
+    most frequent of :data:`hwlearn.corpus.FALLBACK_AFFIXES`). With every count equal (a plain word
+    list) there is no frequency order: all its words are kept, as they are, with no variants.
+    A corpus of 50,000 words gives ~150,000 entries (~3 s to build the trie, ~60 MB)."""
+    ranked = sorted(((w, c) for w, c in counts.items() if charset.covers(w)), key=lambda wc: (-wc[1], wc[0]))
+    if len({c for _, c in ranked}) <= 1:
+        return [w for w, _ in ranked]  # a plain word list: all of it, as it is
+    words = [w for w, _ in ranked[:max_words]]
+    from .corpus import FALLBACK_AFFIXES
+
+    marks = [suf for (pre, suf), _ in sorted((affixes or FALLBACK_AFFIXES).items(), key=lambda kv: -kv[1])
+             if not pre and suf and charset.covers(suf)][:suffixes]
+    seen = set(words)
+    extra = []
+    for word in words[:variant_words]:
+        forms = [word] + ([word[0].upper() + word[1:]] if word[:1].islower() else [])
+        for form in forms[1:] + [f + mark for f in forms for mark in marks]:
+            if form not in seen and charset.covers(form):
+                seen.add(form)
+                extra.append(form)
+    return words + extra
+
+
 def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 50_000):
     """A :class:`~hwlearn.decode.Lexicon` from a word list file (one word per line, optional
-    ``<TAB>count``) or a corpus statistics JSON (its ``max_words`` most frequent words); None for None."""
+    ``<TAB>count``) or a corpus statistics JSON: its ``max_words`` most frequent words plus the
+    Capitalized and punctuated forms of the most frequent ones (:func:`lexicon_words`); None for None."""
     if source is None:
         return None
-    from .corpus import CorpusStats, WordSampler
+    from .corpus import CorpusStats, read_wordlist
     from .decode import Lexicon
 
     path = Path(source)
     if path.suffix == ".json":
-        lexicon = Lexicon(WordSampler(CorpusStats.load(path), charset=charset).vocabulary[:max_words], charset)
+        stats = CorpusStats.load(path)
+        counts, affixes = stats.word_counts, stats.affix_counts
     else:
-        lexicon = Lexicon.from_file(path, charset)
-    if len(lexicon) == 0:
+        counts, affixes = read_wordlist(path), None
+    words = lexicon_words(counts, charset, affixes, max_words=max_words)
+    if not words:
         raise HwlearnError(f"{path}: no lexicon word is covered by the model's charset")
-    return lexicon
+    try:
+        return Lexicon(words, charset)
+    except HwlearnError as exc:
+        raise HwlearnError(f"{path}: {exc}") from None
 
 
 def synthetic_like(ckpt, seed: int):

@@ -196,3 +196,30 @@ def test_decode_batch_methods():
         decode_batch(lp, lengths, CHARSET, "lexicon", lexicon=Lexicon(["ab"], Charset("ab")))
     with pytest.raises(HwlearnError, match="unknown decoding method"):
         decode_batch(lp, lengths, CHARSET, "viterbi")
+
+
+def test_lexicon_words_add_the_written_forms_of_frequent_words(tmp_path):
+    from collections import Counter
+
+    from hwlearn.recipes import lexicon_words, load_lexicon
+
+    charset = Charset("abcdehlmorstuwHMT,.;")
+    counts = Counter({"the": 50, "house": 20, "mouse": 5, "Mr": 4, "xyz": 30})
+    affixes = {("", ","): 10, ("", "."): 8, ('"', ""): 7, ("", "!"): 6, ("", ";"): 1}
+    words = lexicon_words(counts, charset, affixes, variant_words=2, suffixes=2)
+    assert words[:4] == ["the", "house", "mouse", "Mr"]  # by frequency; "xyz" is not in the charset
+    extra = set(words[4:])
+    assert {"The", "The,", "The.", "the,", "the.", "house,", "house."} <= extra
+    assert "House" in extra and "mouse," not in extra and "Mouse" not in extra  # variants: top 2 words only
+    assert not any(w.endswith(("!", ";")) or w.startswith('"') for w in extra)  # 2 most frequent suffixes
+    assert len(words) == len(set(words))
+
+    # a plain word list (every count 1): all of it, in order, nothing added
+    plain = tmp_path / "words.txt"
+    plain.write_text("mouse\nthe\nhouse\nxyz\n", encoding="utf-8")
+    assert load_lexicon(plain, charset).words == ("house", "mouse", "the")
+    # a word list with counts gets variants with the fallback punctuation
+    counted = tmp_path / "counted.txt"
+    counted.write_text("the\t9\nhouse\t3\n", encoding="utf-8")
+    lexicon = load_lexicon(counted, charset)
+    assert {"the", "The", "the,", "house."} <= set(lexicon.words)
