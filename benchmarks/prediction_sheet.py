@@ -1,7 +1,7 @@
 """A picture of predictions before and after adaptation, from a real_accuracy.py run directory.
 
     python benchmarks/prediction_sheet.py RUN_DIR -o docs/gw_predictions.png [--n 24] [--seed 0]
-        [--before synthetic_only] [--after label_free]
+        [--before synthetic_only] [--after label_free] [--cols 4] [--cell-width 300]
 
 Reads ``RUN/eval/<before>.csv`` and ``RUN/eval/<after>.csv`` (one row per test image, written by
 ``hwlearn evaluate --csv``) and draws ``--n`` test images chosen at random with ``--seed`` (not
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--before", default="synthetic_only")
     ap.add_argument("--after", default="label_free")
     ap.add_argument("--cols", type=int, default=4)
+    ap.add_argument("--cell-width", type=int, default=300, help="pixels per column (long labels need more)")
     args = ap.parse_args()
 
     before = read_rows(args.run_dir / "eval" / f"{args.before}.csv")
@@ -49,7 +50,8 @@ def main() -> None:
         path = images[i]
         tiles.append(load_image(path))
         labels.append(f"{before[path]['reference']} | {before[path]['prediction']} → {after[path]['prediction']}")
-    sheet = contact_sheet(tiles, labels, cols=args.cols, cell_height=48, cell_width=300)
+    sheet = contact_sheet(tiles, labels, cols=args.cols, cell_height=48, cell_width=args.cell_width,
+                          label_chars=args.cell_width // 6)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
     print(f"wrote {args.out}: {len(tiles)} test images, label = reference | {args.before} → {args.after}")

@@ -488,9 +488,11 @@ def contact_sheet(
     cols: int = 8,
     cell_height: int = 64,
     cell_width: int | None = None,
+    label_chars: int = 40,
 ) -> Image.Image:
     """A grid of word images (each scaled to ``cell_height``, shrunk to fit ``cell_width``,
-    default 4 x height) with optional labels underneath, on a gray background."""
+    default 4 x height) with optional labels (their first ``label_chars`` characters) underneath,
+    on a gray background."""
     if not images:
         raise HwlearnError("contact sheet needs at least one image")
     cell_width = cell_width or 4 * cell_height
@@ -510,7 +512,7 @@ def contact_sheet(
         x, y = gap + c * (cell_width + gap), gap + r * (cell_height + label_h + gap)
         sheet.paste(tile, (x, y))
         if labels is not None:
-            draw.text((x + 1, y + cell_height + 1), str(labels[k])[:40], fill=0, font=label_font)
+            draw.text((x + 1, y + cell_height + 1), str(labels[k])[:label_chars], fill=0, font=label_font)
     return sheet
 
 
