@@ -9,8 +9,10 @@ spread over the real images (a diagonal Mahalanobis distance). On George Washing
 longhand the closest fonts are the formal scripts (Meddon, Mrs Saint Delafield, Homemade Apple,
 Herr Von Muellerhoff, ...), the farthest the round print hands (Patrick Hand, Coming Soon).
 
-Adaptation uses the ranking to draw its synthetic words from the closest fonts
-(:class:`hwlearn.selftrain.AdaptConfig` ``match_fonts``).
+Adaptation can use the ranking to draw its synthetic words from the closest fonts
+(:class:`hwlearn.selftrain.AdaptConfig` ``match_fonts``, ``hwlearn adapt --match-fonts K``). It is
+off by default: on GW it did not lower the label-free CER (0.2399 with the 20 closest fonts vs
+0.2355 with all; ``benchmarks/EXPERIMENTS.md``).
 """
 
 from __future__ import annotations
