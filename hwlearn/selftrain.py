@@ -51,7 +51,7 @@ from .train import ModelInputs, Source, Trainer, TrainConfig
 class AdaptConfig:
     """Hyper-parameters of self-training (stored in each round's checkpoint)."""
 
-    rounds: int = 3
+    rounds: int = 5
     steps_per_round: int = 400
     start_share: float = 0.4
     end_share: float = 0.8
