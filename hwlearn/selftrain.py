@@ -170,8 +170,8 @@ def adapt(
     originals = [load_image(p) for p in unlabeled]
     layout, layout_scores = choose_layout(model, originals, synthetic, config, charset, height, device=device,
                                           method=method, lexicon=lexicon)
-    console.print(f"layout: {layout.kind} (mean confidence "
-                  + ", ".join(f"{k} {v:.4f}" for k, v in layout_scores.items()) + ")")
+    console.print(f"layout: {layout.kind} " + ("(mean confidence " + ", ".join(
+        f"{k} {v:.4f}" for k, v in layout_scores.items()) + ")" if layout_scores else "(as asked)"))
     images = [layout(img) for img in originals]
     del originals
     inputs = [(to_model_input(img, height), None) for img in images]
