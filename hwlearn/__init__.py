@@ -48,6 +48,9 @@ _EXPORTS = {
     "collate": "data",
     "WidthBucketSampler": "data",
     "augment_real": "data",
+    "Layout": "layout",
+    "LAYOUTS": "layout",
+    "rank_fonts": "fontmatch",
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "load_train_state": "checkpoint",
@@ -65,6 +68,7 @@ _EXPORTS = {
     "adapt_folder": "recipes",
     "evaluate": "recipes",
     "recognize": "recipes",
+    "load_lexicon": "recipes",
 }
 
 
