@@ -476,9 +476,8 @@ class UnlabeledImages(_ImageDataset):
     """``[image path or uint8 array, ...]`` -> items ``(tensor (1, height, W), index)``."""
 
     def __init__(self, paths: Sequence[ImageSource], height: int,
-                 augment: ImageTransform | None = None, *, seed: int = 0,
-                 prepare: Callable[[np.ndarray], np.ndarray] | None = None):
-        super().__init__(paths, height, augment, seed, prepare)
+                 augment: ImageTransform | None = None, *, seed: int = 0):
+        super().__init__(paths, height, augment, seed)
 
     def sample(self, i: int, salt: int = 0) -> tuple[torch.Tensor, int]:
         return self.tensor(i, salt), i

@@ -33,17 +33,12 @@ def look_features(model, tensors: Sequence[torch.Tensor], *, device="cpu", batch
     ``(1, height, W)``. The model is left in the mode it was in."""
     was_training = model.training
     model.eval()
-    out: list[np.ndarray] = []
     order = sorted(range(len(tensors)), key=lambda i: tensors[i].shape[-1])
     rows: dict[int, np.ndarray] = {}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         images, widths, _ = collate([(tensors[i], None) for i in idx])
-        x, lengths = images.to(device), widths.to(device).clamp(min=model.min_width)
-        if x.shape[-1] < model.min_width:
-            x = torch.nn.functional.pad(x, (0, model.min_width - x.shape[-1]))
-        for block in model.cnn:
-            x, lengths = block(x, lengths)
+        x, lengths = model.conv_features(images.to(device), widths.to(device))
         x = x.flatten(1, 2).float().cpu()  # (B, F, T)
         for b, i in enumerate(idx):
             valid = x[b, :, : max(1, int(lengths[b]))]

@@ -85,17 +85,14 @@ class Layout:
         from .data import paper_level
 
         top, bottom, left, right = box
-        paper = paper_level(img)
         if self.kind == "trim-sides":
-            height, rows = img.shape[0], img
+            rows, height, pad_rows = img, img.shape[0], (0, 0)
         else:
             rows = img[top : bottom + 1]
             height = (bottom + 1 - top) / (1.0 - self.top - self.bottom)
-        core = rows[:, left : right + 1]
-        pad_top, pad_bottom = (0, 0) if self.kind == "trim-sides" else (
-            round(self.top * height), round(self.bottom * height))
-        pad_left, pad_right = round(self.left * height), round(self.right * height)
-        return np.pad(core, ((pad_top, pad_bottom), (pad_left, pad_right)), constant_values=paper)
+            pad_rows = (round(self.top * height), round(self.bottom * height))
+        pad_columns = (round(self.left * height), round(self.right * height))
+        return np.pad(rows[:, left : right + 1], (pad_rows, pad_columns), constant_values=paper_level(img))
 
     def to_dict(self) -> dict:
         return asdict(self)

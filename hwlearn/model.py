@@ -194,6 +194,21 @@ class Recognizer(nn.Module):
 
         Returns ``log_probs`` float32 ``(T, B, C)`` (log-softmax over classes; frames past a sample's
         length are padding) and ``lengths`` long ``(B,)`` (valid frames per sample, on CPU)."""
+        x, lengths = self.conv_features(images, widths)
+        b, c, h, t = x.shape
+        x = x.reshape(b, c * h, t).permute(2, 0, 1)  # (T, B, features)
+        x = self.dropout(x)
+
+        lengths_cpu = lengths.cpu()
+        packed = pack_padded_sequence(x, lengths_cpu, enforce_sorted=False)
+        x, _ = pad_packed_sequence(self.lstm(packed)[0], total_length=t)
+        x = self.dropout(x)
+        logits = self.head(x)
+        return logits.float().log_softmax(-1), lengths_cpu
+
+    def conv_features(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The convolution stage of :meth:`forward` (same inputs): ``(features (B, C, H', T), lengths (B,))``,
+        ``lengths`` the valid frames per sample (on the images' device)."""
         if images.dim() != 4 or images.shape[1] != 1 or images.shape[2] != self.config.height:
             raise ValueError(
                 f"expected images of shape (B, 1, {self.config.height}, W), got {tuple(images.shape)}"
@@ -210,16 +225,7 @@ class Recognizer(nn.Module):
         x, lengths = images, widths
         for block in self.cnn:
             x, lengths = block(x, lengths)
-        b, c, h, t = x.shape
-        x = x.reshape(b, c * h, t).permute(2, 0, 1)  # (T, B, features)
-        x = self.dropout(x)
-
-        lengths_cpu = lengths.cpu()
-        packed = pack_padded_sequence(x, lengths_cpu, enforce_sorted=False)
-        x, _ = pad_packed_sequence(self.lstm(packed)[0], total_length=t)
-        x = self.dropout(x)
-        logits = self.head(x)
-        return logits.float().log_softmax(-1), lengths_cpu
+        return x, lengths
 
 
 def create_model(preset: str | ModelConfig, num_classes: int, **overrides: Any) -> Recognizer:

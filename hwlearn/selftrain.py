@@ -105,9 +105,10 @@ def select_by_rank(predictions: Sequence[Prediction], share: float, charset: Cha
 
 def choose_layout(model, images: Sequence[np.ndarray], synthetic: Dataset, config: AdaptConfig, charset: Charset,
                   height: int, *, device, method: str = "greedy", lexicon=None,
-                  margin_samples: int = 200) -> tuple[Layout, dict[str, float]]:
-    """The :class:`hwlearn.layout.Layout` the unlabeled ``images`` are read in, and the mean confidence
-    of the model's labels under each candidate.
+                  margin_samples: int = 200) -> tuple[Layout, dict[str, float], list[Prediction] | None]:
+    """The :class:`hwlearn.layout.Layout` the unlabeled ``images`` are read in, the mean confidence
+    of the model's labels under each candidate, and those labels under the chosen layout (None when
+    no candidate was tried), so the caller need not label the images again.
 
     The margins come from ``margin_samples`` synthetic words (what the model was trained on). With
     ``config.layout == "auto"`` every layout of :data:`hwlearn.layout.LAYOUTS` is tried and the one
@@ -117,14 +118,15 @@ def choose_layout(model, images: Sequence[np.ndarray], synthetic: Dataset, confi
     kinds = LAYOUTS if config.layout == "auto" else (config.layout,)
     layouts = candidates(kinds, margins)
     if len(layouts) == 1:
-        return layouts[0], {}
-    scores = {}
+        return layouts[0], {}, None
+    scores, labels = {}, {}
     for layout in layouts:
-        preds = predict(model, [(to_model_input(layout(img), height), None) for img in images], charset,
-                        device=device, method=method, lexicon=lexicon, beam_width=config.beam_width)
-        scores[layout.kind] = float(np.mean([p.confidence for p in preds])) if preds else 0.0
-    best = max(range(len(layouts)), key=lambda i: (scores[layouts[i].kind], -i))
-    return layouts[best], scores
+        labels[layout.kind] = predict(model, [(to_model_input(layout(img), height), None) for img in images],
+                                      charset, device=device, method=method, lexicon=lexicon,
+                                      beam_width=config.beam_width)
+        scores[layout.kind] = float(np.mean([p.confidence for p in labels[layout.kind]])) if images else 0.0
+    best = layouts[max(range(len(layouts)), key=lambda i: (scores[layouts[i].kind], -i))]
+    return best, scores, labels[best.kind]
 
 
 def match_synthetic_fonts(model, inputs, synthetic, config: AdaptConfig, charset: Charset, height: int, device,
@@ -168,8 +170,8 @@ def adapt(
     method = "lexicon" if lexicon is not None else "greedy"
 
     originals = [load_image(p) for p in unlabeled]
-    layout, layout_scores = choose_layout(model, originals, synthetic, config, charset, height, device=device,
-                                          method=method, lexicon=lexicon)
+    layout, layout_scores, preds = choose_layout(model, originals, synthetic, config, charset, height,
+                                                 device=device, method=method, lexicon=lexicon)
     console.print(f"layout: {layout.kind} " + ("(mean confidence " + ", ".join(
         f"{k} {v:.4f}" for k, v in layout_scores.items()) + ")" if layout_scores else "(as asked)"))
     images = [layout(img) for img in originals]
@@ -181,9 +183,13 @@ def adapt(
     if config.match_fonts > 0:
         synthetic, fonts_used = match_synthetic_fonts(model, inputs, synthetic, config, charset, height, device)
 
-    def label_and_score(round_index: int, share: float, selected: list[int], preds_before) -> tuple[list[Prediction], RoundReport]:
-        preds = predict(model, inputs, charset, device=device, method=method, lexicon=lexicon,
-                        beam_width=config.beam_width)
+    def label_and_score(round_index: int, share: float, selected: list[int], preds_before,
+                        preds=None) -> tuple[list[Prediction], RoundReport]:
+        """Label every image with the current model (unless ``preds`` already holds its labels) and
+        make the round's report row."""
+        if preds is None:
+            preds = predict(model, inputs, charset, device=device, method=method, lexicon=lexicon,
+                            beam_width=config.beam_width)
         row = RoundReport(
             round=round_index,
             labeled=len(preds),
@@ -201,7 +207,7 @@ def adapt(
                 row.val.update({f"cer{suffix}": s["cer"], f"wer{suffix}": s["wer"]})
         return preds, row
 
-    preds, row = label_and_score(0, 0.0, [], [])
+    preds, row = label_and_score(0, 0.0, [], [], preds)  # the layout choice already labeled them
     row.checkpoint = str(checkpoint)
     rounds = [row]
     if report:

@@ -83,14 +83,18 @@ def test_choose_layout_prefers_trimming_words_cropped_with_wide_margins(tiny_run
     words = [synthetic[i][0] for i in range(24)]
     wide = [_with_wide_margins(img) for img in words]
 
-    layout, scores = choose_layout(ckpt.model, wide, synthetic, AdaptConfig(), ckpt.charset, ckpt.height, device="cpu")
+    layout, scores, labels = choose_layout(ckpt.model, wide, synthetic, AdaptConfig(), ckpt.charset, ckpt.height,
+                                           device="cpu")
     assert set(scores) == set(LAYOUTS)
     assert layout.kind != "as-is" and scores[layout.kind] == max(scores.values())
     assert scores[layout.kind] > scores["as-is"]
     # a named layout is used as is, without trying the others
-    named, none_tried = choose_layout(ckpt.model, wide, synthetic, AdaptConfig(layout="as-is"), ckpt.charset,
+    named, none_tried, no_labels = choose_layout(ckpt.model, wide, synthetic, AdaptConfig(layout="as-is"), ckpt.charset,
                                       ckpt.height, device="cpu")
-    assert named.kind == "as-is" and none_tried == {}
+    assert named.kind == "as-is" and none_tried == {} and no_labels is None
+    # the labels returned are the chosen layout's: adapt's round 0 reuses them
+    assert len(labels) == len(wide)
+    assert np.mean([p.confidence for p in labels]) == pytest.approx(scores[layout.kind])
 
 
 def test_adapted_checkpoint_reads_images_in_its_layout(tiny_run, tmp_path):
