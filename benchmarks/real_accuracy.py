@@ -78,7 +78,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from datetime import date
 from pathlib import Path
 
@@ -125,6 +125,9 @@ class Profile:
     adapt_rounds: int = 3
     adapt_steps: int = 500  # per round
     adapt_lr: float = 3e-4
+    adapt_start_share: float = 0.4  # share of the unlabeled images pseudo-labeled in the first round ...
+    adapt_end_share: float = 0.8  # ... growing linearly to this in the last
+    adapt_synthetic_share: float = 0.3  # share of synthetic words in adaptation batches
     adapt_layout: str = "auto"  # how real images' margins are trimmed (hwlearn.layout); auto: by confidence
     adapt_match_fonts: int = 0  # > 0: adaptation's synthetic words from the closest fonts (hwlearn.fontmatch)
     finetune_steps: int = 2000
@@ -205,10 +208,13 @@ def model_charset(skip_pretrain: Path | None) -> Charset:
 
 
 def check_settings(run_dir: Path, settings: dict) -> None:
-    """Record ``settings`` in ``RUN/settings.json``; refuse a run directory made with others."""
+    """Record ``settings`` in ``RUN/settings.json``; refuse a run directory made with others. A
+    profile setting the recorded run lacks (added to the script since) counts as its default value."""
     path = run_dir / "settings.json"
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
+        added = {f.name: f.default for f in fields(Profile) if f.name not in old and f.default is not MISSING}
+        old = {**added, **old}
         diff = [f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
                 if old.get(k) != settings.get(k)]
         if diff:
@@ -309,7 +315,9 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
     config = AdaptConfig(rounds=profile.adapt_rounds, steps_per_round=profile.adapt_steps,
                          batch_size=profile.batch_size, lr=profile.adapt_lr,
                          warmup_steps=min(50, max(1, profile.adapt_steps // 5)), num_workers=profile.workers,
-                         seed=args.seed, layout=profile.adapt_layout, match_fonts=profile.adapt_match_fonts)
+                         seed=args.seed, layout=profile.adapt_layout, match_fonts=profile.adapt_match_fonts,
+                         start_share=profile.adapt_start_share, end_share=profile.adapt_end_share,
+                         synthetic_share=profile.adapt_synthetic_share)
 
     def report(row):
         val = "  ".join(f"test {k} {v:.4f}" for k, v in row.val.items())

@@ -124,6 +124,15 @@ def test_profile_overrides_are_typed_and_checked():
         ra.with_overrides(p, ["pretrain_steps=many"])
 
 
+def test_a_setting_added_since_a_run_counts_as_its_default(tmp_path):
+    settings = {"dataset": "d", **{k: v for k, v in ra.asdict(ra.PROFILES["cpu"]).items() if k != "adapt_end_share"}}
+    (tmp_path / "settings.json").write_text(json.dumps(settings))
+    full = {**settings, "adapt_end_share": ra.PROFILES["cpu"].adapt_end_share}
+    ra.check_settings(tmp_path, full)  # the older run used the default: accepted
+    with pytest.raises(HwlearnError, match="adapt_end_share"):
+        ra.check_settings(tmp_path, {**full, "adapt_end_share": 1.0})
+
+
 def test_systems_limits_the_run_to_the_models_asked_for(barely_trained, dataset, tmp_path):
     run_dir, out = tmp_path / "run", tmp_path / "result.json"
     saved = ra.main([dataset, "--profile", "smoke", "--skip-pretrain", barely_trained, "--out-dir", run_dir,
