@@ -124,10 +124,10 @@ class Profile:
     phrase_share: float = 0.0  # share of samples joining 2-3 words with a space/hyphen (WordSampler)
     adapt_rounds: int = 3
     adapt_steps: int = 500  # per round
-    adapt_lr: float = 3e-4
+    adapt_lr: float = 3e-3
     adapt_start_share: float = 0.4  # share of the unlabeled images pseudo-labeled in the first round ...
     adapt_end_share: float = 0.8  # ... growing linearly to this in the last
-    adapt_synthetic_share: float = 0.3  # share of synthetic words in adaptation batches
+    adapt_synthetic_share: float = 0.1  # share of synthetic words in adaptation batches
     adapt_layout: str = "auto"  # how real images' margins are trimmed (hwlearn.layout); auto: by confidence
     adapt_match_fonts: int = 0  # > 0: adaptation's synthetic words from the closest fonts (hwlearn.fontmatch)
     finetune_steps: int = 2000

@@ -55,9 +55,9 @@ class AdaptConfig:
     steps_per_round: int = 400
     start_share: float = 0.4
     end_share: float = 0.8
-    synthetic_share: float = 0.3
+    synthetic_share: float = 0.1
     batch_size: int = 32
-    lr: float = 3e-4
+    lr: float = 3e-3
     warmup_steps: int = 50
     num_workers: int = 2
     seed: int = 0

@@ -25,10 +25,11 @@ from .options import device_option, lexicon_option, seed_option, workers_option
               help="Share of the images (most confident first) used as pseudo-labels in round 1.")
 @click.option("--end-share", default=0.8, show_default=True, type=click.FloatRange(0.01, 1.0),
               help="Share used in the last round (grows linearly).")
-@click.option("--synthetic-share", default=0.3, show_default=True, type=click.FloatRange(0.0, 0.95),
+@click.option("--synthetic-share", default=0.1, show_default=True, type=click.FloatRange(0.0, 0.95),
               help="Share of each batch taken from synthetic words.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--lr", default=3e-4, show_default=True, type=float)
+@click.option("--lr", default=3e-3, show_default=True, type=float,
+              help="Peak learning rate of each round (AdamW, warmup then cosine decay).")
 @click.option("--layout", default="auto", show_default=True, type=click.Choice(["auto", *LAYOUTS]),
               help="How the images' blank margins are trimmed before reading (auto: the layout the model is "
                    "most confident with; see docs/adapting.md).")
