@@ -34,18 +34,18 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 **Profiles** (``--set KEY=VALUE`` overrides one setting of the profile, e.g. ``--set pretrain_steps=3000``):
 
 - ``smoke``: seconds; 50 train / 50 test images, a few steps per phase; checks the script works;
-- ``cpu``: one dataset within 60 minutes on 2 CPU cores. Estimate from measured speeds (small
-  preset, batch 32, 2 cores: ~140 training images/s, ~250 words/s greedy labeling/evaluation):
-  pretraining 7000 x 32 / 140 = ~27 min (+ ~0.5 min synthetic validation); each adaptation
-  3 rounds x 500 steps = ~5.7 min of training + 4 labelings of the unlabeled images (DHSD:
-  4745 train images ~1.3 min, 5939 train+test ~1.6 min) + per-round test scores (~0.3 min) =
-  ~7.5 min; fine-tuning 2000 x 32 / 140 = ~7.6 min; the four test evaluations ~0.5 min
-  (greedy; a lexicon adds ~5 ms per word). Total ~50 min for DHSD, less for GW (smaller sets);
+- ``cpu``: small preset, batch 32, 7000 pretraining steps, 5 adaptation rounds x 500 steps, 2000
+  fine-tuning steps. Measured on 2 CPU cores (the development VM): GW within 60 minutes
+  (pretraining ~30 min, adaptation ~9 min to the 2375 train images and ~12 min to the 3655
+  train + test images, fine-tuning ~6 min, evaluations < 1 min). DHSD does **not** fit in 60
+  minutes: its run (``--set pretrain_steps=4000``, phrases up to 32 characters, wider images,
+  4745 / 5939 images to adapt to) takes ~39 min of pretraining, ~22 + ~27 min of adaptation and
+  ~16 min of fine-tuning;
 - ``gpu``: ``base`` preset (height 64), 30k pretraining steps of batch 64 with 12 rendering
-  workers, 3 x 2000 adaptation steps, 5000 fine-tuning steps: for a lent GPU machine.
+  workers, 5 x 2000 adaptation steps, 5000 fine-tuning steps: for a lent GPU machine.
 
 ``--systems`` limits the run to some of the models (the synthetic-only one is always scored), e.g.
-``--skip-pretrain RUN/pretrain/best --systems label_free --out-dir runs/exp1 --set adapt_rounds=5``
+``--skip-pretrain RUN/pretrain/best --systems label_free --out-dir runs/exp1 --set adapt_lr=0.001``
 tries one adaptation setting on an existing pretrained model in minutes; ``gap_closed`` is then
 left out (it needs the supervised model).
 
@@ -122,7 +122,7 @@ class Profile:
     style: str = "default"
     max_len: int = 20  # longest sampled word (WordSampler)
     phrase_share: float = 0.0  # share of samples joining 2-3 words with a space/hyphen (WordSampler)
-    adapt_rounds: int = 3
+    adapt_rounds: int = 5
     adapt_steps: int = 500  # per round
     adapt_lr: float = 3e-3
     adapt_start_share: float = 0.4  # share of the unlabeled images pseudo-labeled in the first round ...
@@ -131,7 +131,7 @@ class Profile:
     adapt_layout: str = "auto"  # how real images' margins are trimmed (hwlearn.layout); auto: by confidence
     adapt_match_fonts: int = 0  # > 0: adaptation's synthetic words from the closest fonts (hwlearn.fontmatch)
     finetune_steps: int = 2000
-    finetune_lr: float = 3e-4
+    finetune_lr: float = 3e-3
     finetune_synthetic_share: float = 0.0
     max_train_images: int = 0  # 0: all; else a seeded random subset
     max_test_images: int = 0
@@ -141,9 +141,9 @@ PROFILES = {
     "smoke": Profile(preset="small", pretrain_steps=20, batch_size=8, workers=1, val_every=20, val_size=16,
                      adapt_rounds=1, adapt_steps=5, finetune_steps=10, max_train_images=50, max_test_images=50),
     "cpu": Profile(preset="small", pretrain_steps=7000, batch_size=32, workers=1, val_every=500, val_size=500,
-                   adapt_rounds=3, adapt_steps=500, finetune_steps=2000),
+                   adapt_rounds=5, adapt_steps=500, finetune_steps=2000),
     "gpu": Profile(preset="base", pretrain_steps=30000, batch_size=64, workers=12, val_every=1000, val_size=1000,
-                   adapt_rounds=3, adapt_steps=2000, finetune_steps=5000),
+                   adapt_rounds=5, adapt_steps=2000, finetune_steps=5000),
 }
 
 # settings that change no result (only speed): a run directory may be continued with other values
