@@ -30,7 +30,7 @@ def train_loop_options(f):
     for opt in reversed([
         click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps in total."),
         click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1)),
-        click.option("--lr", type=float, default=None, help="Peak learning rate (AdamW, warmup then cosine decay). [default: pretrain 3e-3, train 3e-4]"),
+        click.option("--lr", type=float, default=None, help="Peak learning rate (AdamW, warmup then cosine decay). [default: 3e-3]"),
         click.option("--val-every", default=250, show_default=True, type=click.IntRange(min=1),
                      help="Validate and checkpoint every N steps."),
         click.option("--resume", is_flag=True, help="Continue the run in --out exactly where its last checkpoint left it."),
