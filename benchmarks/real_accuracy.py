@@ -36,8 +36,8 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 - ``smoke``: seconds; 50 train / 50 test images, a few steps per phase; checks the script works;
 - ``cpu``: small preset, batch 32, 7000 pretraining steps, 5 adaptation rounds x 500 steps, 2000
   fine-tuning steps. Measured on 2 CPU cores (the development VM): GW within 60 minutes
-  (pretraining ~30 min, adaptation ~9 min to the 2375 train images and ~12 min to the 3655
-  train + test images, fine-tuning ~6 min, evaluations < 1 min). DHSD does **not** fit in 60
+  (pretraining ~30 min, adaptation ~7.5 min to the 2375 train images and ~8.5 min to the 3655
+  train + test images, fine-tuning ~5.5 min, evaluations < 1 min: ~52 min). DHSD does **not** fit in 60
   minutes: its run (``--set pretrain_steps=4000``, phrases up to 32 characters, wider images,
   4745 / 5939 images to adapt to) takes ~39 min of pretraining, ~22 + ~27 min of adaptation and
   ~16 min of fine-tuning;
