@@ -92,6 +92,7 @@ from hwlearn.checkpoint import read_meta  # noqa: E402
 from hwlearn.console import console  # noqa: E402
 from hwlearn.data import read_labels  # noqa: E402
 from hwlearn.errors import HwlearnError  # noqa: E402
+from hwlearn.selftrain import AdaptConfig  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from train_speed import machine  # noqa: E402
@@ -122,14 +123,15 @@ class Profile:
     style: str = "default"
     max_len: int = 20  # longest sampled word (WordSampler)
     phrase_share: float = 0.0  # share of samples joining 2-3 words with a space/hyphen (WordSampler)
-    adapt_rounds: int = 5
+    # adaptation: hwlearn adapt's defaults (AdaptConfig) unless a profile says otherwise
+    adapt_rounds: int = AdaptConfig.rounds
     adapt_steps: int = 500  # per round
-    adapt_lr: float = 3e-3
-    adapt_start_share: float = 0.4  # share of the unlabeled images pseudo-labeled in the first round ...
-    adapt_end_share: float = 0.8  # ... growing linearly to this in the last
-    adapt_synthetic_share: float = 0.1  # share of synthetic words in adaptation batches
-    adapt_layout: str = "auto"  # how real images' margins are trimmed (hwlearn.layout); auto: by confidence
-    adapt_match_fonts: int = 0  # > 0: adaptation's synthetic words from the closest fonts (hwlearn.fontmatch)
+    adapt_lr: float = AdaptConfig.lr
+    adapt_start_share: float = AdaptConfig.start_share  # share of the unlabeled images pseudo-labeled in round 1 ...
+    adapt_end_share: float = AdaptConfig.end_share  # ... growing linearly to this in the last
+    adapt_synthetic_share: float = AdaptConfig.synthetic_share  # share of synthetic words in adaptation batches
+    adapt_layout: str = AdaptConfig.layout  # how real images' margins are trimmed (hwlearn.layout); auto: by confidence
+    adapt_match_fonts: int = AdaptConfig.match_fonts  # > 0: synthetic words from the closest fonts (hwlearn.fontmatch)
     finetune_steps: int = 2000
     finetune_lr: float = 3e-3
     finetune_synthetic_share: float = 0.0
@@ -141,9 +143,9 @@ PROFILES = {
     "smoke": Profile(preset="small", pretrain_steps=20, batch_size=8, workers=1, val_every=20, val_size=16,
                      adapt_rounds=1, adapt_steps=5, finetune_steps=10, max_train_images=50, max_test_images=50),
     "cpu": Profile(preset="small", pretrain_steps=7000, batch_size=32, workers=1, val_every=500, val_size=500,
-                   adapt_rounds=5, adapt_steps=500, finetune_steps=2000),
+                   adapt_steps=500, finetune_steps=2000),
     "gpu": Profile(preset="base", pretrain_steps=30000, batch_size=64, workers=12, val_every=1000, val_size=1000,
-                   adapt_rounds=5, adapt_steps=2000, finetune_steps=5000),
+                   adapt_steps=2000, finetune_steps=5000),
 }
 
 # settings that change no result (only speed): a run directory may be continued with other values
@@ -298,7 +300,6 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                args, test_tsv: Path, log: StepLog) -> tuple[Path, dict]:
     """Step 3: self-training on ``images`` (no labels); returns the final checkpoint and the round summary."""
     from hwlearn.recipes import adapt_folder
-    from hwlearn.selftrain import AdaptConfig
 
     out = run_dir / name
     final = out / "final"
