@@ -89,7 +89,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), fonts_dir=N
     console.rule("[bold]2. pretrain on synthetic words (source fonts)")
     t = time.perf_counter()
     pretrain(out / "pretrain", preset="small", fonts_dir=source_dir, corpus=corpus, style="default",
-             config=TrainConfig(steps=config.pretrain_steps, batch_size=config.batch_size, lr=3e-3,
+             config=TrainConfig(steps=config.pretrain_steps, batch_size=config.batch_size,
                                 val_every=max(100, config.pretrain_steps // 5), num_workers=config.workers,
                                 seed=config.seed),
              val_size=300, device=config.device)

@@ -216,7 +216,7 @@ def finetune(
     labeled: str | Path,
     out_dir: str | Path,
     *,
-    config: TrainConfig = TrainConfig(phase="finetune", steps=1000, lr=3e-3, warmup_steps=50),
+    config: TrainConfig = TrainConfig(phase="finetune", steps=1000, warmup_steps=50),
     val_labels: str | Path | None = None,
     synthetic_share: float = 0.0,
     device: str = "auto",

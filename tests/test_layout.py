@@ -89,8 +89,8 @@ def test_choose_layout_prefers_trimming_words_cropped_with_wide_margins(tiny_run
     assert layout.kind != "as-is" and scores[layout.kind] == max(scores.values())
     assert scores[layout.kind] > scores["as-is"]
     # a named layout is used as is, without trying the others
-    named, none_tried, no_labels = choose_layout(ckpt.model, wide, synthetic, AdaptConfig(layout="as-is"), ckpt.charset,
-                                      ckpt.height, device="cpu")
+    named, none_tried, no_labels = choose_layout(ckpt.model, wide, synthetic, AdaptConfig(layout="as-is"),
+                                                 ckpt.charset, ckpt.height, device="cpu")
     assert named.kind == "as-is" and none_tried == {} and no_labels is None
     # the labels returned are the chosen layout's: adapt's round 0 reuses them
     assert len(labels) == len(wide)

@@ -44,7 +44,7 @@ def pretrain(out, preset, fonts_dir, corpus, style, max_len, phrase_share, data_
     from ..recipes import pretrain as run
     from ..train import TrainConfig
 
-    config = TrainConfig(steps=steps or 3000, batch_size=batch_size, lr=lr or 3e-3, val_every=val_every, amp=amp,
+    config = TrainConfig(steps=steps or 3000, batch_size=batch_size, lr=lr or TrainConfig.lr, val_every=val_every, amp=amp,
                          num_workers=workers, seed=seed, phase="pretrain")
     result = run(out, preset=preset, fonts_dir=fonts_dir, corpus=corpus, style=style, data_dir=data_dir, config=config,
                  val_labels=val_labels, val_size=val_size, device=device, resume=resume, overwrite=overwrite,

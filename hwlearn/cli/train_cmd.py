@@ -33,7 +33,7 @@ def train(checkpoint, labeled, out, val_labels, synthetic_share, steps, batch_si
     from ..recipes import finetune
     from ..train import TrainConfig
 
-    config = TrainConfig(steps=steps or 1000, batch_size=batch_size, lr=lr or 3e-3, warmup_steps=50, val_every=val_every,
+    config = TrainConfig(steps=steps or 1000, batch_size=batch_size, lr=lr or TrainConfig.lr, warmup_steps=50, val_every=val_every,
                          amp=amp, num_workers=workers, seed=seed, phase="finetune")
     result = finetune(checkpoint, labeled, out, config=config, val_labels=val_labels, synthetic_share=synthetic_share,
                       device=device, resume=resume, overwrite=overwrite)
