@@ -5,8 +5,10 @@ words rendered with *held-out fonts* and the stronger ``hard`` render style. The
 
 1. pretrain a small model on synthetic words from the other fonts (``default`` style);
 2. evaluate it on the target domain (its labels are kept aside for scoring only);
-3. adapt it to the target images without their labels (``hwlearn adapt``);
-4. evaluate again and print CER/WER before and after.
+3. adapt it to the target images without their labels (``hwlearn adapt``), with the corpus as
+   the pseudo-labels' lexicon (``--lexicon``, as recommended for your own scans when a word list
+   of their language is at hand);
+4. evaluate again and print CER/WER before and after (greedy decoding, no lexicon).
 
 Every step is the same library call the individual commands use; the output directory holds
 each step's checkpoints and metrics.
@@ -56,7 +58,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), fonts_dir=N
              overwrite: bool = False) -> DemoResult:
     """Run the demo into ``out_dir``; see the module docstring."""
     from .fonts import FontLibrary
-    from .paths import default_fonts_dir
+    from .paths import default_corpus_path, default_fonts_dir
     from .recipes import adapt_folder, evaluate, pretrain
     from .selftrain import AdaptConfig
     from .synth import build_synthetic, write_dataset
@@ -99,10 +101,11 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), fonts_dir=N
     before = evaluate(out / "pretrain" / "best", target_labels, device=config.device)["results"]["greedy"]
     console.print(f"target domain before adaptation: CER {before['cer']:.4f}  WER {before['wer']:.4f}")
 
-    console.rule("[bold]4. adapt to the target images without their labels")
+    console.rule("[bold]4. adapt to the target images without their labels (corpus words as the lexicon)")
     t = time.perf_counter()
     result = adapt_folder(
         out / "pretrain" / "best", out / "target" / "images", out / "adapt",
+        lexicon_source=corpus or default_corpus_path(),
         config=AdaptConfig(rounds=config.adapt_rounds, steps_per_round=config.adapt_steps, batch_size=config.batch_size,
                            num_workers=config.workers, seed=config.seed),
         device=config.device,
