@@ -24,7 +24,8 @@ def demo(out, pretrain_steps, target_size, adapt_rounds, adapt_steps, overwrite,
     """Run the whole label-free loop on the bundled fonts and corpus (about 10 minutes on 2 CPU cores).
 
     A target domain is made from held-out fonts with strong distortions; a small model is
-    pretrained on the other fonts, adapted to the target images WITHOUT their labels, and
+    pretrained on the other fonts, adapted to the target images WITHOUT their labels (the
+    pseudo-labels are words of the bundled corpus, as with `hwlearn adapt --lexicon`), and
     scored on the target labels before and after. To use your own scans instead, run
     `hwlearn pretrain`, then `hwlearn adapt --unlabeled YOUR_DIR` (see README).
     """
