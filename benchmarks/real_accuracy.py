@@ -35,12 +35,12 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 
 - ``smoke``: seconds; 50 train / 50 test images, a few steps per phase; checks the script works;
 - ``cpu``: small preset, batch 32, 7000 pretraining steps, 5 adaptation rounds x 500 steps, 2000
-  fine-tuning steps. Measured on 2 CPU cores (the development VM): GW within 60 minutes
-  (pretraining ~30 min, adaptation ~7.5 min to the 2375 train images and ~8.5 min to the 3655
-  train + test images, fine-tuning ~5.5 min, evaluations < 1 min: ~52 min). DHSD does **not** fit in 60
-  minutes: its run (``--set pretrain_steps=4000``, phrases up to 32 characters, wider images,
-  4745 / 5939 images to adapt to) takes ~39 min of pretraining, ~22 + ~27 min of adaptation and
-  ~16 min of fine-tuning;
+  fine-tuning steps. Measured on 2 CPU cores (the development VM): GW at the 60-minute budget
+  (pretraining 30-34 min, adaptation 7.5-9.5 min to the 2375 train images and 8.5-10.5 min to the
+  3655 train + test images, fine-tuning 5.5-7.5 min, evaluations < 1 min: 52-62 min over two
+  runs). DHSD does **not** fit in 60 minutes: its run (``--set pretrain_steps=4000``, phrases up
+  to 32 characters, wider images, 4745 / 5939 images to adapt to) takes ~39 min of pretraining,
+  ~18 + ~18 min of adaptation and ~17 min of fine-tuning (~92 min);
 - ``gpu``: ``base`` preset (height 64), 30k pretraining steps of batch 64 with 12 rendering
   workers, 5 x 2000 adaptation steps, 5000 fine-tuning steps: for a lent GPU machine.
 
