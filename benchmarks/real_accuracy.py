@@ -93,6 +93,7 @@ from hwlearn.console import console  # noqa: E402
 from hwlearn.data import read_labels  # noqa: E402
 from hwlearn.errors import HwlearnError  # noqa: E402
 from hwlearn.selftrain import AdaptConfig  # noqa: E402
+from hwlearn.train import TrainConfig  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from train_speed import machine  # noqa: E402
@@ -117,7 +118,7 @@ class Profile:
     pretrain_steps: int
     batch_size: int
     workers: int  # DataLoader workers (rendering / image loading); torch uses the cores left over
-    lr: float = 3e-3
+    lr: float = TrainConfig.lr  # pretraining (hwlearn pretrain's default)
     val_every: int = 500  # pretraining: validate on held-out synthetic words, checkpoint
     val_size: int = 500
     style: str = "default"
@@ -133,7 +134,7 @@ class Profile:
     adapt_layout: str = AdaptConfig.layout  # how real images' margins are trimmed (hwlearn.layout); auto: by confidence
     adapt_match_fonts: int = AdaptConfig.match_fonts  # > 0: synthetic words from the closest fonts (hwlearn.fontmatch)
     finetune_steps: int = 2000
-    finetune_lr: float = 3e-3
+    finetune_lr: float = TrainConfig.lr  # hwlearn train's default
     finetune_synthetic_share: float = 0.0
     max_train_images: int = 0  # 0: all; else a seeded random subset
     max_test_images: int = 0
@@ -272,7 +273,6 @@ def training_state(run: Path) -> dict | None:
 def pretrain_step(run_dir: Path, profile: Profile, args, log: StepLog) -> Path:
     """Step 1: a model trained on synthetic words only; returns its checkpoint."""
     from hwlearn.recipes import pretrain
-    from hwlearn.train import TrainConfig
 
     if args.skip_pretrain is not None:
         log.reused("pretrain", args.skip_pretrain, checkpoint=str(args.skip_pretrain), skip_pretrain=True)
@@ -340,7 +340,6 @@ def finetune_step(pretrained: Path, train_tsv: Path, run_dir: Path, profile: Pro
     """Step 4: supervised fine-tuning on the labeled train split, reading the images in ``layout``
     (the one adaptation chose: labels are then the only difference); returns its last checkpoint."""
     from hwlearn.recipes import finetune
-    from hwlearn.train import TrainConfig
 
     out = run_dir / "finetune"
     claim(out, pretrained, layout=layout.to_dict())
