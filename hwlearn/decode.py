@@ -27,7 +27,7 @@ import heapq
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Hashable, Iterable, NamedTuple, Protocol, Sequence
+from typing import Callable, Hashable, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -199,23 +199,34 @@ def beam_search(log_probs, lengths, beam_width: int = 10, min_prob: float = 1e-5
 # --- lexicon ------------------------------------------------------------------------------------
 
 
+#: Weight of a lexicon's word prior in :func:`lexicon_decode` (1: the Bayes rule, P(image | word) P(word)).
+PRIOR_WEIGHT = 1.0
+
+
 class Lexicon:
     """A word list as a character trie over a charset's class ids, for :func:`lexicon_decode`.
 
-    Words are NFC-normalized; empty words, duplicates and words with characters outside ``charset``
-    are dropped (``dropped`` counts the latter). Node 0 is the root; every node is one prefix.
+    ``words`` is an iterable of words, or a mapping word -> count: then ``log(count / total)`` is
+    each word's prior, weighted by ``prior_weight`` when :func:`lexicon_decode` chooses among the
+    words it found (a plain iterable gives every word the same prior, i.e. none). Words are
+    NFC-normalized; empty words, duplicates (the first is kept) and words with characters outside
+    ``charset`` are dropped (``dropped`` counts the latter). Node 0 is the root; every node is one prefix.
     """
 
-    def __init__(self, words: Iterable[str], charset: Charset):
+    def __init__(self, words: Iterable[str] | Mapping[str, float], charset: Charset,
+                 prior_weight: float = PRIOR_WEIGHT):
         self.charset = charset
+        self.prior_weight = float(prior_weight)
+        counts = words if isinstance(words, Mapping) else None
+        kept_counts: list[float] = []
         self._children: list[dict[int, int]] = [{}]
         self._label: list[int] = [BLANK]  # class of the edge into each node
         self._parent: list[int] = [-1]
         self._word: list[int] = [-1]  # index into self.words of the word ending at each node
         kept: list[str] = []
         self.dropped = 0
-        for word in words:
-            word = normalize(word.strip())
+        for raw in words:
+            word = normalize(raw.strip())
             if not word:
                 continue
             if not charset.covers(word):
@@ -235,19 +246,25 @@ class Lexicon:
             if self._word[node] < 0:
                 self._word[node] = len(kept)
                 kept.append(word)
+                if counts is not None:
+                    kept_counts.append(float(counts[raw]))
         if not kept:
             raise HwlearnError("lexicon: no word is covered by the model's charset")
         self.words: tuple[str, ...] = tuple(kept)
+        if counts is not None and min(kept_counts) <= 0:
+            raise HwlearnError("lexicon: word counts must be positive")
+        #: log prior of each word (index as in ``words``): log(count / total), 0 for a plain list
+        self.log_prior = (np.log(np.asarray(kept_counts) / sum(kept_counts)) if counts is not None
+                          else np.zeros(len(kept)))
 
     @classmethod
-    def from_file(cls, path: str | Path, charset: Charset) -> "Lexicon":
-        """One word per line (UTF-8); only the first tab-separated field is used, so a
-        ``word<TAB>count`` file works too."""
-        from .corpus import read_text_file
+    def from_file(cls, path: str | Path, charset: Charset, prior_weight: float = PRIOR_WEIGHT) -> "Lexicon":
+        """One ``word`` or ``word<TAB>count`` per line (UTF-8, :func:`hwlearn.corpus.read_wordlist`);
+        the counts, if any, are the words' prior."""
+        from .corpus import read_wordlist
 
-        text = read_text_file(path)
         try:
-            return cls((line.split("\t", 1)[0] for line in text.splitlines()), charset)
+            return cls(read_wordlist(path), charset, prior_weight)
         except HwlearnError as exc:
             raise HwlearnError(f"{path}: {exc}") from None
 
@@ -315,8 +332,8 @@ def lexicon_decode(
 
     A CTC prefix beam search in which prefixes only grow along the lexicon's trie proposes words:
     every complete word that was in the beam at some frame (the latest and best, at most
-    ``max(2 * beam_width, 32)``); these are rescored by their exact CTC probability and the best
-    wins. When no word was proposed (e.g. every word needs a letter the model gives almost no
+    ``max(2 * beam_width, 32)``); these are rescored by their exact CTC probability plus the
+    lexicon's ``prior_weight`` times the word's log prior (:class:`Lexicon`) and the best wins. When no word was proposed (e.g. every word needs a letter the model gives almost no
     probability), the search is repeated once with a 4x wider beam and no class pruning.
     """
     lp, lens = _as_numpy(log_probs, lengths)
@@ -338,7 +355,8 @@ def lexicon_decode(
             labels = [lexicon._ids(node) for node in nodes]
             frames_t = torch.from_numpy(frames[:n]).unsqueeze(1).expand(n, len(nodes), -1)
             scores = _ctc_log_likelihood(frames_t, torch.full((len(nodes),), n), labels).tolist()
-            best = max(range(len(nodes)), key=scores.__getitem__)
+            prior = [lexicon.prior_weight * lexicon.log_prior[lexicon._word[node]] for node in nodes]
+            best = max(range(len(nodes)), key=lambda i: scores[i] + prior[i])
             if scores[best] > NEG_INF:
                 match = LexiconMatch(labels[best], scores[best], lexicon.words[lexicon._word[nodes[best]]])
                 break

@@ -30,45 +30,73 @@ VAL_SEED_OFFSET = 7919  # held-out synthetic validation words use seed + this: n
 #: Written forms added to a lexicon's most frequent words (see :func:`lexicon_words`).
 VARIANT_WORDS = 20_000
 VARIANT_SUFFIXES = 3
+#: Capitalized-to-lowercase count ratio assumed for a lexicon's variants when the corpus gives none
+#: (the bundled English corpus gives 0.095 over its 20,000 most frequent lowercase words).
+CAPITALIZED_RATIO = 0.1
+#: Share of tokens with trailing punctuation assumed for a word list without punctuation statistics
+#: (0.15 in the bundled English corpus).
+PUNCTUATED_SHARE = 0.15
 
 
 def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_000,
-                  variant_words: int = VARIANT_WORDS, suffixes: int = VARIANT_SUFFIXES) -> list[str]:
-    """The words of a lexicon: the ``max_words`` most frequent of ``counts`` (word -> count) that
-    ``charset`` covers, and — for the ``variant_words`` most frequent of them — the forms a word
-    crop shows in running text: Capitalized (sentence start) and with each of the ``suffixes``
-    most frequent trailing punctuation marks of ``affixes`` (``(prefix, suffix) -> count``; e.g.
-    ``day,`` ``day.`` ``day;``; a word list's counts come without punctuation statistics: then the
-    most frequent of :data:`hwlearn.corpus.FALLBACK_AFFIXES`). With every count equal (a plain word
-    list) there is no frequency order: all its words are kept, as they are, with no variants.
+                  variant_words: int = VARIANT_WORDS, suffixes: int = VARIANT_SUFFIXES) -> dict[str, float]:
+    """The words of a lexicon with their (estimated) counts, most frequent first: the ``max_words``
+    most frequent of ``counts`` (word -> count) that ``charset`` covers, and — for the
+    ``variant_words`` most frequent of them — the forms a word crop shows in running text:
+    Capitalized (sentence start) and with each of the ``suffixes`` most frequent trailing
+    punctuation marks of ``affixes`` (``(prefix, suffix) -> count``; e.g. ``day,`` ``day.``
+    ``day;``; a word list's counts come without punctuation statistics: then the most frequent of
+    :data:`hwlearn.corpus.FALLBACK_AFFIXES`). With every count equal (a plain word list) there is no
+    frequency order: all its words are kept, as they are, with no variants.
+
+    The counts are the lexicon's word prior (:class:`hwlearn.decode.Lexicon`). A variant's count is
+    estimated: a Capitalized form not among the kept words gets its own count in ``counts`` or else
+    the base word's count times the corpus' Capitalized-to-lowercase ratio over its frequent words
+    (:data:`CAPITALIZED_RATIO` without such evidence); a punctuated form gets its base form's count
+    times the mark's share of all tokens (``affixes[("", mark)] / sum(counts)``; with the fallback
+    marks, :data:`PUNCTUATED_SHARE` split by their weights).
     A corpus of 50,000 words gives ~150,000 entries (~3 s to build the trie, ~60 MB)."""
     ranked = sorted(((w, c) for w, c in counts.items() if charset.covers(w)), key=lambda wc: (-wc[1], wc[0]))
     if len({c for _, c in ranked}) <= 1:
-        return [w for w, _ in ranked]  # a plain word list: all of it, as it is
-    words = [w for w, _ in ranked[:max_words]]
+        return dict(ranked)  # a plain word list: all of it, as it is
+    words = dict(ranked[:max_words])
     from .corpus import FALLBACK_AFFIXES
 
-    marks = [suf for (pre, suf), _ in sorted((affixes or FALLBACK_AFFIXES).items(), key=lambda kv: -kv[1])
-             if not pre and suf and charset.covers(suf)][:suffixes]
-    seen = set(words)
-    extra = []
-    for word in words[:variant_words]:
-        forms = [word] + ([word[0].upper() + word[1:]] if word[:1].islower() else [])
-        for form in forms[1:] + [f + mark for f in forms for mark in marks]:
-            if form not in seen and charset.covers(form):
-                seen.add(form)
-                extra.append(form)
-    return words + extra
+    pairs = sorted((affixes or FALLBACK_AFFIXES).items(), key=lambda kv: -kv[1])
+    marks = [(suf, c) for (pre, suf), c in pairs if not pre and suf and charset.covers(suf)][:suffixes]
+    if affixes:
+        total = sum(counts.values())
+        shares = {suf: c / total for suf, c in marks}
+    else:
+        weight = sum(c for (pre, suf), c in FALLBACK_AFFIXES.items() if not pre and suf)
+        shares = {suf: PUNCTUATED_SHARE * c / weight for suf, c in marks}
+    frequent = list(words)[:variant_words]
+    lower = [w for w in frequent if w[:1].islower()]
+    capitalized = sum(counts.get(w[0].upper() + w[1:], 0) for w in lower)
+    ratio = capitalized / sum(counts[w] for w in lower) if capitalized else CAPITALIZED_RATIO
+    extra: dict[str, float] = {}
+    for word in frequent:
+        forms = {word: words[word]}
+        if word[:1].islower():
+            cap = word[0].upper() + word[1:]
+            forms[cap] = words.get(cap) or counts.get(cap) or words[word] * ratio
+        for form, count in list(forms.items())[1:] + [(f + m, c * shares[m]) for f, c in forms.items() for m in shares]:
+            if form not in words and form not in extra and charset.covers(form):
+                extra[form] = count
+    return {**words, **extra}
 
 
-def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 50_000):
+def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 50_000,
+                 prior_weight: float | None = None):
     """A :class:`~hwlearn.decode.Lexicon` from a word list file (one word per line, optional
     ``<TAB>count``) or a corpus statistics JSON: its ``max_words`` most frequent words plus the
-    Capitalized and punctuated forms of the most frequent ones (:func:`lexicon_words`); None for None."""
+    Capitalized and punctuated forms of the most frequent ones (:func:`lexicon_words`), their counts
+    as the words' prior with weight ``prior_weight`` (default :data:`hwlearn.decode.PRIOR_WEIGHT`);
+    None for None."""
     if source is None:
         return None
     from .corpus import CorpusStats, read_wordlist
-    from .decode import Lexicon
+    from .decode import PRIOR_WEIGHT, Lexicon
 
     path = Path(source)
     if path.suffix == ".json":
@@ -80,7 +108,7 @@ def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 5
     if not words:
         raise HwlearnError(f"{path}: no lexicon word is covered by the model's charset")
     try:
-        return Lexicon(words, charset)
+        return Lexicon(words, charset, PRIOR_WEIGHT if prior_weight is None else prior_weight)
     except HwlearnError as exc:
         raise HwlearnError(f"{path}: {exc}") from None
 
@@ -270,6 +298,7 @@ def evaluate(
     labels: str | Path,
     *,
     lexicon_source=None,
+    lexicon_weight: float | None = None,
     device: str = "auto",
     batch_size: int = 64,
     csv_path: str | Path | None = None,
@@ -289,7 +318,7 @@ def evaluate(
     t0 = time.perf_counter()
     inputs = [(ckpt.model_input(load_image(p)), text) for p, text in items]
     refs = [t for _, t in items]
-    lexicon = load_lexicon(lexicon_source, ckpt.charset) if lexicon_source else None
+    lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
     summary: dict = {"checkpoint": str(checkpoint), "labels": str(labels), "n": len(items), "results": {}}
     rows: list[EvalRow] = []
     for method in ("greedy", "lexicon") if lexicon else ("greedy",):
@@ -323,6 +352,7 @@ def recognize(
     inputs: Iterable[str | Path],
     *,
     lexicon_source=None,
+    lexicon_weight: float | None = None,
     method: str = "greedy",
     device: str = "auto",
     batch_size: int = 64,
@@ -356,7 +386,7 @@ def recognize(
             kept.append(p)
         except HwlearnError as exc:
             skipped.append((p, str(exc)))
-    lexicon = load_lexicon(lexicon_source, ckpt.charset) if lexicon_source else None
+    lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
     if lexicon is not None and method == "greedy":
         method = "lexicon"
     preds = predict(ckpt.model, tensors, ckpt.charset, device=dev, batch_size=batch_size, method=method,
@@ -375,6 +405,7 @@ def adapt_folder(
     *,
     config=None,
     lexicon_source=None,
+    lexicon_weight: float | None = None,
     val_labels: str | Path | None = None,
     device: str = "auto",
     overwrite: bool = False,
@@ -400,7 +431,7 @@ def adapt_folder(
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)
     synthetic = synthetic_like(ckpt, seed=config.seed + 104729)
-    lexicon = load_lexicon(lexicon_source, ckpt.charset) if lexicon_source else None
+    lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
     val_items = read_labels(val_labels) if val_labels else []
     return adapt(checkpoint, paths, out_dir, synthetic, config, lexicon=lexicon, val_items=val_items, device=dev,
                  skipped=skipped, report=report)

@@ -259,6 +259,8 @@ def adapt(
         "preprocessing": meta["preprocessing"],  # round 0 is the pretrained model, read in the chosen layout
         "adapt_summary": {"chosen_round": chosen, "rule": "highest mean confidence on the unlabeled images",
                           "layout": layout.kind, "layout_mean_confidence": layout_scores, "fonts_used": fonts_used,
+                          "lexicon": ({"words": len(lexicon), "prior_weight": lexicon.prior_weight}
+                                      if lexicon is not None else None),
                           "rounds": [asdict(x) for x in rounds], "skipped_images": len(skipped)},
     })
     return AdaptResult(rounds, chosen, final, list(skipped), layout.kind, layout_scores)

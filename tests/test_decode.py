@@ -109,6 +109,26 @@ def test_lexicon_corrects_a_misspelling():
     assert match.log_prob == pytest.approx(-ctc.item(), abs=1e-3)
 
 
+def test_lexicon_word_prior_decides_between_look_alikes():
+    # "hause": "house" and "hose"... the writer's "ou" is ambiguous: P(house) and P(horse) close
+    rows = _spell("hh_o_u_ss_e", p=0.6, alt={3: {"r": 0.35}, 5: {"r": 0.3}})
+    lp, lengths = _log_probs(rows)
+    plain = Lexicon(["house", "horse"], CHARSET)
+    (match,) = lexicon_decode(lp, lengths, plain)
+    assert match.word == "house"
+    # a much more frequent "horse" wins with the prior (Bayes rule), the log_prob stays the CTC one
+    counted = Lexicon({"house": 1, "horse": 1000}, CHARSET)
+    (with_prior,) = lexicon_decode(lp, lengths, counted)
+    assert with_prior.word == "horse"
+    assert with_prior.log_prob < match.log_prob
+    # equal counts are no prior; weight 0 switches the prior off
+    assert lexicon_decode(lp, lengths, Lexicon({"house": 7, "horse": 7}, CHARSET))[0].word == "house"
+    assert lexicon_decode(lp, lengths, Lexicon({"house": 1, "horse": 1000}, CHARSET, prior_weight=0))[0].word == "house"
+    np.testing.assert_allclose(np.exp(counted.log_prior), [1 / 1001, 1000 / 1001], rtol=1e-6)
+    with pytest.raises(HwlearnError, match="positive"):
+        Lexicon({"house": 0, "horse": 3}, CHARSET)
+
+
 def test_lexicon_handles_double_letters():
     lp, lengths = _log_probs(_spell("h_e_l_l_oo"))
     (match,) = lexicon_decode(lp, lengths, Lexicon(["helo", "hello", "hell"], CHARSET))
@@ -151,7 +171,9 @@ def test_lexicon_building():
 def test_lexicon_from_file(tmp_path):
     path = tmp_path / "words.tsv"
     path.write_text("house\t12\nmouse\t3\nHaus\t1\n", encoding="utf-8")
-    assert Lexicon.from_file(path, CHARSET).words == ("house", "mouse")
+    lexicon = Lexicon.from_file(path, CHARSET)
+    assert lexicon.words == ("house", "mouse")
+    np.testing.assert_allclose(np.exp(lexicon.log_prior), [12 / 15, 3 / 15], rtol=1e-6)  # counts are the prior
     with pytest.raises(HwlearnError, match="missing.txt: no such file"):
         Lexicon.from_file(tmp_path / "missing.txt", CHARSET)
     bad = tmp_path / "bad.txt"
@@ -206,8 +228,14 @@ def test_lexicon_words_add_the_written_forms_of_frequent_words(tmp_path):
     charset = Charset("abcdehlmorstuwHMT,.;")
     counts = Counter({"the": 50, "house": 20, "mouse": 5, "Mr": 4, "xyz": 30})
     affixes = {("", ","): 10, ("", "."): 8, ('"', ""): 7, ("", "!"): 6, ("", ";"): 1}
-    words = lexicon_words(counts, charset, affixes, variant_words=2, suffixes=2)
+    entries = lexicon_words(counts, charset, affixes, variant_words=2, suffixes=2)
+    words = list(entries)
     assert words[:4] == ["the", "house", "mouse", "Mr"]  # by frequency; "xyz" is not in the charset
+    # the counts: the corpus' own, estimated for variants (no "The"/"House" in counts: ratio 0.1;
+    # "," is 10 of the 109 tokens)
+    assert entries["the"] == 50 and entries["Mr"] == 4
+    assert entries["The"] == pytest.approx(5.0) and entries["house,"] == pytest.approx(20 * 10 / 109)
+    assert entries["The."] == pytest.approx(5.0 * 8 / 109)
     extra = set(words[4:])
     assert {"The", "The,", "The.", "the,", "the.", "house,", "house."} <= extra
     assert "House" in extra and "mouse," not in extra and "Mouse" not in extra  # variants: top 2 words only

@@ -70,6 +70,7 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     summary = meta["adapt_summary"]
     assert summary["chosen_round"] in (0, 1) and len(summary["rounds"]) == 2
     assert summary["rounds"][1]["selected"] >= 1
+    assert summary["lexicon"] is None  # no --lexicon: greedy pseudo-labels
     # labels were only reported: the round's training set is the pseudo-labeled selection
     round_meta = json.loads((out / "round1" / "last" / "meta.json").read_text())
     assert round_meta["adapt"]["selected"] == summary["rounds"][1]["selected"]
@@ -113,6 +114,28 @@ def test_evaluate_with_lexicon_reports_both_decodings(tiny_run, word_folder, tmp
     res = json.loads(json_path.read_text())["results"]
     assert set(res) == {"greedy", "lexicon"}
     assert res["lexicon"]["cer"] <= res["greedy"]["cer"] + 1e-9
+
+
+def test_lexicon_weight_sets_how_much_word_counts_decide(tiny_run, word_folder, tmp_path):
+    from hwlearn.cli.options import LEXICON_WEIGHT
+    from hwlearn.decode import PRIOR_WEIGHT
+
+    assert LEXICON_WEIGHT == PRIOR_WEIGHT  # the CLI default is the library's
+    folder, _ = word_folder
+    words = tmp_path / "counted.txt"  # "the" is a million times more frequent than the other words
+    words.write_text("the\t1000000\n" + "".join(f"{w}\t1\n" for w in "cat dog sun hat red big run top box".split()),
+                     encoding="utf-8")
+
+    def read(weight):
+        result = _invoke(["recognize", "--model", tiny_run / "best", folder, "--json", "--device", "cpu",
+                          "--lexicon", words, "--lexicon-weight", str(weight)])
+        assert result.exit_code == 0, result.output
+        return [json.loads(line)["text"] for line in result.stdout.splitlines() if line.startswith("{")]
+
+    image_only, with_prior = read(0), read(3)
+    assert len(image_only) == len(with_prior) == 14
+    assert with_prior.count("the") > image_only.count("the")
+    assert set(image_only) - {"the"}  # without the prior the images decide
 
 
 def test_recognize_prints_path_text_confidence(tiny_run, word_folder):

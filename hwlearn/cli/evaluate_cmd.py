@@ -19,7 +19,7 @@ from .options import device_option, lexicon_option
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the summary as JSON.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @device_option
-def evaluate(checkpoint, labels, lexicon, csv_path, json_path, batch_size, device):
+def evaluate(checkpoint, labels, lexicon, lexicon_weight, csv_path, json_path, batch_size, device):
     """Character and word error rates of a model on labeled images.
 
     CER = total edit distance / total reference characters (corpus level), WER likewise over
@@ -31,7 +31,7 @@ def evaluate(checkpoint, labels, lexicon, csv_path, json_path, batch_size, devic
     from ..console import console
     from ..recipes import evaluate as run
 
-    summary = run(checkpoint, labels, lexicon_source=lexicon, device=device, batch_size=batch_size,
+    summary = run(checkpoint, labels, lexicon_source=lexicon, lexicon_weight=lexicon_weight, device=device, batch_size=batch_size,
                   csv_path=csv_path, json_path=json_path)
     table = Table(title=f"{labels} ({summary['n']} images)")
     for col in ("decoding", "CER", "WER", "CER (no case)", "WER (no case)"):

@@ -19,10 +19,21 @@ amp_option = click.option(
     "--amp", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "off"]),
     help="Mixed precision on CUDA (auto = bf16 where supported, else fp16); always off on CPU.",
 )
-lexicon_option = click.option(
-    "--lexicon", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Constrain decoding to words: a word list (one per line) or a corpus statistics JSON (its 50,000 most frequent words).",
-)
+LEXICON_WEIGHT = 1.0  # = hwlearn.decode.PRIOR_WEIGHT, not imported here: the CLI starts without torch
+
+
+def lexicon_option(f):
+    """--lexicon --lexicon-weight (same meaning for adapt, evaluate and recognize)."""
+    f = click.option(
+        "--lexicon-weight", default=LEXICON_WEIGHT, show_default=True, type=click.FloatRange(min=0.0),
+        help="Weight of the words' frequency prior when choosing among lexicon words (counts from the corpus "
+             "JSON or a word<TAB>count list; a plain list has none). 0 = the image alone decides.",
+    )(f)
+    return click.option(
+        "--lexicon", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Constrain decoding to words: a word list (one per line, optional <TAB>count) or a corpus statistics "
+             "JSON (its 50,000 most frequent words and their written forms).",
+    )(f)
 
 
 def train_loop_options(f):

@@ -21,7 +21,7 @@ from .options import device_option, lexicon_option
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: image,text,confidence.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @device_option
-def recognize(inputs, checkpoint, lexicon, beam, as_json, as_csv, batch_size, device):
+def recognize(inputs, checkpoint, lexicon, lexicon_weight, beam, as_json, as_csv, batch_size, device):
     """Recognize word images: INPUTS are image files or directories (searched recursively).
 
     Prints one line per image to stdout: path, text and confidence (tab-separated by default).
@@ -32,7 +32,7 @@ def recognize(inputs, checkpoint, lexicon, beam, as_json, as_csv, batch_size, de
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
-    results, skipped = run(checkpoint, inputs, lexicon_source=lexicon, method="beam" if beam else "greedy",
+    results, skipped = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight, method="beam" if beam else "greedy",
                            device=device, batch_size=batch_size)
     if as_csv:
         w = csv.writer(sys.stdout)
