@@ -13,7 +13,8 @@ sample, and return class ids per sample (use :meth:`hwlearn.charset.Charset.deco
   the most probable one is returned with its log probability. Useful for pseudo-labels in
   self-training and whenever the vocabulary is known.
 - :func:`sequence_confidence`: ``exp(-CTC loss / (len(label) + 1))``, the per-symbol geometric mean
-  probability the model gives a label (summed over all its alignments), in ``[0, 1]``.
+  probability the model gives a label (summed over all its alignments), in ``[0, 1]``; a lexicon
+  word's confidence is this times its share among the words found (:class:`LexiconMatch`).
 - :func:`decode_batch`: one call for evaluate / recognize / self-training, returning
   :class:`Prediction` (text, confidence, ids) per sample.
 
@@ -317,12 +318,15 @@ class Lexicon:
 
 class LexiconMatch(NamedTuple):
     """The best lexicon word for one sample: its class ids, ``log_prob`` = log P(word | image)
-    (the exact CTC probability, summed over all alignments) and its text. ``word`` is ``None``
-    (``ids`` empty, ``log_prob`` -inf) when no word fits the frames."""
+    (the exact CTC probability, summed over all alignments) and its text; ``share``: its share of
+    the (prior-weighted) probability of all the words the search found, near 1 when no other word
+    is a likely reading, 1/2 for a tie with another. ``word`` is ``None`` (``ids`` empty,
+    ``log_prob`` -inf, ``share`` 0) when no word fits the frames."""
 
     ids: list[int]
     log_prob: float
     word: str | None
+    share: float = 0.0
 
 
 def lexicon_decode(
@@ -356,9 +360,11 @@ def lexicon_decode(
             frames_t = torch.from_numpy(frames[:n]).unsqueeze(1).expand(n, len(nodes), -1)
             scores = _ctc_log_likelihood(frames_t, torch.full((len(nodes),), n), labels).tolist()
             prior = [lexicon.prior_weight * lexicon.log_prior[lexicon._word[node]] for node in nodes]
-            best = max(range(len(nodes)), key=lambda i: scores[i] + prior[i])
+            totals = np.asarray(scores) + np.asarray(prior)
+            best = int(np.argmax(totals))
             if scores[best] > NEG_INF:
-                match = LexiconMatch(labels[best], scores[best], lexicon.words[lexicon._word[nodes[best]]])
+                share = float(1.0 / np.exp(totals - totals[best]).sum())
+                match = LexiconMatch(labels[best], scores[best], lexicon.words[lexicon._word[nodes[best]]], share)
                 break
         out.append(match)
     return out
@@ -406,8 +412,8 @@ def sequence_confidence(log_probs: torch.Tensor, lengths, labels: Sequence[Seque
 
 @dataclass
 class Prediction:
-    """One decoded sample: ``text``, ``confidence`` (:func:`sequence_confidence` of ``ids``) and
-    the class ``ids``."""
+    """One decoded sample: ``text``, ``confidence`` (:func:`sequence_confidence` of ``ids``, times
+    the word's :attr:`LexiconMatch.share` for lexicon decoding) and the class ``ids``."""
 
     text: str
     confidence: float
@@ -428,7 +434,7 @@ def decode_batch(
     """Decode a model output batch with ``method`` (``"greedy"``, ``"beam"`` or ``"lexicon"``,
     which needs ``lexicon``) into one :class:`Prediction` per sample. A sample for which lexicon
     decoding finds no word gets empty text and confidence 0."""
-    found = None  # per sample: did lexicon decoding find a word
+    matches = None
     if method == "greedy":
         ids = greedy_decode(log_probs, lengths)
     elif method == "beam":
@@ -440,10 +446,9 @@ def decode_batch(
             raise HwlearnError("the lexicon was built for another charset than the model's")
         matches = lexicon_decode(log_probs, lengths, lexicon, beam_width=beam_width)
         ids = [m.ids for m in matches]
-        found = [m.word is not None for m in matches]
     else:
         raise HwlearnError(f"unknown decoding method {method!r} (choose from {', '.join(METHODS)})")
     conf = sequence_confidence(log_probs, lengths, ids).tolist()
-    if found is not None:
-        conf = [c if ok else 0.0 for c, ok in zip(conf, found)]
+    if matches is not None:  # a lexicon word's confidence also says how clearly it beat the other words
+        conf = [c * m.share if m.word is not None else 0.0 for c, m in zip(conf, matches)]
     return [Prediction(charset.decode(i), c, i) for i, c in zip(ids, conf)]

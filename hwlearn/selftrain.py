@@ -9,7 +9,8 @@ Each round:
 
 1. **label** every unlabeled image with the current model (lexicon-constrained when a lexicon is
    given, else greedy) and score each pseudo-label with its length-normalized CTC probability
-   (:func:`hwlearn.decode.sequence_confidence`);
+   (:func:`hwlearn.decode.sequence_confidence`; a lexicon word's times its share among the words
+   that fit the image, :class:`hwlearn.decode.LexiconMatch`);
 2. **select** by rank: the most confident share of the images, a share that grows linearly from
    ``start_share`` in round 1 to ``end_share`` in the last round (a rank rule cannot silently
    select nothing, unlike a fixed threshold);

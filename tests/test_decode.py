@@ -121,6 +121,10 @@ def test_lexicon_word_prior_decides_between_look_alikes():
     (with_prior,) = lexicon_decode(lp, lengths, counted)
     assert with_prior.word == "horse"
     assert with_prior.log_prob < match.log_prob
+    # the share: how clearly the word beat the others it was found with
+    assert 0.5 < match.share < 1 and 0.5 < with_prior.share < 1
+    (clear,) = lexicon_decode(lp, lengths, Lexicon({"house": 1000, "horse": 1}, CHARSET))
+    assert clear.word == "house" and clear.share > match.share
     # equal counts are no prior; weight 0 switches the prior off
     assert lexicon_decode(lp, lengths, Lexicon({"house": 7, "horse": 7}, CHARSET))[0].word == "house"
     assert lexicon_decode(lp, lengths, Lexicon({"house": 1, "horse": 1000}, CHARSET, prior_weight=0))[0].word == "house"
