@@ -18,9 +18,14 @@ Layouts (:data:`LAYOUTS`):
 - ``trim-sides``: the columns outside the ink box are cut and the synthetic side margins added;
 - ``trim-all``: rows too: the ink box gets the synthetic words' margins on all four sides.
 
-The ink box is found on the contrast-stretched image (:func:`hwlearn.data.ink_map`, ink > 0.5)
-and ignores stray marks: it spans the rows holding the central 98 % of the ink pixels and the
-columns holding the central 99 %. Margins are in units of the resulting image height; their values
+The ink box is found on the contrast-stretched image (:func:`hwlearn.data.ink_map`, ink > 0.5).
+It spans the rows holding the central 98 % of the ink pixels (so that a stroke from the line above
+or below does not stretch it) and every column with ink that survives a 2x2 opening (lone noise
+pixels do not count). The columns keep *all* the ink because what sits at a word's ends is part of
+it: a trailing period or comma can hold less than 0.5 % of a long word's ink, and cutting columns
+by ink share (as hwlearn did before) removed it from the image while the label kept it — the
+adapted model then learned to ignore such marks (GW: 3 of 142 trailing periods read after
+adaptation, 89 before). Margins are in units of the resulting image height; their values
 are the medians measured on synthetic words (:func:`synthetic_margins`), so they follow the
 renderer. A layout is stored in a checkpoint's ``meta["preprocessing"]["layout"]`` and applied to
 every real image the checkpoint reads (``evaluate``, ``recognize``, fine-tuning, adaptation).
@@ -39,13 +44,16 @@ from .errors import HwlearnError
 
 LAYOUTS = ("as-is", "trim-sides", "trim-all")
 ROW_MASS = 0.01  # share of ink pixels allowed above and below the ink box (each side)
-COLUMN_MASS = 0.005  # ... left and right of it
 INK_THRESHOLD = 0.5
 
 
 def ink_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
-    """``(top, bottom, left, right)`` (inclusive rows/columns) of the ink in uint8 ``img``, ignoring
-    the outermost 1 % of ink rows and 0.5 % of ink columns on each side; None when there is no ink."""
+    """``(top, bottom, left, right)`` (inclusive rows/columns) of the ink in uint8 ``img``: the
+    rows without the outermost 1 % of ink pixels at the top and the bottom, the columns from the
+    first to the last holding ink that survives a 2x2 opening (or any ink, when none survives);
+    None when there is no ink."""
+    from scipy.ndimage import binary_opening
+
     from .data import ink_map
 
     ink = ink_map(img) > INK_THRESHOLD
@@ -53,10 +61,10 @@ def ink_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
     if total == 0:
         return None
     rows = np.cumsum(ink.sum(axis=1)) / total
-    cols = np.cumsum(ink.sum(axis=0)) / total
     top, bottom = int(np.searchsorted(rows, ROW_MASS)), int(np.searchsorted(rows, 1.0 - ROW_MASS))
-    left, right = int(np.searchsorted(cols, COLUMN_MASS)), int(np.searchsorted(cols, 1.0 - COLUMN_MASS))
-    return top, min(bottom, img.shape[0] - 1), left, min(right, img.shape[1] - 1)
+    solid = binary_opening(ink, structure=np.ones((2, 2), bool))
+    columns = np.flatnonzero((solid if solid.any() else ink).any(axis=0))
+    return top, min(bottom, img.shape[0] - 1), int(columns[0]), int(columns[-1])
 
 
 @dataclass(frozen=True)

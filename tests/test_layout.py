@@ -24,8 +24,16 @@ def _page(h=60, w=200, box=(20, 39, 50, 129), paper=230, ink=20) -> np.ndarray:
 def test_ink_box_finds_the_ink_and_ignores_a_stray_speck():
     img = _page()
     assert ink_box(img) == (20, 39, 50, 129)
-    img[2, 195] = 20  # one dark pixel far away: < 0.5 % of the ink
+    img[2, 195] = 20  # one dark pixel far away: noise
     assert ink_box(img) == (20, 39, 50, 129)
+    assert ink_box(np.pad(np.full((1, 1), 20, np.uint8), 5, constant_values=230)) == (5, 5, 5, 5)  # lone pixel: all there is
+
+
+def test_ink_box_keeps_a_trailing_period():
+    img = _page(w=400, box=(20, 39, 50, 329))  # a long word: 5600 ink pixels
+    img[36:40, 340:344] = 20  # its period, 16 pixels (0.3 % of the ink) after a gap
+    assert ink_box(img)[3] == 343
+    assert Layout("trim-sides", left=0.1, right=0.1)(img)[36:40, 6 + 290 : 6 + 294].max() == 20  # still in the image
     assert ink_box(np.full((30, 40), 200, np.uint8)) is None
 
 
