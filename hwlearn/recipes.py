@@ -30,17 +30,11 @@ VAL_SEED_OFFSET = 7919  # held-out synthetic validation words use seed + this: n
 #: Written forms added to a lexicon's most frequent words (see :func:`lexicon_words`).
 VARIANT_WORDS = 20_000
 VARIANT_SUFFIXES = 3
-#: Capitalized-to-lowercase count ratio assumed for a lexicon's variants when the corpus gives none
-#: (the bundled English corpus gives 0.095 over its 20,000 most frequent lowercase words).
-CAPITALIZED_RATIO = 0.1
-#: Share of tokens with trailing punctuation assumed for a word list without punctuation statistics
-#: (0.15 in the bundled English corpus).
-PUNCTUATED_SHARE = 0.15
 
 
 def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_000,
                   variant_words: int = VARIANT_WORDS, suffixes: int = VARIANT_SUFFIXES) -> dict[str, float]:
-    """The words of a lexicon with their (estimated) counts, most frequent first: the ``max_words``
+    """The words of a lexicon with their counts, most frequent first: the ``max_words``
     most frequent of ``counts`` (word -> count) that ``charset`` covers, and — for the
     ``variant_words`` most frequent of them — the forms a word crop shows in running text:
     Capitalized (sentence start) and with each of the ``suffixes`` most frequent trailing
@@ -49,12 +43,11 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     :data:`hwlearn.corpus.FALLBACK_AFFIXES`). With every count equal (a plain word list) there is no
     frequency order: all its words are kept, as they are, with no variants.
 
-    The counts are the lexicon's word prior (:class:`hwlearn.decode.Lexicon`). A variant's count is
-    estimated: a Capitalized form not among the kept words gets its own count in ``counts`` or else
-    the base word's count times the corpus' Capitalized-to-lowercase ratio over its frequent words
-    (:data:`CAPITALIZED_RATIO` without such evidence); a punctuated form gets its base form's count
-    times the mark's share of all tokens (``affixes[("", mark)] / sum(counts)``; with the fallback
-    marks, :data:`PUNCTUATED_SHARE` split by their weights).
+    The counts are the lexicon's word prior (:class:`hwlearn.decode.Lexicon`). A variant has the
+    count of the form it was made from (a Capitalized form its own count in ``counts`` when it has
+    one): the prior says which word an image shows, the image alone whether it is capitalized or
+    punctuated (a trailing mark is a frame or two of evidence, which a corpus share of 4–8 %
+    would overrule almost always: measured on GW, see ``benchmarks/EXPERIMENTS.md``).
     A corpus of 50,000 words gives ~150,000 entries (~3 s to build the trie, ~60 MB)."""
     ranked = sorted(((w, c) for w, c in counts.items() if charset.covers(w)), key=lambda wc: (-wc[1], wc[0]))
     if len({c for _, c in ranked}) <= 1:
@@ -62,25 +55,15 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     words = dict(ranked[:max_words])
     from .corpus import FALLBACK_AFFIXES
 
-    pairs = sorted((affixes or FALLBACK_AFFIXES).items(), key=lambda kv: -kv[1])
-    marks = [(suf, c) for (pre, suf), c in pairs if not pre and suf and charset.covers(suf)][:suffixes]
-    if affixes:
-        total = sum(counts.values())
-        shares = {suf: c / total for suf, c in marks}
-    else:
-        weight = sum(c for (pre, suf), c in FALLBACK_AFFIXES.items() if not pre and suf)
-        shares = {suf: PUNCTUATED_SHARE * c / weight for suf, c in marks}
-    frequent = list(words)[:variant_words]
-    lower = [w for w in frequent if w[:1].islower()]
-    capitalized = sum(counts.get(w[0].upper() + w[1:], 0) for w in lower)
-    ratio = capitalized / sum(counts[w] for w in lower) if capitalized else CAPITALIZED_RATIO
+    marks = [suf for (pre, suf), _ in sorted((affixes or FALLBACK_AFFIXES).items(), key=lambda kv: -kv[1])
+             if not pre and suf and charset.covers(suf)][:suffixes]
     extra: dict[str, float] = {}
-    for word in frequent:
+    for word in list(words)[:variant_words]:
         forms = {word: words[word]}
         if word[:1].islower():
             cap = word[0].upper() + word[1:]
-            forms[cap] = words.get(cap) or counts.get(cap) or words[word] * ratio
-        for form, count in list(forms.items())[1:] + [(f + m, c * shares[m]) for f, c in forms.items() for m in shares]:
+            forms[cap] = words.get(cap) or counts.get(cap) or words[word]
+        for form, count in list(forms.items())[1:] + [(f + m, c) for f, c in forms.items() for m in marks]:
             if form not in words and form not in extra and charset.covers(form):
                 extra[form] = count
     return {**words, **extra}

@@ -235,11 +235,10 @@ def test_lexicon_words_add_the_written_forms_of_frequent_words(tmp_path):
     entries = lexicon_words(counts, charset, affixes, variant_words=2, suffixes=2)
     words = list(entries)
     assert words[:4] == ["the", "house", "mouse", "Mr"]  # by frequency; "xyz" is not in the charset
-    # the counts: the corpus' own, estimated for variants (no "The"/"House" in counts: ratio 0.1;
-    # "," is 10 of the 109 tokens)
+    # the counts: the corpus' own; a variant has the count of the form it was made from
     assert entries["the"] == 50 and entries["Mr"] == 4
-    assert entries["The"] == pytest.approx(5.0) and entries["house,"] == pytest.approx(20 * 10 / 109)
-    assert entries["The."] == pytest.approx(5.0 * 8 / 109)
+    assert entries["The"] == entries["the,"] == entries["The."] == 50 and entries["house,"] == 20
+    assert lexicon_words(Counter({"the": 50, "The": 7, "a": 1}), charset, affixes)["The."] == 7  # its own count
     extra = set(words[4:])
     assert {"The", "The,", "The.", "the,", "the.", "house,", "house."} <= extra
     assert "House" in extra and "mouse," not in extra and "Mouse" not in extra  # variants: top 2 words only
