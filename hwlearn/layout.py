@@ -20,8 +20,8 @@ Layouts (:data:`LAYOUTS`):
 
 The ink box is found on the contrast-stretched image (:func:`hwlearn.data.ink_map`, ink > 0.5).
 It spans the rows holding the central 98 % of the ink pixels (so that a stroke from the line above
-or below does not stretch it) and every column with ink that survives a 2x2 opening (lone noise
-pixels do not count). The columns keep *all* the ink because what sits at a word's ends is part of
+or below does not stretch it) and every column with ink of a connected ink blob of at least
+:data:`MIN_BLOB` pixels (lone noise pixels do not count; a thin pen stroke is one long blob). The columns keep *all* the ink because what sits at a word's ends is part of
 it: a trailing period or comma can hold less than 0.5 % of a long word's ink, and cutting columns
 by ink share (as hwlearn did before) removed it from the image while the label kept it — the
 adapted model then learned to ignore such marks (GW: 3 of 142 trailing periods read after
@@ -44,15 +44,16 @@ from .errors import HwlearnError
 
 LAYOUTS = ("as-is", "trim-sides", "trim-all")
 ROW_MASS = 0.01  # share of ink pixels allowed above and below the ink box (each side)
+MIN_BLOB = 3  # ink blobs (8-connected) smaller than this many pixels do not widen the ink box
 INK_THRESHOLD = 0.5
 
 
 def ink_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
     """``(top, bottom, left, right)`` (inclusive rows/columns) of the ink in uint8 ``img``: the
     rows without the outermost 1 % of ink pixels at the top and the bottom, the columns from the
-    first to the last holding ink that survives a 2x2 opening (or any ink, when none survives);
-    None when there is no ink."""
-    from scipy.ndimage import binary_opening
+    first to the last holding ink of a blob of at least :data:`MIN_BLOB` pixels (of any ink, when
+    there is no such blob); None when there is no ink."""
+    from scipy.ndimage import label
 
     from .data import ink_map
 
@@ -62,7 +63,10 @@ def ink_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
         return None
     rows = np.cumsum(ink.sum(axis=1)) / total
     top, bottom = int(np.searchsorted(rows, ROW_MASS)), int(np.searchsorted(rows, 1.0 - ROW_MASS))
-    solid = binary_opening(ink, structure=np.ones((2, 2), bool))
+    blobs, _ = label(ink, structure=np.ones((3, 3), bool))
+    sizes = np.bincount(blobs.ravel())
+    sizes[0] = 0  # the paper
+    solid = sizes[blobs] >= MIN_BLOB
     columns = np.flatnonzero((solid if solid.any() else ink).any(axis=0))
     return top, min(bottom, img.shape[0] - 1), int(columns[0]), int(columns[-1])
 

@@ -34,6 +34,13 @@ def test_ink_box_keeps_a_trailing_period():
     img[36:40, 340:344] = 20  # its period, 16 pixels (0.3 % of the ink) after a gap
     assert ink_box(img)[3] == 343
     assert Layout("trim-sides", left=0.1, right=0.1)(img)[36:40, 6 + 290 : 6 + 294].max() == 20  # still in the image
+
+
+def test_ink_box_keeps_thin_strokes_at_the_ends():
+    img = _page(w=400, box=(20, 39, 50, 329))
+    img[30, 330:380] = 20  # a one-pixel-thin tail (a hairline stroke, an underline): part of the word
+    img[31, 380] = 20  # touching it diagonally
+    assert ink_box(img)[3] == 380
     assert ink_box(np.full((30, 40), 200, np.uint8)) is None
 
 
