@@ -337,7 +337,8 @@ def lexicon_decode(
     A CTC prefix beam search in which prefixes only grow along the lexicon's trie proposes words:
     every complete word that was in the beam at some frame (the latest and best, at most
     ``max(2 * beam_width, 32)``); these are rescored by their exact CTC probability plus the
-    lexicon's ``prior_weight`` times the word's log prior (:class:`Lexicon`) and the best wins. When no word was proposed (e.g. every word needs a letter the model gives almost no
+    lexicon's ``prior_weight`` times the word's log prior (:class:`Lexicon`) and the best wins.
+    When no word was proposed (e.g. every word needs a letter the model gives almost no
     probability), the search is repeated once with a 4x wider beam and no class pruning.
     """
     lp, lens = _as_numpy(log_probs, lengths)

@@ -21,11 +21,11 @@ Layouts (:data:`LAYOUTS`):
 The ink box is found on the contrast-stretched image (:func:`hwlearn.data.ink_map`, ink > 0.5).
 It spans the rows holding the central 98 % of the ink pixels (so that a stroke from the line above
 or below does not stretch it) and every column with ink of a connected ink blob of at least
-:data:`MIN_BLOB` pixels (lone noise pixels do not count; a thin pen stroke is one long blob). The columns keep *all* the ink because what sits at a word's ends is part of
-it: a trailing period or comma can hold less than 0.5 % of a long word's ink, and cutting columns
-by ink share (as hwlearn did before) removed it from the image while the label kept it — the
-adapted model then learned to ignore such marks (GW: 3 of 142 trailing periods read after
-adaptation, 89 before). Margins are in units of the resulting image height; their values
+:data:`MIN_BLOB` pixels (lone noise pixels do not count; a thin pen stroke is one long blob). The
+columns keep *all* the ink because what sits at a word's ends is part of it: a trailing period or
+comma can hold less than 0.5 % of a long word's ink, and cutting columns by ink share (as hwlearn
+did before) removed it from the image while the label kept it (GW's ``Instructions.`` lost its
+period). Margins are in units of the resulting image height; their values
 are the medians measured on synthetic words (:func:`synthetic_margins`), so they follow the
 renderer. A layout is stored in a checkpoint's ``meta["preprocessing"]["layout"]`` and applied to
 every real image the checkpoint reads (``evaluate``, ``recognize``, fine-tuning, adaptation).

@@ -26,7 +26,8 @@ def test_ink_box_finds_the_ink_and_ignores_a_stray_speck():
     assert ink_box(img) == (20, 39, 50, 129)
     img[2, 195] = 20  # one dark pixel far away: noise
     assert ink_box(img) == (20, 39, 50, 129)
-    assert ink_box(np.pad(np.full((1, 1), 20, np.uint8), 5, constant_values=230)) == (5, 5, 5, 5)  # lone pixel: all there is
+    lone = np.pad(np.full((1, 1), 20, np.uint8), 5, constant_values=230)
+    assert ink_box(lone) == (5, 5, 5, 5)  # a lone pixel, when it is all there is
 
 
 def test_ink_box_keeps_a_trailing_period():

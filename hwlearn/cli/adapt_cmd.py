@@ -40,8 +40,8 @@ from .options import device_option, lexicon_option, seed_option, workers_option
 @device_option
 @workers_option
 @seed_option
-def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, val_labels, rounds, steps_per_round, start_share, end_share,
-          synthetic_share, batch_size, lr, layout, match_fonts, overwrite, device, workers, seed):
+def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, val_labels, rounds, steps_per_round, start_share,
+          end_share, synthetic_share, batch_size, lr, layout, match_fonts, overwrite, device, workers, seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
 
     First the images' layout is chosen (margins as they are, or trimmed to the synthetic words'
@@ -65,8 +65,9 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, val_labels, round
         console.print(f"round {row.round}: labeled {row.labeled}, selected {row.selected}, "
                       f"mean confidence {row.mean_confidence:.4f}  {val}")
 
-    result = adapt_folder(checkpoint, unlabeled, out, config=config, lexicon_source=lexicon, lexicon_weight=lexicon_weight, val_labels=val_labels,
-                          device=device, overwrite=overwrite, report=report)
+    result = adapt_folder(checkpoint, unlabeled, out, config=config, lexicon_source=lexicon,
+                          lexicon_weight=lexicon_weight, val_labels=val_labels, device=device, overwrite=overwrite,
+                          report=report)
     table = Table(title="self-training rounds")
     for col in ("round", "labeled", "selected", "share", "mean conf.", "conf. of selected"):
         table.add_column(col, justify="right")

@@ -31,8 +31,8 @@ def evaluate(checkpoint, labels, lexicon, lexicon_weight, csv_path, json_path, b
     from ..console import console
     from ..recipes import evaluate as run
 
-    summary = run(checkpoint, labels, lexicon_source=lexicon, lexicon_weight=lexicon_weight, device=device, batch_size=batch_size,
-                  csv_path=csv_path, json_path=json_path)
+    summary = run(checkpoint, labels, lexicon_source=lexicon, lexicon_weight=lexicon_weight, device=device,
+                  batch_size=batch_size, csv_path=csv_path, json_path=json_path)
     table = Table(title=f"{labels} ({summary['n']} images)")
     for col in ("decoding", "CER", "WER", "CER (no case)", "WER (no case)"):
         table.add_column(col, justify="right")

@@ -32,8 +32,8 @@ def recognize(inputs, checkpoint, lexicon, lexicon_weight, beam, as_json, as_csv
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
-    results, skipped = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight, method="beam" if beam else "greedy",
-                           device=device, batch_size=batch_size)
+    results, skipped = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight,
+                           method="beam" if beam else "greedy", device=device, batch_size=batch_size)
     if as_csv:
         w = csv.writer(sys.stdout)
         w.writerow(["image", "text", "confidence"])
