@@ -360,8 +360,8 @@ def lexicon_decode(
             labels = [lexicon._ids(node) for node in nodes]
             frames_t = torch.from_numpy(frames[:n]).unsqueeze(1).expand(n, len(nodes), -1)
             scores = _ctc_log_likelihood(frames_t, torch.full((len(nodes),), n), labels).tolist()
-            prior = [lexicon.prior_weight * lexicon.log_prior[lexicon._word[node]] for node in nodes]
-            totals = np.asarray(scores) + np.asarray(prior)
+            prior = lexicon.log_prior[[lexicon._word[node] for node in nodes]]
+            totals = np.asarray(scores) + lexicon.prior_weight * prior
             best = int(np.argmax(totals))
             if scores[best] > NEG_INF:
                 share = float(1.0 / np.exp(totals - totals[best]).sum())

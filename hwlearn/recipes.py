@@ -17,6 +17,7 @@ import torch
 
 from .charset import Charset
 from .checkpoint import load_checkpoint
+from .decode import PRIOR_WEIGHT
 from .errors import HwlearnError
 from .train import ModelInputs, Source, Trainer, TrainConfig, TrainResult, ValSet, resolve_device
 
@@ -70,16 +71,16 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
 
 
 def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 50_000,
-                 prior_weight: float | None = None):
+                 prior_weight: float = PRIOR_WEIGHT):
     """A :class:`~hwlearn.decode.Lexicon` from a word list file (one word per line, optional
     ``<TAB>count``) or a corpus statistics JSON: its ``max_words`` most frequent words plus the
     Capitalized and punctuated forms of the most frequent ones (:func:`lexicon_words`), their counts
-    as the words' prior with weight ``prior_weight`` (default :data:`hwlearn.decode.PRIOR_WEIGHT`);
+    as the words' prior with weight ``prior_weight`` (:data:`hwlearn.decode.PRIOR_WEIGHT` by default);
     None for None."""
     if source is None:
         return None
     from .corpus import CorpusStats, read_wordlist
-    from .decode import PRIOR_WEIGHT, Lexicon
+    from .decode import Lexicon
 
     path = Path(source)
     if path.suffix == ".json":
@@ -91,7 +92,7 @@ def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 5
     if not words:
         raise HwlearnError(f"{path}: no lexicon word is covered by the model's charset")
     try:
-        return Lexicon(words, charset, PRIOR_WEIGHT if prior_weight is None else prior_weight)
+        return Lexicon(words, charset, prior_weight)
     except HwlearnError as exc:
         raise HwlearnError(f"{path}: {exc}") from None
 
@@ -281,7 +282,7 @@ def evaluate(
     labels: str | Path,
     *,
     lexicon_source=None,
-    lexicon_weight: float | None = None,
+    lexicon_weight: float = PRIOR_WEIGHT,
     device: str = "auto",
     batch_size: int = 64,
     csv_path: str | Path | None = None,
@@ -335,7 +336,7 @@ def recognize(
     inputs: Iterable[str | Path],
     *,
     lexicon_source=None,
-    lexicon_weight: float | None = None,
+    lexicon_weight: float = PRIOR_WEIGHT,
     method: str = "greedy",
     device: str = "auto",
     batch_size: int = 64,
@@ -388,7 +389,7 @@ def adapt_folder(
     *,
     config=None,
     lexicon_source=None,
-    lexicon_weight: float | None = None,
+    lexicon_weight: float = PRIOR_WEIGHT,
     val_labels: str | Path | None = None,
     device: str = "auto",
     overwrite: bool = False,

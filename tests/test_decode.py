@@ -110,7 +110,7 @@ def test_lexicon_corrects_a_misspelling():
 
 
 def test_lexicon_word_prior_decides_between_look_alikes():
-    # "hause": "house" and "hose"... the writer's "ou" is ambiguous: P(house) and P(horse) close
+    # the writer's "u" could be an "r": P(house) and P(horse) are close
     rows = _spell("hh_o_u_ss_e", p=0.6, alt={3: {"r": 0.35}, 5: {"r": 0.3}})
     lp, lengths = _log_probs(rows)
     plain = Lexicon(["house", "horse"], CHARSET)
