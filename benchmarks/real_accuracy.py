@@ -328,8 +328,8 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
     t = time.perf_counter()
     # test labels go in only to report CER per round; selection and the final round use confidence alone
     result = adapt_folder(pretrained, images, out, config=config,
-                          lexicon_source=args.lexicon if args.adapt_lexicon else None, val_labels=test_tsv,
-                          device=args.device, report=report)
+                          lexicon_source=args.lexicon if args.adapt_lexicon else None, charlm_source=args.char_lm,
+                          val_labels=test_tsv, device=args.device, report=report)
     log.done(name, time.perf_counter() - t, checkpoint=str(result.final_checkpoint), images=len(images),
              chosen_round=result.chosen_round, layout=result.layout)
     return result.final_checkpoint, read_meta(result.final_checkpoint)["adapt_summary"]
@@ -363,20 +363,22 @@ def finetune_step(pretrained: Path, train_tsv: Path, run_dir: Path, profile: Pro
 
 
 def eval_step(name: str, checkpoint: Path, test_tsv: Path, run_dir: Path, args, log: StepLog) -> dict:
-    """CER/WER of ``checkpoint`` on the test split (greedy, and lexicon with ``--lexicon``);
+    """CER/WER of ``checkpoint`` on the test split (greedy, lexicon with ``--lexicon``, and guided
+    by the character model of ``--char-lm`` unless it is ``none``);
     per-image predictions go to ``RUN/eval/<name>.csv``."""
     from hwlearn.recipes import evaluate
 
     out = run_dir / "eval" / f"{name}.json"
     key = {"checkpoint": str(checkpoint), "checkpoint_mtime_ns": (Path(checkpoint) / "meta.json").stat().st_mtime_ns,
-           "labels": str(test_tsv), "lexicon": str(args.lexicon) if args.lexicon else None}
+           "labels": str(test_tsv), "lexicon": str(args.lexicon) if args.lexicon else None,
+           "char_lm": str(args.char_lm)}
     if out.exists():
         cached = json.loads(out.read_text(encoding="utf-8"))
         if cached.get("key") == key:
             log.reused(f"eval_{name}", out)
             return cached["results"]
     t = time.perf_counter()
-    summary = evaluate(checkpoint, test_tsv, lexicon_source=args.lexicon, device=args.device,
+    summary = evaluate(checkpoint, test_tsv, lexicon_source=args.lexicon, charlm_source=args.char_lm, device=args.device,
                        csv_path=out.with_suffix(".csv"))
     out.write_text(json.dumps({"key": key, "results": summary["results"]}, indent=2) + "\n", encoding="utf-8")
     log.done(f"eval_{name}", time.perf_counter() - t, images=summary["n"])
@@ -419,7 +421,7 @@ def print_table(result: dict) -> None:
                         f"profile {result['profile']['name']}, {result['device']}")
     table.add_column("model")
     for method in methods:
-        tag = "" if method == "greedy" else " lex"
+        tag = {"greedy": "", "lexicon": " lex", "charlm": " lm"}[method]
         for col in ("CER", "WER", "CER nocase", "WER nocase"):
             table.add_column(col + tag, justify="right")
     table.add_column("gap closed (CER)", justify="right")
@@ -451,6 +453,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="word list or corpus JSON: also score lexicon-constrained decoding")
     ap.add_argument("--adapt-lexicon", action="store_true",
                     help="also use --lexicon for the pseudo-labels during adaptation (default: greedy)")
+    ap.add_argument("--char-lm", default="auto", metavar="SOURCE",
+                    help="character model for the pseudo-labels when there is no --adapt-lexicon, and an extra "
+                         "decoding in every evaluation: auto (the pretraining corpus, hwlearn adapt's default), a "
+                         "corpus JSON or word list, or none")
     ap.add_argument("--out-dir", type=Path, default=None,
                     help="run directory (default runs/real_accuracy/<dataset>-<profile>)")
     ap.add_argument("--seed", type=int, default=0)
@@ -501,6 +507,7 @@ def run(args: argparse.Namespace) -> dict:
         "seed": args.seed, "corpus": str(args.corpus) if args.corpus else None,
         "skip_pretrain": str(args.skip_pretrain) if args.skip_pretrain else None,
         "adapt_lexicon": str(args.lexicon) if args.adapt_lexicon else None,
+        "char_lm": None if args.adapt_lexicon else args.char_lm,
     })
     test_tsv = write_labels(run_dir / "data" / "test.tsv", test)
     finetune_items = [(p, t) for p, t in train if charset.covers(t)]
@@ -543,6 +550,7 @@ def run(args: argparse.Namespace) -> dict:
         "profile": {"name": args.profile, **asdict(profile)},
         "settings": {"seed": args.seed, "corpus": pre_meta.get("synthetic", {}).get("corpus"),
                      "lexicon": str(args.lexicon) if args.lexicon else None, "adapt_lexicon": args.adapt_lexicon,
+                     "char_lm": args.char_lm,
                      "skip_pretrain": str(args.skip_pretrain) if args.skip_pretrain else None,
                      "run_dir": str(run_dir), "pretrained_checkpoint": str(pretrained)},
         "steps": log.steps,

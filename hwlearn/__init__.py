@@ -33,6 +33,8 @@ _EXPORTS = {
     "beam_search": "decode",
     "Lexicon": "decode",
     "lexicon_decode": "decode",
+    "charlm_decode": "decode",
+    "CharLM": "charlm",
     "sequence_confidence": "decode",
     "Prediction": "decode",
     "decode_batch": "decode",
@@ -69,6 +71,7 @@ _EXPORTS = {
     "evaluate": "recipes",
     "recognize": "recipes",
     "load_lexicon": "recipes",
+    "load_charlm": "recipes",
 }
 
 

@@ -12,6 +12,9 @@ sample, and return class ids per sample (use :meth:`hwlearn.charset.Charset.deco
   (:class:`Lexicon`); the complete words it meets are rescored by their exact CTC probability and
   the most probable one is returned with its log probability. Useful for pseudo-labels in
   self-training and whenever the vocabulary is known.
+- :func:`charlm_decode`: open-vocabulary prefix beam search weighted by a character n-gram model
+  of the language (:class:`hwlearn.charlm.CharLM`): any text can come out, but the spellings the
+  language uses win over close ones it does not. For names and compounds no lexicon lists.
 - :func:`sequence_confidence`: ``exp(-CTC loss / (len(label) + 1))``, the per-symbol geometric mean
   probability the model gives a label (summed over all its alignments), in ``[0, 1]``; a lexicon
   word's confidence is this times its share among the words found (:class:`LexiconMatch`).
@@ -371,6 +374,62 @@ def lexicon_decode(
     return out
 
 
+# --- character language model -------------------------------------------------------------------
+
+#: Weight of the character model's log probability in :func:`charlm_decode`, and the score bonus per
+#: character that offsets its cost (both chosen on DHSD *train* labels: benchmarks/EXPERIMENTS.md).
+LM_WEIGHT = 0.3
+LM_BONUS = 1.0
+
+
+def charlm_decode(
+    log_probs, lengths, lm, charset: Charset, weight: float = LM_WEIGHT, bonus: float = LM_BONUS,
+    beam_width: int = 10, min_prob: float = 1e-3,
+) -> list[list[int]]:
+    """Open-vocabulary decoding guided by a character model (:class:`hwlearn.charlm.CharLM`).
+
+    A CTC prefix beam search whose prefixes are texts: a prefix's score is its CTC probability
+    times ``P_lm(prefix) ** weight`` times ``exp(bonus * len(prefix))`` (the bonus keeps the model
+    from preferring short readings, since every character costs language-model probability); the
+    end of the text is scored too. Per frame only classes with probability >= ``min_prob`` start a
+    new character. Any text can come out, but spellings the language does not use lose to close
+    ones it does ("Staße" -> "Straße")."""
+    lp, lens = _as_numpy(log_probs, lengths)
+    chars = [""] + [charset.decode([c]) for c in range(1, charset.num_classes)]
+    log_min = math.log(min_prob) if min_prob > 0 else NEG_INF
+    lm_cache: dict[tuple[str, int], float] = {}
+
+    def lm_step(text: str, c: int) -> float:
+        key = (text, c)
+        v = lm_cache.get(key)
+        if v is None:
+            v = lm_cache[key] = weight * lm.log_prob(text, chars[c]) + bonus
+        return v
+
+    out = []
+    for frames, n in zip(lp, lens):
+        beams: dict[str, tuple[float, float, int]] = {"": (0.0, NEG_INF, BLANK)}  # text -> (pb, pnb, last class)
+        for frame in frames[:n]:
+            row = frame.tolist()
+            cands = (np.flatnonzero(frame[1:] >= log_min) + 1).tolist()
+            grown: dict[str, list] = {}
+            for text, (pb, pnb, last) in beams.items():
+                total = _logaddexp(pb, pnb)
+                entry = grown.setdefault(text, [NEG_INF, NEG_INF, last])
+                entry[0] = _logaddexp(entry[0], total + row[BLANK])  # a blank
+                if last != BLANK:  # one more frame of the last character (repeats merge)
+                    entry[1] = _logaddexp(entry[1], pnb + row[last])
+                for c in cands:  # a new character: after a blank only when it repeats the last one
+                    child = text + chars[c]
+                    e = grown.setdefault(child, [NEG_INF, NEG_INF, c])
+                    e[1] = _logaddexp(e[1], (pb if c == last else total) + row[c] + lm_step(text, c))
+            best = heapq.nlargest(beam_width, grown.items(), key=lambda kv: _logaddexp(kv[1][0], kv[1][1]))
+            beams = {text: (pb, pnb, last) for text, (pb, pnb, last) in best}
+        text = max(beams, key=lambda t: _logaddexp(beams[t][0], beams[t][1]) + weight * lm.end_log_prob(t))
+        out.append(charset.encode(text))
+    return out
+
+
 # --- confidence ---------------------------------------------------------------------------------
 
 
@@ -421,7 +480,7 @@ class Prediction:
     ids: list[int]
 
 
-METHODS = ("greedy", "beam", "lexicon")
+METHODS = ("greedy", "beam", "lexicon", "charlm")
 
 
 def decode_batch(
@@ -431,10 +490,12 @@ def decode_batch(
     method: str = "greedy",
     lexicon: Lexicon | None = None,
     beam_width: int = 10,
+    charlm=None,
 ) -> list[Prediction]:
-    """Decode a model output batch with ``method`` (``"greedy"``, ``"beam"`` or ``"lexicon"``,
-    which needs ``lexicon``) into one :class:`Prediction` per sample. A sample for which lexicon
-    decoding finds no word gets empty text and confidence 0."""
+    """Decode a model output batch with ``method`` (``"greedy"``, ``"beam"``, ``"lexicon"``, which
+    needs ``lexicon``, or ``"charlm"``, which needs ``charlm``, a :class:`hwlearn.charlm.CharLM`)
+    into one :class:`Prediction` per sample. A sample for which lexicon decoding finds no word gets
+    empty text and confidence 0."""
     matches = None
     if method == "greedy":
         ids = greedy_decode(log_probs, lengths)
@@ -447,6 +508,10 @@ def decode_batch(
             raise HwlearnError("the lexicon was built for another charset than the model's")
         matches = lexicon_decode(log_probs, lengths, lexicon, beam_width=beam_width)
         ids = [m.ids for m in matches]
+    elif method == "charlm":
+        if charlm is None:
+            raise HwlearnError("charlm decoding needs a character model (CharLM)")
+        ids = charlm_decode(log_probs, lengths, charlm, charset, beam_width=beam_width)
     else:
         raise HwlearnError(f"unknown decoding method {method!r} (choose from {', '.join(METHODS)})")
     conf = sequence_confidence(log_probs, lengths, ids).tolist()

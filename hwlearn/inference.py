@@ -30,10 +30,12 @@ def predict(
     method: str = "greedy",
     lexicon=None,
     beam_width: int = 10,
+    charlm=None,
 ) -> list[Prediction]:
     """Recognize every item of ``dataset`` (items are ``(tensor (1, H, W), anything)``).
 
-    ``method`` is ``greedy``, ``beam`` or ``lexicon`` (needs ``lexicon``), see :mod:`hwlearn.decode`.
+    ``method`` is ``greedy``, ``beam``, ``lexicon`` (needs ``lexicon``) or ``charlm`` (needs
+    ``charlm``), see :mod:`hwlearn.decode`.
     """
     device = torch.device(device)
     was_training = model.training
@@ -46,7 +48,7 @@ def predict(
         images, widths, _ = collate([items[i] for i in idx])
         log_probs, lengths = model(images.to(device), widths.to(device))
         preds = decode_batch(log_probs.float().cpu(), lengths.cpu(), charset, method=method,
-                             lexicon=lexicon, beam_width=beam_width)
+                             lexicon=lexicon, beam_width=beam_width, charlm=charlm)
         for i, p in zip(idx, preds):
             results[i] = p
     model.train(was_training)

@@ -97,6 +97,27 @@ def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 5
         raise HwlearnError(f"{path}: {exc}") from None
 
 
+def load_charlm(source: str | Path | None, ckpt=None):
+    """A :class:`~hwlearn.charlm.CharLM` from a corpus statistics JSON or a word list; with
+    ``"auto"`` from the corpus ``ckpt`` was pretrained on (the one its synthetic words came from,
+    the bundled English corpus when none is recorded); None for None or ``"none"``."""
+    if source is None or source == "none":
+        return None
+    from .charlm import CharLM
+
+    if source == "auto":
+        recorded = (ckpt.meta.get("synthetic") or {}).get("corpus") if ckpt is not None else None
+        if recorded is None:
+            from .paths import default_corpus_path
+
+            recorded = default_corpus_path()
+        if not Path(recorded).is_file():
+            raise HwlearnError(f"{recorded}: the corpus the model was pretrained on is gone; "
+                               "give --char-lm FILE or --char-lm none")
+        source = recorded
+    return CharLM.from_source(source)
+
+
 def synthetic_like(ckpt, seed: int):
     """An endless synthetic word stream made like the one ``ckpt`` was pretrained on (same fonts,
     corpus, style, sampler options, charset, height), with another seed."""
@@ -283,13 +304,15 @@ def evaluate(
     *,
     lexicon_source=None,
     lexicon_weight: float = PRIOR_WEIGHT,
+    charlm_source=None,
     device: str = "auto",
     batch_size: int = 64,
     csv_path: str | Path | None = None,
     json_path: str | Path | None = None,
 ) -> dict:
     """CER/WER (case-sensitive and not) of a checkpoint on a labeled set, greedy and — with a lexicon —
-    lexicon-constrained. Writes a per-sample CSV (primary decoding) and a JSON summary when asked."""
+    lexicon-constrained and — with a character model (:func:`load_charlm`) — guided by it. Writes a
+    per-sample CSV (greedy decoding) and a JSON summary when asked."""
     from .data import load_image, read_labels
     from .inference import predict
     from .metrics import edit_distance, score
@@ -303,11 +326,13 @@ def evaluate(
     inputs = [(ckpt.model_input(load_image(p)), text) for p, text in items]
     refs = [t for _, t in items]
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
+    charlm = load_charlm(charlm_source, ckpt)
     summary: dict = {"checkpoint": str(checkpoint), "labels": str(labels), "n": len(items), "results": {}}
     rows: list[EvalRow] = []
-    for method in ("greedy", "lexicon") if lexicon else ("greedy",):
+    methods = ["greedy"] + ["lexicon"] * (lexicon is not None) + ["charlm"] * (charlm is not None)
+    for method in methods:
         preds = predict(ckpt.model, inputs, ckpt.charset, device=dev, batch_size=batch_size, method=method,
-                        lexicon=lexicon)
+                        lexicon=lexicon, charlm=charlm)
         summary["results"][method] = score(refs, [p.text for p in preds])
         if not rows:  # the per-sample report uses the first (greedy) decoding
             rows = [EvalRow(str(p), r, pr.text, round(pr.confidence, 4), edit_distance(r, pr.text))
@@ -337,11 +362,14 @@ def recognize(
     *,
     lexicon_source=None,
     lexicon_weight: float = PRIOR_WEIGHT,
+    charlm_source=None,
     method: str = "greedy",
     device: str = "auto",
     batch_size: int = 64,
 ) -> tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]:
-    """Read every image among ``inputs`` (files, or directories searched recursively).
+    """Read every image among ``inputs`` (files, or directories searched recursively), with
+    ``method``; a lexicon (then lexicon decoding) or else a character model (:func:`load_charlm`,
+    then decoding guided by it) overrides greedy decoding.
 
     Returns ``(results, skipped)``: ``(path, text, confidence)`` per readable image and
     ``(path, reason)`` per unreadable one.
@@ -371,10 +399,11 @@ def recognize(
         except HwlearnError as exc:
             skipped.append((p, str(exc)))
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
-    if lexicon is not None and method == "greedy":
-        method = "lexicon"
+    charlm = load_charlm(charlm_source, ckpt) if lexicon is None else None
+    if lexicon is not None or charlm is not None:
+        method = "lexicon" if lexicon is not None else "charlm"
     preds = predict(ckpt.model, tensors, ckpt.charset, device=dev, batch_size=batch_size, method=method,
-                    lexicon=lexicon) if tensors else []
+                    lexicon=lexicon, charlm=charlm) if tensors else []
     return [(p, pr.text, pr.confidence) for p, pr in zip(kept, preds)], skipped
 
 
@@ -390,6 +419,7 @@ def adapt_folder(
     config=None,
     lexicon_source=None,
     lexicon_weight: float = PRIOR_WEIGHT,
+    charlm_source="auto",
     val_labels: str | Path | None = None,
     device: str = "auto",
     overwrite: bool = False,
@@ -397,6 +427,8 @@ def adapt_folder(
 ):
     """Self-train ``checkpoint`` on the images under ``unlabeled_dir`` (recursively; unreadable files are
     skipped and listed), mixing in synthetic words rendered like the checkpoint's pretraining data.
+    Pseudo-labels are decoded with the lexicon when one is given, else guided by the character model
+    of ``charlm_source`` (:func:`load_charlm`; by default the pretraining corpus), else greedily.
     See :func:`hwlearn.selftrain.adapt`."""
     from .data import read_labels, scan_images
     from .selftrain import AdaptConfig, adapt
@@ -416,6 +448,8 @@ def adapt_folder(
     ckpt = load_checkpoint(checkpoint)
     synthetic = synthetic_like(ckpt, seed=config.seed + 104729)
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
+    charlm = load_charlm(charlm_source, ckpt) if lexicon is None else None
     val_items = read_labels(val_labels) if val_labels else []
-    return adapt(checkpoint, paths, out_dir, synthetic, config, lexicon=lexicon, val_items=val_items, device=dev,
+    return adapt(checkpoint, paths, out_dir, synthetic, config, lexicon=lexicon, charlm=charlm, val_items=val_items,
+                 device=dev,
                  skipped=skipped, report=report)

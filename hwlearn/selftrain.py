@@ -8,7 +8,7 @@ It is recorded in every checkpoint written, so ``evaluate`` and ``recognize`` re
 Each round:
 
 1. **label** every unlabeled image with the current model (lexicon-constrained when a lexicon is
-   given, else greedy) and score each pseudo-label with its length-normalized CTC probability
+   given, else guided by a character model of the language when one is given, else greedy) and score each pseudo-label with its length-normalized CTC probability
    (:func:`hwlearn.decode.sequence_confidence`; a lexicon word's times its share among the words
    that fit the image, :class:`hwlearn.decode.LexiconMatch`);
 2. **select** by rank: the most confident share of the images, a share that grows linearly from
@@ -105,7 +105,7 @@ def select_by_rank(predictions: Sequence[Prediction], share: float, charset: Cha
 
 
 def choose_layout(model, images: Sequence[np.ndarray], synthetic: Dataset, config: AdaptConfig, charset: Charset,
-                  height: int, *, device, method: str = "greedy", lexicon=None,
+                  height: int, *, device, method: str = "greedy", lexicon=None, charlm=None,
                   margin_samples: int = 200) -> tuple[Layout, dict[str, float], list[Prediction] | None]:
     """The :class:`hwlearn.layout.Layout` the unlabeled ``images`` are read in, the mean confidence
     of the model's labels under each candidate, and those labels under the chosen layout (None when
@@ -124,7 +124,7 @@ def choose_layout(model, images: Sequence[np.ndarray], synthetic: Dataset, confi
     for layout in layouts:
         labels[layout.kind] = predict(model, [(to_model_input(layout(img), height), None) for img in images],
                                       charset, device=device, method=method, lexicon=lexicon,
-                                      beam_width=config.beam_width)
+                                      beam_width=config.beam_width, charlm=charlm)
         scores[layout.kind] = float(np.mean([p.confidence for p in labels[layout.kind]])) if images else 0.0
     best = layouts[max(range(len(layouts)), key=lambda i: (scores[layouts[i].kind], -i))]
     return best, scores, labels[best.kind]
@@ -153,6 +153,7 @@ def adapt(
     config: AdaptConfig = AdaptConfig(),
     *,
     lexicon=None,
+    charlm=None,
     val_items: Sequence[tuple[Path, str]] = (),
     device: str | torch.device = "cpu",
     skipped: Sequence[tuple[Path, str]] = (),
@@ -162,17 +163,19 @@ def adapt(
 
     ``synthetic`` yields ``(uint8 image, word)`` (e.g. :class:`hwlearn.synth.SyntheticWords`);
     ``report(RoundReport)`` is called after each round (the CLI prints the table row).
+    Pseudo-labels are decoded with ``lexicon`` (a :class:`hwlearn.decode.Lexicon`) when given, else
+    with ``charlm`` (a :class:`hwlearn.charlm.CharLM`) when given, else greedily.
     """
     out_dir = Path(out_dir)
     ckpt = load_checkpoint(checkpoint, device=device)
     model, charset, meta = ckpt.model, ckpt.charset, ckpt.meta
     height = int(meta["preprocessing"]["height"])
     device = torch.device(device) if not isinstance(device, torch.device) else device
-    method = "lexicon" if lexicon is not None else "greedy"
+    method = "lexicon" if lexicon is not None else "charlm" if charlm is not None else "greedy"
 
     originals = [load_image(p) for p in unlabeled]
     layout, layout_scores, preds = choose_layout(model, originals, synthetic, config, charset, height,
-                                                 device=device, method=method, lexicon=lexicon)
+                                                 device=device, method=method, lexicon=lexicon, charlm=charlm)
     console.print(f"layout: {layout.kind} " + ("(mean confidence " + ", ".join(
         f"{k} {v:.4f}" for k, v in layout_scores.items()) + ")" if layout_scores else "(as asked)"))
     images = [layout(img) for img in originals]
@@ -190,7 +193,7 @@ def adapt(
         make the round's report row."""
         if preds is None:
             preds = predict(model, inputs, charset, device=device, method=method, lexicon=lexicon,
-                            beam_width=config.beam_width)
+                            beam_width=config.beam_width, charlm=charlm)
         row = RoundReport(
             round=round_index,
             labeled=len(preds),
@@ -201,10 +204,11 @@ def adapt(
         )
         if val:
             refs = [t for _, t in val]
-            for m in ("greedy", "lexicon") if lexicon is not None else ("greedy",):
-                vp = predict(model, val, charset, device=device, method=m, lexicon=lexicon, beam_width=config.beam_width)
+            for m in dict.fromkeys(("greedy", method)):
+                vp = predict(model, val, charset, device=device, method=m, lexicon=lexicon, beam_width=config.beam_width,
+                             charlm=charlm)
                 s = score(refs, [p.text for p in vp])
-                suffix = "" if m == "greedy" else "_lex"
+                suffix = {"greedy": "", "lexicon": "_lex", "charlm": "_lm"}[m]
                 row.val.update({f"cer{suffix}": s["cer"], f"wer{suffix}": s["wer"]})
         return preds, row
 
@@ -262,6 +266,8 @@ def adapt(
                           "layout": layout.kind, "layout_mean_confidence": layout_scores, "fonts_used": fonts_used,
                           "lexicon": ({"words": len(lexicon), "prior_weight": lexicon.prior_weight}
                                       if lexicon is not None else None),
+                          "charlm": ({"words": charlm.num_words, "order": charlm.order}
+                                     if charlm is not None and lexicon is None else None),
                           "rounds": [asdict(x) for x in rounds], "skipped_images": len(skipped)},
     })
     return AdaptResult(rounds, chosen, final, list(skipped), layout.kind, layout_scores)

@@ -63,14 +63,16 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     assert "skipped 2 unreadable file(s)" in out_text
     assert "broken.png" in out_text and "empty.jpg" in out_text
     assert "labeled 14" in out_text  # every readable image, whatever its mode
-    assert "val cer" in out_text
+    assert "cer lm" in out_text and "wer lm" in out_text, out_text  # the val columns of the table
     assert (out / "final" / "model.safetensors").exists()
     assert (out / "round1" / "last" / "meta.json").exists()
     meta = json.loads((out / "final" / "meta.json").read_text())
     summary = meta["adapt_summary"]
     assert summary["chosen_round"] in (0, 1) and len(summary["rounds"]) == 2
     assert summary["rounds"][1]["selected"] >= 1
-    assert summary["lexicon"] is None  # no --lexicon: greedy pseudo-labels
+    assert summary["lexicon"] is None
+    # no --lexicon: pseudo-labels guided by a character model of the pretraining corpus (--char-lm auto)
+    assert summary["charlm"]["words"] == 12 and "cer_lm" in out_text
     # labels were only reported: the round's training set is the pseudo-labeled selection
     round_meta = json.loads((out / "round1" / "last" / "meta.json").read_text())
     assert round_meta["adapt"]["selected"] == summary["rounds"][1]["selected"]
@@ -114,6 +116,25 @@ def test_evaluate_with_lexicon_reports_both_decodings(tiny_run, word_folder, tmp
     res = json.loads(json_path.read_text())["results"]
     assert set(res) == {"greedy", "lexicon"}
     assert res["lexicon"]["cer"] <= res["greedy"]["cer"] + 1e-9
+
+
+def test_char_lm_decoding_in_evaluate_and_recognize(tiny_run, word_folder, tmp_path):
+    folder, labels = word_folder
+    json_path = tmp_path / "s.json"
+    result = _invoke(["evaluate", "--model", tiny_run / "best", "--labels", labels, "--char-lm", "auto",
+                      "--json", json_path, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    res = json.loads(json_path.read_text())["results"]
+    assert set(res) == {"greedy", "charlm"} and res["charlm"]["cer"] < 0.5
+    result = _invoke(["recognize", "--model", tiny_run / "best", folder, "--json", "--char-lm", "auto", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert sum(line.startswith("{") for line in result.stdout.splitlines()) == 14
+    # a file that is neither corpus statistics nor a word list: one line naming it, nothing written
+    (tmp_path / "bad.json").write_text('{"format": "something else"}', encoding="utf-8")
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(tiny_run / "best"), "--labels", str(labels),
+                                       "--char-lm", str(tmp_path / "bad.json"), "--json", str(tmp_path / "x.json")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "bad.json: not a hwlearn corpus statistics file" in result.output and not (tmp_path / "x.json").exists()
 
 
 def test_lexicon_weight_sets_how_much_word_counts_decide(tiny_run, word_folder, tmp_path):

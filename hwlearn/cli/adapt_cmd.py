@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..layout import LAYOUTS
-from .options import device_option, lexicon_option, seed_option, workers_option
+from .options import charlm_option, device_option, lexicon_option, seed_option, workers_option
 
 
 @click.command()
@@ -16,6 +16,8 @@ from .options import device_option, lexicon_option, seed_option, workers_option
               help="Directory of word images (searched recursively: png jpg tif bmp webp; unreadable files are skipped and listed).")
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory (round checkpoints, final).")
 @lexicon_option
+@charlm_option("auto", "Without --lexicon, decode the pseudo-labels guided by a character model of the language: "
+                       "names and compounds no word list holds still get spellings the language uses (none: greedy).")
 @click.option("--val", "val_labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Labeled subset to REPORT CER/WER per round. Never used for training or for choosing the model.")
 @click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
@@ -40,7 +42,7 @@ from .options import device_option, lexicon_option, seed_option, workers_option
 @device_option
 @workers_option
 @seed_option
-def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, val_labels, rounds, steps_per_round, start_share,
+def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labels, rounds, steps_per_round, start_share,
           end_share, synthetic_share, batch_size, lr, layout, match_fonts, overwrite, device, workers, seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
 
@@ -50,6 +52,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, val_labels, round
     The final model (OUT/final) is the round with the highest mean confidence over all images —
     chosen without labels. A table shows each round; CER/WER columns appear only with --val.
     """
+    from rich import box
     from rich.table import Table
 
     from ..console import console
@@ -66,14 +69,16 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, val_labels, round
                       f"mean confidence {row.mean_confidence:.4f}  {val}")
 
     result = adapt_folder(checkpoint, unlabeled, out, config=config, lexicon_source=lexicon,
-                          lexicon_weight=lexicon_weight, val_labels=val_labels, device=device, overwrite=overwrite,
-                          report=report)
-    table = Table(title="self-training rounds")
-    for col in ("round", "labeled", "selected", "share", "mean conf.", "conf. of selected"):
+                          lexicon_weight=lexicon_weight, charlm_source=char_lm, val_labels=val_labels, device=device,
+                          overwrite=overwrite, report=report)
+    # no vertical rules and one space between columns: 10 columns of numbers fit an 80-column terminal
+    table = Table(title="self-training rounds (val: the --val labels, report only)", box=box.SIMPLE_HEAD,
+                  padding=0, show_edge=False)
+    for col in ("round", "labeled", "selected", "share", "mean\nconf.", "conf. of\nselected"):
         table.add_column(col, justify="right")
     val_keys = list(result.rounds[0].val)
     for k in val_keys:
-        table.add_column(f"val {k}", justify="right")
+        table.add_column("val\n" + k.replace("_", " "), justify="right")
     for row in result.rounds:
         mark = " *" if row.round == result.chosen_round else ""
         table.add_row(f"{row.round}{mark}", str(row.labeled), str(row.selected), f"{row.share:.2f}",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import device_option, lexicon_option
+from .options import charlm_option, device_option, lexicon_option
 
 
 @click.command()
@@ -14,24 +14,26 @@ from .options import device_option, lexicon_option
 @click.option("--labels", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Labeled images: TSV (path<TAB>text), CSV (path,text) or IAM words.txt; paths relative to the file.")
 @lexicon_option
+@charlm_option(None, "Also score decoding guided by a character model of the language.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one row per image: image, reference, prediction, confidence, edit_distance.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the summary as JSON.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @device_option
-def evaluate(checkpoint, labels, lexicon, lexicon_weight, csv_path, json_path, batch_size, device):
+def evaluate(checkpoint, labels, lexicon, lexicon_weight, char_lm, csv_path, json_path, batch_size, device):
     """Character and word error rates of a model on labeled images.
 
     CER = total edit distance / total reference characters (corpus level), WER likewise over
-    words; both case-sensitive and case-insensitive, with greedy decoding and — with --lexicon —
-    lexicon-constrained decoding.
+    words; both case-sensitive and case-insensitive, with greedy decoding, and — with --lexicon —
+    lexicon-constrained decoding and — with --char-lm — decoding guided by a character model.
     """
     from rich.table import Table
 
     from ..console import console
     from ..recipes import evaluate as run
 
-    summary = run(checkpoint, labels, lexicon_source=lexicon, lexicon_weight=lexicon_weight, device=device,
+    summary = run(checkpoint, labels, lexicon_source=lexicon, lexicon_weight=lexicon_weight, charlm_source=char_lm,
+                  device=device,
                   batch_size=batch_size, csv_path=csv_path, json_path=json_path)
     table = Table(title=f"{labels} ({summary['n']} images)")
     for col in ("decoding", "CER", "WER", "CER (no case)", "WER (no case)"):

@@ -36,6 +36,14 @@ def lexicon_option(f):
     )(f)
 
 
+def charlm_option(default: str | None, help: str):
+    """--char-lm: a character model of the language (adapt: guides the pseudo-labels; evaluate and
+    recognize: a decoding)."""
+    return click.option("--char-lm", "char_lm", default=default, show_default=default is not None, metavar="SOURCE",
+                        help=help + " SOURCE: a corpus statistics JSON or a word list (its words' spelling), or auto "
+                                    "(the corpus the model was pretrained on).")
+
+
 def train_loop_options(f):
     """--steps --batch-size --lr --val-every --resume --overwrite (same meaning for every training command)."""
     for opt in reversed([

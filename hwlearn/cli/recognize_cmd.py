@@ -9,19 +9,20 @@ from pathlib import Path
 
 import click
 
-from .options import device_option, lexicon_option
+from .options import charlm_option, device_option, lexicon_option
 
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "checkpoint", required=True, type=click.Path(path_type=Path), help="Checkpoint directory.")
 @lexicon_option
-@click.option("--beam", is_flag=True, help="CTC beam search instead of greedy decoding (ignored with --lexicon).")
+@charlm_option(None, "Decode guided by a character model of the language (ignored with --lexicon).")
+@click.option("--beam", is_flag=True, help="CTC beam search instead of greedy decoding (ignored with --lexicon or --char-lm).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines: {\"image\", \"text\", \"confidence\"}.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: image,text,confidence.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @device_option
-def recognize(inputs, checkpoint, lexicon, lexicon_weight, beam, as_json, as_csv, batch_size, device):
+def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_json, as_csv, batch_size, device):
     """Recognize word images: INPUTS are image files or directories (searched recursively).
 
     Prints one line per image to stdout: path, text and confidence (tab-separated by default).
@@ -32,7 +33,7 @@ def recognize(inputs, checkpoint, lexicon, lexicon_weight, beam, as_json, as_csv
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
-    results, skipped = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight,
+    results, skipped = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight, charlm_source=char_lm,
                            method="beam" if beam else "greedy", device=device, batch_size=batch_size)
     if as_csv:
         w = csv.writer(sys.stdout)

@@ -1,0 +1,122 @@
+"""A character n-gram model of how a language spells its words, for open-vocabulary decoding.
+
+A lexicon can only return words it lists; street names, places, people and compounds are mostly
+missing from any list. A character model still knows which letter sequences a language writes
+("Straße" is likely German, "Staße" and "Stsaße" are not), so it can correct a reading letter by
+letter without confining it to known words (:func:`hwlearn.decode.charlm_decode`).
+
+:class:`CharLM` is an interpolated Witten-Bell n-gram model over the *word types* of a corpus
+statistics JSON or a word list: every distinct word counts once (the model describes spelling,
+not which words are frequent, and a plain word list has no frequencies anyway). Each word is
+framed by a start and an end symbol. In a text, a space or a hyphen ends a word (probability of
+the end symbol there, times :data:`SEPARATOR_SHARE` split evenly between the two separators) and
+the next word starts afresh; the end of the text is the end symbol times
+``1 - SEPARATOR_SHARE``. A character the corpus never shows (a digit in a word list, a rare
+mark) gets the small probability :data:`UNSEEN` before interpolation, so it is possible but
+costly. Building from 356,000 German words takes ~10 s and ~100 MB.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+from .charset import normalize
+from .errors import HwlearnError
+
+#: n of the n-gram model: a character's probability depends on the 4 before it in its word
+ORDER = 5
+#: probability that a word ending inside a text is followed by another (then " " or "-" equally)
+SEPARATOR_SHARE = 0.5
+SEPARATORS = (" ", "-")
+#: probability of a character the corpus never shows, at the unigram level
+UNSEEN = 1e-4
+
+_START, _END = "\x02", "\x03"
+
+
+class CharLM:
+    """Character n-gram model of the words in ``words`` (any iterable of strings; duplicates count
+    once). ``log_prob(text, ch)`` is log P(ch | text), ``end_log_prob(text)`` log P(text ends)."""
+
+    def __init__(self, words: Iterable[str], order: int = ORDER):
+        if order < 1:
+            raise ValueError("order must be >= 1")
+        self.order = order
+        pad = _START * (order - 1)
+        grams: Counter[str] = Counter()
+        types = set()
+        for raw in words:
+            word = normalize(raw.strip())
+            for sep in SEPARATORS:  # a listed "Neu-Ulm" or "New York" is spelled as two words
+                word = word.replace(sep, " ")
+            for part in word.split():
+                if part not in types:
+                    types.add(part)
+                    padded = pad + part + _END
+                    grams.update(padded[i - k:i + 1] for i in range(order - 1, len(padded)) for k in range(order))
+        if not types:
+            raise HwlearnError("character model: no words")
+        self.num_words = len(types)
+        # per context (the k < order characters before): {next char: count}, total and distinct
+        self._next: dict[str, dict[str, int]] = {}
+        for gram, n in grams.items():
+            self._next.setdefault(gram[:-1], {})[gram[-1]] = n
+        self._stats = {ctx: (sum(nxt.values()), len(nxt)) for ctx, nxt in self._next.items()}
+        self._cache: dict[tuple[str, str], float] = {}
+
+    @classmethod
+    def from_source(cls, source: str | Path, order: int = ORDER) -> "CharLM":
+        """From a corpus statistics JSON (its words) or a word list (one word per line, optional
+        ``<TAB>count``, which is ignored)."""
+        from .corpus import CorpusStats, read_wordlist
+
+        path = Path(source)
+        words = CorpusStats.load(path).word_counts if path.suffix == ".json" else read_wordlist(path)
+        try:
+            return cls(words, order)
+        except HwlearnError as exc:
+            raise HwlearnError(f"{path}: {exc}") from None
+
+    def _prob(self, ctx: str, ch: str) -> float:
+        """Witten-Bell: P(ch | ctx) = (n(ctx ch) + t(ctx) P(ch | shorter ctx)) / (n(ctx) + t(ctx)),
+        n counts and t the number of distinct characters seen after ``ctx``; at the empty
+        context the relative frequency of ``ch`` (:data:`UNSEEN` when it was never seen)."""
+        key = (ctx, ch)
+        p = self._cache.get(key)
+        if p is None:
+            stats = self._stats.get(ctx)
+            if not ctx:  # the unigram level: relative frequency, UNSEEN for a character never seen
+                n = self._next[ctx].get(ch, 0)
+                p = (1.0 - UNSEEN) * n / stats[0] if n else UNSEEN
+            elif stats is None:
+                p = self._prob(ctx[1:], ch)
+            else:
+                total, distinct = stats
+                p = (self._next[ctx].get(ch, 0) + distinct * self._prob(ctx[1:], ch)) / (total + distinct)
+            self._cache[key] = p
+        return p
+
+    def _context(self, text: str) -> str:
+        """The last ``order - 1`` characters of the word ``text`` ends in, start-padded."""
+        start = max(text.rfind(sep) for sep in SEPARATORS) + 1
+        k = self.order - 1
+        return (_START * k + text[start:])[-k:] if k else ""
+
+    def log_prob(self, text: str, ch: str) -> float:
+        """log P(``ch`` follows ``text``); ``ch`` one character."""
+        ctx = self._context(text)
+        if ch in SEPARATORS:
+            return math.log(self._prob(ctx, _END) * SEPARATOR_SHARE / len(SEPARATORS))
+        return math.log(self._prob(ctx, ch))
+
+    def end_log_prob(self, text: str) -> float:
+        """log P(the text ends after ``text``)."""
+        return math.log(self._prob(self._context(text), _END) * (1.0 - SEPARATOR_SHARE))
+
+    def score(self, text: str) -> float:
+        """log P(``text``): every character given those before it, then the end."""
+        text = normalize(text)
+        return sum(self.log_prob(text[:i], ch) for i, ch in enumerate(text)) + self.end_log_prob(text)

@@ -1,0 +1,144 @@
+"""The character n-gram model and the decoding it guides (hand-made posteriors)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from hwlearn.charlm import SEPARATOR_SHARE, SEPARATORS, UNSEEN, CharLM
+from hwlearn.charset import Charset
+from hwlearn.decode import beam_search, charlm_decode, decode_batch, greedy_decode
+from hwlearn.errors import HwlearnError
+from hwlearn.recipes import load_charlm
+
+CHARSET = Charset("aehlmorsu")
+WORDS = ["house", "mouse", "horse", "hose", "use", "rose", "mouser", "houses", "louse"]
+
+
+def _rows(path: str, p: float = 0.9, alt: dict | None = None) -> list[list[float]]:
+    """Probability rows for an alignment like ``"hh_a_u"`` (``_`` blank), ``alt[i] = {char: prob}``
+    moved from the path symbol at frame ``i``; the rest spread over all classes."""
+    rows = []
+    for i, ch in enumerate(path):
+        row = [(1.0 - p) / CHARSET.num_classes] * CHARSET.num_classes
+        row[0 if ch == "_" else CHARSET.encode(ch)[0]] += p
+        for other, q in (alt or {}).get(i, {}).items():
+            row[CHARSET.encode(other)[0]] += q
+            row[CHARSET.encode(ch)[0]] -= q
+        rows.append(row)
+    return rows
+
+
+def _lp(rows) -> tuple[torch.Tensor, torch.Tensor]:
+    probs = torch.tensor(rows, dtype=torch.float32)
+    return (probs / probs.sum(-1, keepdim=True)).log()[:, None, :], torch.tensor([len(rows)])
+
+
+def test_probabilities_are_a_distribution():
+    lm = CharLM(WORDS, order=3)
+    seen = sorted({ch for w in WORDS for ch in w})
+    for text in ("", "ho", "mous", "house ", "zz"):
+        total = sum(math.exp(lm.log_prob(text, ch)) for ch in seen)
+        total += math.exp(lm.end_log_prob(text)) + sum(math.exp(lm.log_prob(text, s)) for s in SEPARATORS)
+        # all but the mass kept back for characters never seen (UNSEEN at the unigram level)
+        assert 1.0 - UNSEEN - 1e-9 <= total <= 1.0
+
+
+def test_spellings_of_the_language_are_likelier():
+    lm = CharLM(WORDS)
+    assert lm.score("house") > lm.score("hluse") > lm.score("hzuse")  # "z" never seen
+    # a word it never saw, spelled like the others, beats a letter salad of the same length
+    assert lm.score("mose") > lm.score("msoe")
+    # a character the corpus never shows is possible but costly
+    unseen = lm.log_prob("ho", "7")
+    assert math.isfinite(unseen) and unseen <= math.log(UNSEEN) < lm.log_prob("ho", "u")
+
+
+def test_words_are_separated_by_space_or_hyphen():
+    lm = CharLM(WORDS)
+    ends = lm.end_log_prob("house") - math.log(1 - SEPARATOR_SHARE)  # log P(end symbol | house)
+    sep = math.log(SEPARATOR_SHARE / len(SEPARATORS))
+    two = lm.score("house") - lm.end_log_prob("house") + ends + sep + lm.score("rose")
+    assert lm.score("house rose") == pytest.approx(two)
+    assert lm.score("house-rose") == pytest.approx(two)
+    # a listed multi-word entry is learned as its words
+    assert CharLM(["New York"]).num_words == 2
+
+
+def test_from_source_reads_corpus_statistics_and_word_lists(tmp_path):
+    from hwlearn.corpus import CorpusStats
+
+    stats = CorpusStats.from_text("the house and the mouse and the horse")
+    stats.save(tmp_path / "c.json")
+    assert CharLM.from_source(tmp_path / "c.json").num_words == len(stats.word_counts)
+    (tmp_path / "w.txt").write_text("house\t3\nmouse\n\nhorse\n", encoding="utf-8")
+    assert CharLM.from_source(tmp_path / "w.txt").num_words == 3
+    (tmp_path / "empty.txt").write_text("\n--\n", encoding="utf-8")
+    with pytest.raises(HwlearnError, match="empty.txt"):
+        CharLM.from_source(tmp_path / "empty.txt")
+    with pytest.raises(HwlearnError, match="missing.json"):
+        CharLM.from_source(tmp_path / "missing.json")
+
+
+def test_load_charlm_auto_uses_the_pretraining_corpus(tmp_path):
+    (tmp_path / "w.txt").write_text("house\nmouse\n", encoding="utf-8")
+    ckpt = SimpleNamespace(meta={"synthetic": {"corpus": str(tmp_path / "w.txt")}})
+    assert load_charlm("auto", ckpt).num_words == 2
+    assert load_charlm("none", ckpt) is None and load_charlm(None, ckpt) is None
+    assert load_charlm(tmp_path / "w.txt").num_words == 2
+    gone = SimpleNamespace(meta={"synthetic": {"corpus": str(tmp_path / "gone.json")}})
+    with pytest.raises(HwlearnError, match="gone.json: the corpus the model was pretrained on is gone"):
+        load_charlm("auto", gone)
+    # no corpus recorded: the bundled English statistics
+    assert load_charlm("auto", SimpleNamespace(meta={})).num_words > 10_000
+
+
+def test_charlm_decode_corrects_a_misspelling_but_keeps_unknown_words():
+    lm = CharLM(WORDS)
+    # the writer's "o" looks like an "a": P(a) = 0.55, P(o) = 0.35 at that frame
+    lp, lengths = _lp(_rows("hh_a_u_ss_e", p=0.9, alt={3: {"o": 0.35}}))
+    assert CHARSET.decode(greedy_decode(lp, lengths)[0]) == "hause"
+    assert CHARSET.decode(charlm_decode(lp, lengths, lm, CHARSET)[0]) == "house"
+    # open vocabulary: a clearly written word the corpus never saw comes out as written
+    lp, lengths = _lp(_rows("m_a_r_s_h", p=0.95))
+    assert CHARSET.decode(charlm_decode(lp, lengths, lm, CHARSET)[0]) == "marsh"
+    # weight 0 is the image alone
+    lp, lengths = _lp(_rows("hh_a_u_ss_e", p=0.9, alt={3: {"o": 0.35}}))
+    assert CHARSET.decode(charlm_decode(lp, lengths, lm, CHARSET, weight=0.0, bonus=0.0)[0]) == "hause"
+
+
+def test_charlm_decode_without_the_model_is_the_most_probable_labeling():
+    # weight 0 and no bonus: a plain CTC prefix beam search; wide enough, it finds the labeling
+    # with the highest probability summed over its alignments (brute force over all paths)
+    lm = CharLM(["ab"])
+    charset = Charset("ab")
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        probs = rng.dirichlet(np.ones(3) * 0.7, size=5)
+        truth: dict[tuple[int, ...], float] = {}
+        for path in itertools.product(range(3), repeat=5):
+            label = tuple(k for i, k in enumerate(path) if k != 0 and (i == 0 or path[i - 1] != k))
+            truth[label] = truth.get(label, 0.0) + float(np.prod(probs[np.arange(5), path]))
+        lp = torch.tensor(np.log(probs), dtype=torch.float32)[:, None, :]
+        got = charlm_decode(lp, [5], lm, charset, weight=0.0, bonus=0.0, beam_width=64, min_prob=0.0)
+        assert got == [list(max(truth, key=truth.get))]
+        assert got == beam_search(lp, [5], beam_width=64, min_prob=0.0)
+
+
+def test_decode_batch_charlm():
+    lm = CharLM(WORDS)
+    lp1, _ = _lp(_rows("hh_a_u_ss_e", p=0.9, alt={3: {"o": 0.35}}))
+    lp2, _ = _lp(_rows("mm_o_u_s_ee", p=0.95))
+    lp = torch.cat([lp1, lp2], dim=1)
+    preds = decode_batch(lp, torch.tensor([11, 11]), CHARSET, "charlm", charlm=lm)
+    assert [p.text for p in preds] == ["house", "mouse"]
+    # the confidence is the image's (CTC) probability of the chosen text: lower than greedy's "hause"
+    greedy = decode_batch(lp, torch.tensor([11, 11]), CHARSET)
+    assert 0.0 < preds[0].confidence < greedy[0].confidence
+    with pytest.raises(HwlearnError, match="needs a character model"):
+        decode_batch(lp, torch.tensor([11, 11]), CHARSET, "charlm")
