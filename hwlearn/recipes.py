@@ -304,15 +304,16 @@ def evaluate(
     *,
     lexicon_source=None,
     lexicon_weight: float = PRIOR_WEIGHT,
-    charlm_source=None,
+    charlm_source="auto",
     device: str = "auto",
     batch_size: int = 64,
     csv_path: str | Path | None = None,
     json_path: str | Path | None = None,
 ) -> dict:
     """CER/WER (case-sensitive and not) of a checkpoint on a labeled set, greedy and — with a lexicon —
-    lexicon-constrained and — with a character model (:func:`load_charlm`) — guided by it. Writes a
-    per-sample CSV (greedy decoding) and a JSON summary when asked."""
+    lexicon-constrained and — with a character model (:func:`load_charlm`; by default of the
+    pretraining corpus, ``None`` for none) — guided by it. Writes a per-sample CSV (greedy decoding)
+    and a JSON summary when asked."""
     from .data import load_image, read_labels
     from .inference import predict
     from .metrics import edit_distance, score
@@ -362,14 +363,15 @@ def recognize(
     *,
     lexicon_source=None,
     lexicon_weight: float = PRIOR_WEIGHT,
-    charlm_source=None,
+    charlm_source="auto",
     method: str = "greedy",
     device: str = "auto",
     batch_size: int = 64,
 ) -> tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]:
     """Read every image among ``inputs`` (files, or directories searched recursively), with
     ``method``; a lexicon (then lexicon decoding) or else a character model (:func:`load_charlm`,
-    then decoding guided by it) overrides greedy decoding.
+    by default of the pretraining corpus; then decoding guided by it) overrides ``method``: pass
+    ``charlm_source=None`` for greedy or beam decoding.
 
     Returns ``(results, skipped)``: ``(path, text, confidence)`` per readable image and
     ``(path, reason)`` per unreadable one.

@@ -114,21 +114,31 @@ def test_evaluate_with_lexicon_reports_both_decodings(tiny_run, word_folder, tmp
                       "--json", json_path, "--device", "cpu"])
     assert result.exit_code == 0, result.output
     res = json.loads(json_path.read_text())["results"]
-    assert set(res) == {"greedy", "lexicon"}
+    assert set(res) == {"greedy", "lexicon", "charlm"}  # the character model: --char-lm auto by default
     assert res["lexicon"]["cer"] <= res["greedy"]["cer"] + 1e-9
 
 
 def test_char_lm_decoding_in_evaluate_and_recognize(tiny_run, word_folder, tmp_path):
     folder, labels = word_folder
     json_path = tmp_path / "s.json"
-    result = _invoke(["evaluate", "--model", tiny_run / "best", "--labels", labels, "--char-lm", "auto",
-                      "--json", json_path, "--device", "cpu"])
+    result = _invoke(["evaluate", "--model", tiny_run / "best", "--labels", labels, "--json", json_path, "--device", "cpu"])
     assert result.exit_code == 0, result.output
     res = json.loads(json_path.read_text())["results"]
-    assert set(res) == {"greedy", "charlm"} and res["charlm"]["cer"] < 0.5
-    result = _invoke(["recognize", "--model", tiny_run / "best", folder, "--json", "--char-lm", "auto", "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    assert sum(line.startswith("{") for line in result.stdout.splitlines()) == 14
+    assert set(res) == {"greedy", "charlm"} and res["charlm"]["cer"] < 0.5  # --char-lm auto by default
+    result = _invoke(["evaluate", "--model", tiny_run / "best", "--labels", labels, "--json", json_path,
+                      "--char-lm", "none", "--device", "cpu"])
+    assert set(json.loads(json_path.read_text())["results"]) == {"greedy"}
+
+    def read(*options):
+        result = _invoke(["recognize", "--model", tiny_run / "best", folder, "--json", "--device", "cpu", *options])
+        assert result.exit_code == 0, result.output
+        return {r["image"]: r["text"] for r in map(json.loads, filter(None, result.stdout.splitlines()))}
+
+    guided, greedy, beam = read(), read("--char-lm", "none"), read("--beam")
+    assert len(guided) == len(greedy) == len(beam) == 14
+    result = CliRunner().invoke(main, ["recognize", "--model", str(tiny_run / "best"), str(folder), "--beam",
+                                       "--char-lm", "auto"])
+    assert result.exit_code == 2 and "--beam and --char-lm exclude each other" in result.output
     # a file that is neither corpus statistics nor a word list: one line naming it, nothing written
     (tmp_path / "bad.json").write_text('{"format": "something else"}', encoding="utf-8")
     result = CliRunner().invoke(main, ["evaluate", "--model", str(tiny_run / "best"), "--labels", str(labels),

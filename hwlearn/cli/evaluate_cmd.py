@@ -14,7 +14,8 @@ from .options import charlm_option, device_option, lexicon_option
 @click.option("--labels", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Labeled images: TSV (path<TAB>text), CSV (path,text) or IAM words.txt; paths relative to the file.")
 @lexicon_option
-@charlm_option(None, "Also score decoding guided by a character model of the language.")
+@charlm_option("auto", "Also score decoding guided by a character model of the language (the decoding "
+                       "recognize uses without --lexicon; none: leave it out).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one row per image: image, reference, prediction, confidence, edit_distance.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the summary as JSON.")

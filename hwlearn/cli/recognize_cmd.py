@@ -16,8 +16,10 @@ from .options import charlm_option, device_option, lexicon_option
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "checkpoint", required=True, type=click.Path(path_type=Path), help="Checkpoint directory.")
 @lexicon_option
-@charlm_option(None, "Decode guided by a character model of the language (ignored with --lexicon).")
-@click.option("--beam", is_flag=True, help="CTC beam search instead of greedy decoding (ignored with --lexicon or --char-lm).")
+@charlm_option("auto", "Decode guided by a character model of the language (ignored with --lexicon; none: "
+                       "greedy decoding).")
+@click.option("--beam", is_flag=True, help="Plain CTC beam search (no character model) instead of greedy decoding "
+                                          "(ignored with --lexicon).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines: {\"image\", \"text\", \"confidence\"}.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: image,text,confidence.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
@@ -26,13 +28,19 @@ def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_jso
     """Recognize word images: INPUTS are image files or directories (searched recursively).
 
     Prints one line per image to stdout: path, text and confidence (tab-separated by default).
-    Unreadable files are skipped and listed on stderr.
+    Unreadable files are skipped and listed on stderr. Decoding: the words of --lexicon when given,
+    else guided by a character model of the language (--char-lm, by default the corpus the model
+    was pretrained on), else greedy (--char-lm none) or a plain beam search (--beam).
     """
     from ..console import console
     from ..recipes import recognize as run
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
+    if beam:
+        if click.get_current_context().get_parameter_source("char_lm") != click.core.ParameterSource.DEFAULT:
+            raise click.UsageError("--beam and --char-lm exclude each other")
+        char_lm = None
     results, skipped = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight, charlm_source=char_lm,
                            method="beam" if beam else "greedy", device=device, batch_size=batch_size)
     if as_csv:
