@@ -100,7 +100,8 @@ def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 5
 def load_charlm(source: str | Path | None, ckpt=None):
     """A :class:`~hwlearn.charlm.CharLM` from a corpus statistics JSON or a word list; with
     ``"auto"`` from the corpus ``ckpt`` was pretrained on (the one its synthetic words came from,
-    the bundled English corpus when none is recorded); None for None or ``"none"``."""
+    the bundled English corpus when none is recorded) — None, with a warning, when that file is
+    not there (e.g. a checkpoint copied to another machine); None for None or ``"none"``."""
     if source is None or source == "none":
         return None
     from .charlm import CharLM
@@ -112,8 +113,11 @@ def load_charlm(source: str | Path | None, ckpt=None):
 
             recorded = default_corpus_path()
         if not Path(recorded).is_file():
-            raise HwlearnError(f"{recorded}: the corpus the model was pretrained on is gone; "
-                               "give --char-lm FILE or --char-lm none")
+            from .console import console
+
+            console.print(f"[yellow]{recorded}: the corpus the model was pretrained on is not here; decoding "
+                          "without a character model (give one with --char-lm FILE)", highlight=False)
+            return None
         source = recorded
     return CharLM.from_source(source)
 
@@ -453,5 +457,4 @@ def adapt_folder(
     charlm = load_charlm(charlm_source, ckpt) if lexicon is None else None
     val_items = read_labels(val_labels) if val_labels else []
     return adapt(checkpoint, paths, out_dir, synthetic, config, lexicon=lexicon, charlm=charlm, val_items=val_items,
-                 device=dev,
-                 skipped=skipped, report=report)
+                 device=dev, skipped=skipped, report=report)

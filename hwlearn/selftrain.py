@@ -8,7 +8,8 @@ It is recorded in every checkpoint written, so ``evaluate`` and ``recognize`` re
 Each round:
 
 1. **label** every unlabeled image with the current model (lexicon-constrained when a lexicon is
-   given, else guided by a character model of the language when one is given, else greedy) and score each pseudo-label with its length-normalized CTC probability
+   given, else guided by a character model of the language when one is given, else greedy) and
+   score each pseudo-label with its length-normalized CTC probability
    (:func:`hwlearn.decode.sequence_confidence`; a lexicon word's times its share among the words
    that fit the image, :class:`hwlearn.decode.LexiconMatch`);
 2. **select** by rank: the most confident share of the images, a share that grows linearly from
