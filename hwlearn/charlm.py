@@ -8,10 +8,12 @@ letter without confining it to known words (:func:`hwlearn.decode.charlm_decode`
 :class:`CharLM` is an interpolated Witten-Bell n-gram model over the *word types* of a corpus
 statistics JSON or a word list: every distinct word counts once (the model describes spelling,
 not which words are frequent, and a plain word list has no frequencies anyway). Each word is
-framed by a start and an end symbol. In a text, a space or a hyphen ends a word (probability of
-the end symbol there, times :data:`SEPARATOR_SHARE` split evenly between the two separators) and
-the next word starts afresh; the end of the text is the end symbol times
-``1 - SEPARATOR_SHARE``. A character the corpus never shows (a digit in a word list, a rare
+framed by a start and an end symbol; from a corpus JSON each word is also counted with the
+punctuation marks running text attaches to its end (``day,`` ``Sir.``), weighted by how often
+they occur. In a text, a space or a hyphen ends a word (probability of the end symbol there,
+times :data:`SEPARATOR_SHARE` split evenly between the two separators) and the next word starts
+afresh, or the text ends there (:data:`END_AFTER_SEPARATOR`, a line-end hyphenation); the end of
+the text after a word is the end symbol times ``1 - SEPARATOR_SHARE``. A character the corpus never shows (a digit in a word list, a rare
 mark) gets the small probability :data:`UNSEEN` before interpolation, so it is possible but
 costly. Building from 356,000 German words takes ~10 s and ~100 MB.
 """
@@ -21,7 +23,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from .charset import normalize
 from .errors import HwlearnError
@@ -33,50 +35,78 @@ SEPARATOR_SHARE = 0.5
 SEPARATORS = (" ", "-")
 #: probability of a character the corpus never shows, at the unigram level
 UNSEEN = 1e-4
+#: at most this many punctuation marks are modelled at word ends (the most frequent)
+MAX_SUFFIXES = 12
+#: probability that a text ends right after a separator (a line-end hyphenation: "Alexandri-")
+END_AFTER_SEPARATOR = 0.1
 
 _START, _END = "\x02", "\x03"
 
 
 class CharLM:
     """Character n-gram model of the words in ``words`` (any iterable of strings; duplicates count
-    once). ``log_prob(text, ch)`` is log P(ch | text), ``end_log_prob(text)`` log P(text ends)."""
+    once). ``log_prob(text, ch)`` is log P(ch | text), ``end_log_prob(text)`` log P(text ends).
 
-    def __init__(self, words: Iterable[str], order: int = ORDER):
+    ``suffixes`` (``{mark: probability}``, e.g. ``{",": 0.08, ".": 0.04}``) is the punctuation
+    attached to a word in running text: each word is counted with each mark at its end, weighted by
+    its probability (the rest without), so ``Governor.`` and ``pounds;`` are likely spellings; the
+    ``MAX_SUFFIXES`` most probable marks are used. Without it a mark is just a rare character."""
+
+    def __init__(self, words: Iterable[str], order: int = ORDER, suffixes: Mapping[str, float] | None = None):
         if order < 1:
             raise ValueError("order must be >= 1")
         self.order = order
+        marks = [(normalize(m), float(p)) for m, p in (suffixes or {}).items()
+                 if m and p > 0 and not any(sep in m for sep in SEPARATORS)]  # "--" is a separator's business
+        marks = sorted(marks, key=lambda mp: -mp[1])[:MAX_SUFFIXES]
+        bare = 1.0 - sum(p for _, p in marks)
+        if bare <= 0:
+            raise ValueError("suffix probabilities must sum to less than 1")
         pad = _START * (order - 1)
-        grams: Counter[str] = Counter()
+        grams: Counter[str] = Counter()  # n-grams inside the words (weight 1)
+        ends: dict[str, float] = {}  # n-grams that reach past a word's last letter, weighted by its suffix
         types = set()
         for raw in words:
             word = normalize(raw.strip())
             for sep in SEPARATORS:  # a listed "Neu-Ulm" or "New York" is spelled as two words
                 word = word.replace(sep, " ")
             for part in word.split():
-                if part not in types:
-                    types.add(part)
-                    padded = pad + part + _END
-                    grams.update(padded[i - k:i + 1] for i in range(order - 1, len(padded)) for k in range(order))
+                if part in types:
+                    continue
+                types.add(part)
+                body = pad + part
+                grams.update(body[i - k:i + 1] for i in range(order - 1, len(body)) for k in range(order))
+                for mark, p in [("", bare), *marks]:
+                    tail = body + mark + _END
+                    for i in range(len(body), len(tail)):
+                        for k in range(order):
+                            gram = tail[i - k:i + 1]
+                            ends[gram] = ends.get(gram, 0.0) + p
         if not types:
             raise HwlearnError("character model: no words")
         self.num_words = len(types)
-        # per context (the k < order characters before): {next char: count}, total and distinct
-        self._next: dict[str, dict[str, int]] = {}
-        for gram, n in grams.items():
-            self._next.setdefault(gram[:-1], {})[gram[-1]] = n
+        self.suffixes = dict(marks)
+        # per context (the k < order characters before): {next char: weighted count}, total and distinct
+        self._next: dict[str, dict[str, float]] = {}
+        for gram, n in [*grams.items(), *ends.items()]:
+            nxt = self._next.setdefault(gram[:-1], {})
+            nxt[gram[-1]] = nxt.get(gram[-1], 0) + n
         self._stats = {ctx: (sum(nxt.values()), len(nxt)) for ctx, nxt in self._next.items()}
         self._cache: dict[tuple[str, str], float] = {}
 
     @classmethod
     def from_source(cls, source: str | Path, order: int = ORDER) -> "CharLM":
-        """From a corpus statistics JSON (its words) or a word list (one word per line, optional
-        ``<TAB>count``, which is ignored)."""
+        """From a corpus statistics JSON (its words, and as ``suffixes`` the share of its tokens
+        that end in each punctuation mark) or a word list (one word per line, optional
+        ``<TAB>count``, which is ignored; no punctuation)."""
         from .corpus import CorpusStats, read_wordlist
 
         path = Path(source)
-        words = CorpusStats.load(path).word_counts if path.suffix == ".json" else read_wordlist(path)
         try:
-            return cls(words, order)
+            if path.suffix == ".json":
+                stats = CorpusStats.load(path)
+                return cls(stats.word_counts, order, suffix_shares(stats.affix_counts, stats.tokens))
+            return cls(read_wordlist(path), order)
         except HwlearnError as exc:
             raise HwlearnError(f"{path}: {exc}") from None
 
@@ -109,14 +139,29 @@ class CharLM:
         """log P(``ch`` follows ``text``); ``ch`` one character."""
         ctx = self._context(text)
         if ch in SEPARATORS:
-            return math.log(self._prob(ctx, _END) * SEPARATOR_SHARE / len(SEPARATORS))
-        return math.log(self._prob(ctx, ch))
+            p = self._prob(ctx, _END) * SEPARATOR_SHARE / len(SEPARATORS)
+        else:
+            p = self._prob(ctx, ch)
+        if text and text[-1] in SEPARATORS:  # the text might have ended there instead
+            p *= 1.0 - END_AFTER_SEPARATOR
+        return math.log(p)
 
     def end_log_prob(self, text: str) -> float:
         """log P(the text ends after ``text``)."""
+        if text and text[-1] in SEPARATORS:
+            return math.log(END_AFTER_SEPARATOR)
         return math.log(self._prob(self._context(text), _END) * (1.0 - SEPARATOR_SHARE))
 
     def score(self, text: str) -> float:
         """log P(``text``): every character given those before it, then the end."""
         text = normalize(text)
         return sum(self.log_prob(text[:i], ch) for i, ch in enumerate(text)) + self.end_log_prob(text)
+
+
+def suffix_shares(affix_counts: Mapping[tuple[str, str], int], tokens: int) -> dict[str, float]:
+    """``{suffix: share of the tokens that end in it}`` from a corpus's ``(prefix, suffix) -> count``."""
+    shares: dict[str, float] = {}
+    for (_, suffix), count in affix_counts.items():
+        if suffix and tokens > 0:
+            shares[suffix] = shares.get(suffix, 0.0) + count / tokens
+    return shares

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwlearn.charlm import SEPARATOR_SHARE, SEPARATORS, UNSEEN, CharLM
+from hwlearn.charlm import END_AFTER_SEPARATOR, SEPARATOR_SHARE, SEPARATORS, UNSEEN, CharLM, suffix_shares
 from hwlearn.charset import Charset
 from hwlearn.decode import beam_search, charlm_decode, decode_batch, greedy_decode
 from hwlearn.errors import HwlearnError
@@ -31,11 +31,16 @@ def _rows(path: str, p: float = 0.9, alt: dict | None = None) -> list[list[float
 def test_probabilities_are_a_distribution():
     lm = CharLM(WORDS, order=3)
     seen = sorted({ch for w in WORDS for ch in w})
-    for text in ("", "ho", "mous", "house ", "zz"):
-        total = sum(math.exp(lm.log_prob(text, ch)) for ch in seen)
-        total += math.exp(lm.end_log_prob(text)) + sum(math.exp(lm.log_prob(text, s)) for s in SEPARATORS)
+    def total(text):
+        return (sum(math.exp(lm.log_prob(text, ch)) for ch in seen) + math.exp(lm.end_log_prob(text))
+                + sum(math.exp(lm.log_prob(text, s)) for s in SEPARATORS))
+
+    for text in ("", "ho", "mous", "zz"):
         # all but the mass kept back for characters never seen (UNSEEN at the unigram level)
-        assert 1.0 - UNSEEN - 1e-9 <= total <= 1.0
+        assert 1.0 - UNSEEN - 1e-9 <= total(text) <= 1.0
+    # after a separator: END_AFTER_SEPARATOR for the end, the rest for the next word (less the
+    # little the word model gives an empty word)
+    assert 0.97 <= total("house ") <= 1.0 and 0.97 <= total("house-") <= 1.0
 
 
 def test_spellings_of_the_language_are_likelier():
@@ -52,11 +57,25 @@ def test_words_are_separated_by_space_or_hyphen():
     lm = CharLM(WORDS)
     ends = lm.end_log_prob("house") - math.log(1 - SEPARATOR_SHARE)  # log P(end symbol | house)
     sep = math.log(SEPARATOR_SHARE / len(SEPARATORS))
-    two = lm.score("house") - lm.end_log_prob("house") + ends + sep + lm.score("rose")
+    two = lm.score("house") - lm.end_log_prob("house") + ends + sep + math.log(1 - END_AFTER_SEPARATOR) + lm.score("rose")
     assert lm.score("house rose") == pytest.approx(two)
     assert lm.score("house-rose") == pytest.approx(two)
     # a listed multi-word entry is learned as its words
     assert CharLM(["New York"]).num_words == 2
+
+
+def test_punctuation_at_word_ends_and_line_end_hyphens():
+    plain = CharLM(WORDS)
+    marked = CharLM(WORDS, suffixes={".": 0.1, ",": 0.2, "--": 0.05})
+    assert marked.suffixes == {",": 0.2, ".": 0.1}  # a run of hyphens is a separator's business
+    # a word with a frequent mark is about as likely as without; without suffixes it is costly
+    assert marked.score("house,") > marked.score("house") - 1.5 > plain.score("house,")
+    assert marked.score("house.") > marked.score("ho.use")
+    # a text may end in a hyphen (a word broken at the line end)
+    assert plain.end_log_prob("hou-") == pytest.approx(math.log(END_AFTER_SEPARATOR))
+    assert suffix_shares({("", ","): 30, ('"', ","): 10, ("(", ""): 5, ("", "."): 20}, 200) == {",": 0.2, ".": 0.1}
+    with pytest.raises(ValueError, match="less than 1"):
+        CharLM(WORDS, suffixes={".": 0.6, ",": 0.5})
 
 
 def test_from_source_reads_corpus_statistics_and_word_lists(tmp_path):
