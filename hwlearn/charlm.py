@@ -64,7 +64,7 @@ class CharLM:
             raise ValueError("suffix probabilities must sum to less than 1")
         pad = _START * (order - 1)
         grams: Counter[str] = Counter()  # n-grams inside the words (weight 1)
-        ends: dict[str, float] = {}  # n-grams that reach past a word's last letter, weighted by its suffix
+        endings: Counter[str] = Counter()  # the last order - 1 characters of the words (padded)
         types = set()
         for raw in words:
             word = normalize(raw.strip())
@@ -76,12 +76,15 @@ class CharLM:
                 types.add(part)
                 body = pad + part
                 grams.update(body[i - k:i + 1] for i in range(order - 1, len(body)) for k in range(order))
-                for mark, p in [("", bare), *marks]:
-                    tail = body + mark + _END
-                    for i in range(len(body), len(tail)):
-                        for k in range(order):
-                            gram = tail[i - k:i + 1]
-                            ends[gram] = ends.get(gram, 0.0) + p
+                endings[body[len(body) - (order - 1):]] += 1
+        # n-grams that reach past a word's last letter (into a mark or the end), weighted by the mark
+        ends: dict[str, float] = {}
+        for ending, n in endings.items():
+            for mark, p in [("", bare), *marks]:
+                tail = ending + mark + _END
+                for i in range(len(ending), len(tail)):
+                    for k in range(order):
+                        ends[tail[i - k:i + 1]] = ends.get(tail[i - k:i + 1], 0.0) + n * p
         if not types:
             raise HwlearnError("character model: no words")
         self.num_words = len(types)
