@@ -316,8 +316,9 @@ def evaluate(
 ) -> dict:
     """CER/WER (case-sensitive and not) of a checkpoint on a labeled set, greedy and — with a lexicon —
     lexicon-constrained and — with a character model (:func:`load_charlm`; by default of the
-    pretraining corpus, ``None`` for none) — guided by it. Writes a per-sample CSV (greedy decoding)
-    and a JSON summary when asked."""
+    pretraining corpus, ``None`` for none) — guided by it. Writes a JSON summary and a per-sample
+    CSV when asked; the CSV (and ``rows``) hold the decoding :func:`recognize` would use — the
+    lexicon's, else the character model's, else greedy — named in ``summary["csv_decoding"]``."""
     from .data import load_image, read_labels
     from .inference import predict
     from .metrics import edit_distance, score
@@ -335,11 +336,12 @@ def evaluate(
     summary: dict = {"checkpoint": str(checkpoint), "labels": str(labels), "n": len(items), "results": {}}
     rows: list[EvalRow] = []
     methods = ["greedy"] + ["lexicon"] * (lexicon is not None) + ["charlm"] * (charlm is not None)
+    summary["csv_decoding"] = "lexicon" if lexicon is not None else methods[-1]
     for method in methods:
         preds = predict(ckpt.model, inputs, ckpt.charset, device=dev, batch_size=batch_size, method=method,
                         lexicon=lexicon, charlm=charlm)
         summary["results"][method] = score(refs, [p.text for p in preds])
-        if not rows:  # the per-sample report uses the first (greedy) decoding
+        if method == summary["csv_decoding"]:
             rows = [EvalRow(str(p), r, pr.text, round(pr.confidence, 4), edit_distance(r, pr.text))
                     for (p, r), pr in zip(items, preds)]
     summary["seconds"] = round(time.perf_counter() - t0, 2)

@@ -17,7 +17,8 @@ from .options import charlm_option, device_option, lexicon_option
 @charlm_option("auto", "Also score decoding guided by a character model of the language (the decoding "
                        "recognize uses without --lexicon; none: leave it out).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write one row per image: image, reference, prediction, confidence, edit_distance.")
+              help="Write one row per image: image, reference, prediction, confidence, edit_distance (the decoding "
+                   "recognize uses: the lexicon's, else the character model's, else greedy).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the summary as JSON.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @device_option
