@@ -452,7 +452,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--lexicon", type=Path, default=None,
                     help="word list or corpus JSON: also score lexicon-constrained decoding")
     ap.add_argument("--adapt-lexicon", action="store_true",
-                    help="also use --lexicon for the pseudo-labels during adaptation (default: greedy)")
+                    help="also use --lexicon for the pseudo-labels during adaptation (default: the character model of --char-lm)")
     ap.add_argument("--char-lm", default="auto", metavar="SOURCE",
                     help="character model for the pseudo-labels when there is no --adapt-lexicon, and an extra "
                          "decoding in every evaluation: auto (the pretraining corpus, hwlearn adapt's default), a "
