@@ -64,7 +64,7 @@ class CharLM:
         if bare <= 0:
             raise ValueError("suffix probabilities must sum to less than 1")
         pad = _START * (order - 1)
-        grams: Counter[str] = Counter()  # n-grams inside the words (weight 1)
+        grams: Counter[str] = Counter()  # n-grams and their (weighted) counts
         endings: Counter[str] = Counter()  # the last order - 1 characters of the words (padded)
         types = set()
         for raw in words:
@@ -78,23 +78,21 @@ class CharLM:
                 body = pad + part
                 grams.update(body[i - k:i + 1] for i in range(order - 1, len(body)) for k in range(order))
                 endings[body[len(body) - (order - 1):]] += 1
+        if not types:
+            raise HwlearnError("character model: no words")
         # n-grams that reach past a word's last letter (into a mark or the end), weighted by the mark
-        ends: dict[str, float] = {}
         for ending, n in endings.items():
             for mark, p in [("", bare), *marks]:
                 tail = ending + mark + _END
                 for i in range(len(ending), len(tail)):
                     for k in range(order):
-                        ends[tail[i - k:i + 1]] = ends.get(tail[i - k:i + 1], 0.0) + n * p
-        if not types:
-            raise HwlearnError("character model: no words")
+                        grams[tail[i - k:i + 1]] += n * p
         self.num_words = len(types)
         self.suffixes = dict(marks)
         # per context (the k < order characters before): {next char: weighted count}, total and distinct
         self._next: dict[str, dict[str, float]] = {}
-        for gram, n in [*grams.items(), *ends.items()]:
-            nxt = self._next.setdefault(gram[:-1], {})
-            nxt[gram[-1]] = nxt.get(gram[-1], 0) + n
+        for gram, n in grams.items():
+            self._next.setdefault(gram[:-1], {})[gram[-1]] = n
         self._stats = {ctx: (sum(nxt.values()), len(nxt)) for ctx, nxt in self._next.items()}
         self._cache: dict[tuple[str, str], float] = {}
 

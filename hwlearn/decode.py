@@ -483,6 +483,12 @@ class Prediction:
 METHODS = ("greedy", "beam", "lexicon", "charlm")
 
 
+def reading_method(lexicon=None, charlm=None, default: str = "greedy") -> str:
+    """The decoding to read with: the lexicon's when there is one, else the character model's when
+    there is one, else ``default`` (the rule of self-training, ``evaluate``'s CSV and ``recognize``)."""
+    return "lexicon" if lexicon is not None else "charlm" if charlm is not None else default
+
+
 def decode_batch(
     log_probs,
     lengths,

@@ -17,7 +17,7 @@ import torch
 
 from .charset import Charset
 from .checkpoint import load_checkpoint
-from .decode import PRIOR_WEIGHT
+from .decode import PRIOR_WEIGHT, reading_method
 from .errors import HwlearnError
 from .train import ModelInputs, Source, Trainer, TrainConfig, TrainResult, ValSet, resolve_device
 
@@ -336,7 +336,7 @@ def evaluate(
     summary: dict = {"checkpoint": str(checkpoint), "labels": str(labels), "n": len(items), "results": {}}
     rows: list[EvalRow] = []
     methods = ["greedy"] + ["lexicon"] * (lexicon is not None) + ["charlm"] * (charlm is not None)
-    summary["csv_decoding"] = "lexicon" if lexicon is not None else methods[-1]
+    summary["csv_decoding"] = reading_method(lexicon, charlm)
     for method in methods:
         preds = predict(ckpt.model, inputs, ckpt.charset, device=dev, batch_size=batch_size, method=method,
                         lexicon=lexicon, charlm=charlm)
@@ -408,8 +408,7 @@ def recognize(
             skipped.append((p, str(exc)))
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
     charlm = load_charlm(charlm_source, ckpt) if lexicon is None else None
-    if lexicon is not None or charlm is not None:
-        method = "lexicon" if lexicon is not None else "charlm"
+    method = reading_method(lexicon, charlm, default=method)
     preds = predict(ckpt.model, tensors, ckpt.charset, device=dev, batch_size=batch_size, method=method,
                     lexicon=lexicon, charlm=charlm) if tensors else []
     return [(p, pr.text, pr.confidence) for p, pr in zip(kept, preds)], skipped

@@ -40,7 +40,7 @@ from .charset import Charset
 from .checkpoint import load_checkpoint, save_checkpoint
 from .console import console
 from .data import LabeledImages, augment_real, load_image, to_model_input
-from .decode import Prediction
+from .decode import Prediction, reading_method
 from .errors import HwlearnError
 from .fontmatch import closest_fonts, rank_fonts
 from .inference import predict
@@ -172,7 +172,7 @@ def adapt(
     model, charset, meta = ckpt.model, ckpt.charset, ckpt.meta
     height = int(meta["preprocessing"]["height"])
     device = torch.device(device) if not isinstance(device, torch.device) else device
-    method = "lexicon" if lexicon is not None else "charlm" if charlm is not None else "greedy"
+    method = reading_method(lexicon, charlm)
 
     originals = [load_image(p) for p in unlabeled]
     layout, layout_scores, preds = choose_layout(model, originals, synthetic, config, charset, height,
@@ -268,7 +268,7 @@ def adapt(
                           "lexicon": ({"words": len(lexicon), "prior_weight": lexicon.prior_weight}
                                       if lexicon is not None else None),
                           "charlm": ({"words": charlm.num_words, "order": charlm.order}
-                                     if charlm is not None and lexicon is None else None),
+                                     if method == "charlm" else None),
                           "rounds": [asdict(x) for x in rounds], "skipped_images": len(skipped)},
     })
     return AdaptResult(rounds, chosen, final, list(skipped), layout.kind, layout_scores)

@@ -35,8 +35,7 @@ def evaluate(checkpoint, labels, lexicon, lexicon_weight, char_lm, csv_path, jso
     from ..recipes import evaluate as run
 
     summary = run(checkpoint, labels, lexicon_source=lexicon, lexicon_weight=lexicon_weight, charlm_source=char_lm,
-                  device=device,
-                  batch_size=batch_size, csv_path=csv_path, json_path=json_path)
+                  device=device, batch_size=batch_size, csv_path=csv_path, json_path=json_path)
     table = Table(title=f"{labels} ({summary['n']} images)")
     for col in ("decoding", "CER", "WER", "CER (no case)", "WER (no case)"):
         table.add_column(col, justify="right")
