@@ -18,7 +18,8 @@ Each round:
 3. **train** the model on the selection, each image freshly augmented every time it is drawn
    (:func:`hwlearn.data.augment_real`), mixed with synthetic words (``synthetic_share`` of each
    batch) so rare characters and the synthetic prior are not forgotten;
-4. **checkpoint** the round (``round<k>/last``) and re-label all images with the new model; the
+4. **checkpoint** the round (``round<k>/last``; the labels it trained on are in
+   ``round<k>/pseudo_labels.tsv``, :func:`write_pseudo_labels`) and re-label all images with the new model; the
    mean confidence over *all* unlabeled images is the round's label-free score.
 
 Labels of an optional validation set are used only to print CER/WER per round, never to train or
@@ -103,6 +104,27 @@ def select_by_rank(predictions: Sequence[Prediction], share: float, charset: Cha
     usable.sort(key=lambda i: (-predictions[i].confidence, i))
     k = int(round(share * len(predictions)))
     return sorted(usable[: max(1, min(k, len(usable)))]) if usable else []
+
+
+#: File in each round's directory listing every unlabeled image's pseudo-label (see :func:`write_pseudo_labels`).
+PSEUDO_LABELS = "pseudo_labels.tsv"
+
+
+def write_pseudo_labels(path: Path, images: Sequence[Path], predictions: Sequence[Prediction],
+                        selected: Sequence[int]) -> None:
+    """Write what a round trains on, for inspection: a TSV with a header and one row per image —
+    ``image`` (path), ``pseudo_label``, ``confidence``, ``selected`` (1: trained on) — most confident
+    first. Tabs and newlines in a label are written as spaces."""
+    chosen = set(selected)
+    order = sorted(range(len(predictions)), key=lambda i: (-predictions[i].confidence, i))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write("image\tpseudo_label\tconfidence\tselected\n")
+        for i in order:
+            label = " ".join(predictions[i].text.split("\t")).replace("\n", " ")
+            f.write(f"{images[i]}\t{label}\t{predictions[i].confidence:.4f}\t{int(i in chosen)}\n")
+    tmp.replace(path)
 
 
 def choose_layout(model, images: Sequence[np.ndarray], synthetic: Dataset, config: AdaptConfig, charset: Charset,
@@ -225,6 +247,7 @@ def adapt(
         if not selected:
             console.print(f"[yellow]round {r}: no usable pseudo-label (all predictions empty); stopping")
             break
+        write_pseudo_labels(out_dir / f"round{r}" / PSEUDO_LABELS, unlabeled, preds, selected)
         pseudo = LabeledImages([(images[i], preds[i].text) for i in selected], height, augment=augment_real,
                                seed=config.seed + r)
         sources = [Source(pseudo, share=1 - config.synthetic_share, name="pseudo")]

@@ -77,6 +77,14 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     round_meta = json.loads((out / "round1" / "last" / "meta.json").read_text())
     assert round_meta["adapt"]["selected"] == summary["rounds"][1]["selected"]
     assert round_meta["training"]["phase"] == "adapt-round-1" and round_meta["training"]["step"] == 5
+    # what the round trained on: every readable image, most confident first, the selection marked
+    rows = (out / "round1" / "pseudo_labels.tsv").read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "image\tpseudo_label\tconfidence\tselected"
+    fields = [r.split("\t") for r in rows[1:]]
+    assert len(fields) == 14 and all(len(f) == 4 and Path(f[0]).exists() for f in fields)
+    confidences = [float(f[2]) for f in fields]
+    assert confidences == sorted(confidences, reverse=True)
+    assert sum(int(f[3]) for f in fields) == summary["rounds"][1]["selected"]
 
 
 def test_adapt_refuses_a_folder_without_images(tiny_run, tmp_path):
