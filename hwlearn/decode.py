@@ -20,6 +20,8 @@ sample, and return class ids per sample (use :meth:`hwlearn.charset.Charset.deco
   word's confidence is this times its share among the words found (:class:`LexiconMatch`).
 - :func:`decode_batch`: one call for evaluate / recognize / self-training, returning
   :class:`Prediction` (text, confidence, ids) per sample.
+- :func:`consensus`: the reading several views of one image (the image and augmented copies of it)
+  agree on best, for self-training's pseudo-labels.
 
 Both beam searches prune, per frame, the classes whose probability is below ``min_prob`` (they can
 still be used by a hypothesis that already ends in them), and keep the ``beam_width`` best prefixes.
@@ -524,3 +526,39 @@ def decode_batch(
     if matches is not None:  # a lexicon word's confidence also says how clearly it beat the other words
         conf = [c * m.share if m.word is not None else 0.0 for c, m in zip(conf, matches)]
     return [Prediction(charset.decode(i), c, i) for i, c in zip(ids, conf)]
+
+
+def distinct_readings(readings: Sequence[Prediction]) -> list[Prediction]:
+    """The non-empty readings with distinct ``ids``, each the first one met (the order
+    :func:`consensus` uses); the first reading alone when all are empty (an empty reading is no
+    candidate: a view that reads nothing should lower the others' probability, not win)."""
+    seen: dict[tuple[int, ...], Prediction] = {}
+    for r in readings:
+        if r.ids:
+            seen.setdefault(tuple(r.ids), r)
+    return list(seen.values()) or [readings[0]]
+
+
+def consensus(readings: Sequence[Prediction], probs) -> Prediction:
+    """The reading several views of one image agree on best.
+
+    ``readings[j]`` is view ``j``'s reading (view 0 the image itself, the others augmented copies);
+    ``probs[j][k]`` is the :func:`sequence_confidence` of the ``k``-th of
+    :func:`distinct_readings` in view ``j``. Each distinct reading scores its probability averaged
+    over all views, times the decoder's own factor for it: its confidence over its probability in
+    the views that read it (a lexicon word's share among the words found, 1 for the other
+    decoders). The best score wins (ties: the earlier view's reading) and becomes the confidence.
+    A reading that only one rendering of the image supports is less likely right (see
+    benchmarks/EXPERIMENTS.md)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    candidates = distinct_readings(readings)
+    if probs.shape != (len(readings), len(candidates)):
+        raise ValueError(f"probs has shape {probs.shape}, expected {(len(readings), len(candidates))}")
+    best, best_score = candidates[0], -1.0
+    for k, cand in enumerate(candidates):
+        factors = [r.confidence / probs[j, k] for j, r in enumerate(readings)
+                   if r.ids == cand.ids and probs[j, k] > 0]
+        score = float(probs[:, k].mean() * min(1.0, float(np.mean(factors)))) if factors else 0.0
+        if score > best_score:
+            best, best_score = cand, score
+    return Prediction(best.text, best_score, list(best.ids))

@@ -6,17 +6,39 @@ in the input order. Used by validation, ``evaluate``, ``recognize`` and self-tra
 
 from __future__ import annotations
 
-
+import numpy as np
 import torch
 
 from .charset import Charset
 from .data import collate
-from .decode import Prediction, decode_batch
+from .decode import Prediction, consensus, decode_batch, distinct_readings, sequence_confidence
 
 
 def materialize(dataset) -> list:
     """All items of a (small) dataset as a list, so they are read or rendered only once."""
     return [dataset[i] for i in range(len(dataset))]
+
+
+def _model_outputs(model, views, device, batch_size):
+    """Per batch of items: their indices and, for each of ``views`` (datasets of the same items, e.g.
+    the images and augmented copies of them), ``(log_probs (T, B, C) on the CPU, lengths)``. Batched
+    by the width of ``views[0]``, in eval mode (restored afterwards)."""
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    try:
+        views = [v if isinstance(v, list) else materialize(v) for v in views]
+        order = sorted(range(len(views[0])), key=lambda i: views[0][i][0].shape[-1])
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            outputs = []
+            for items in views:
+                images, widths, _ = collate([items[i] for i in idx])
+                log_probs, lengths = model(images.to(device), widths.to(device))
+                outputs.append((log_probs.float().cpu(), lengths.cpu()))
+            yield idx, outputs
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -37,19 +59,43 @@ def predict(
     ``method`` is ``greedy``, ``beam``, ``lexicon`` (needs ``lexicon``) or ``charlm`` (needs
     ``charlm``), see :mod:`hwlearn.decode`.
     """
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    items = dataset if isinstance(dataset, list) else materialize(dataset)
-    order = sorted(range(len(items)), key=lambda i: items[i][0].shape[-1])
-    results: list[Prediction | None] = [None] * len(items)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        images, widths, _ = collate([items[i] for i in idx])
-        log_probs, lengths = model(images.to(device), widths.to(device))
-        preds = decode_batch(log_probs.float().cpu(), lengths.cpu(), charset, method=method,
-                             lexicon=lexicon, beam_width=beam_width, charlm=charlm)
-        for i, p in zip(idx, preds):
-            results[i] = p
-    model.train(was_training)
+    return predict_views(model, [dataset], charset, device=device, batch_size=batch_size, method=method,
+                         lexicon=lexicon, beam_width=beam_width, charlm=charlm)
+
+
+@torch.no_grad()
+def predict_views(
+    model: torch.nn.Module,
+    views,
+    charset: Charset,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    method: str = "greedy",
+    lexicon=None,
+    beam_width: int = 10,
+    charlm=None,
+) -> list[Prediction]:
+    """Like :func:`predict`, reading each item from several views of it: ``views[0]`` is the
+    dataset, ``views[1:]`` hold other renderings of the same items in the same order (augmented
+    copies). Every view is decoded with ``method``, every distinct reading is scored in every view,
+    and the one the views agree on best is kept (:func:`hwlearn.decode.consensus`). With one view
+    this is plain :func:`predict`."""
+    results: list[Prediction | None] = [None] * len(views[0])
+    for idx, outputs in _model_outputs(model, views, device, batch_size):
+        readings = [decode_batch(log_probs, lengths, charset, method=method, lexicon=lexicon,
+                                 beam_width=beam_width, charlm=charlm) for log_probs, lengths in outputs]
+        if len(views) == 1:
+            for i, p in zip(idx, readings[0]):
+                results[i] = p
+            continue
+        per_item = [[r[b] for r in readings] for b in range(len(idx))]
+        candidates = [distinct_readings(rs) for rs in per_item]
+        probs = np.zeros((len(idx), len(views), max(map(len, candidates))))
+        for k in range(probs.shape[2]):  # the k-th distinct reading of each item (its first where it has fewer)
+            labels = [c[k].ids if k < len(c) else c[0].ids for c in candidates]
+            for j, (log_probs, lengths) in enumerate(outputs):
+                probs[:, j, k] = sequence_confidence(log_probs, lengths, labels).numpy()
+        for b, i in enumerate(idx):
+            results[i] = consensus(per_item[b], probs[b, :, : len(candidates[b])])
     return results  # type: ignore[return-value]

@@ -11,7 +11,9 @@ Each round:
    given, else guided by a character model of the language when one is given, else greedy) and
    score each pseudo-label with its length-normalized CTC probability
    (:func:`hwlearn.decode.sequence_confidence`; a lexicon word's times its share among the words
-   that fit the image, :class:`hwlearn.decode.LexiconMatch`);
+   that fit the image, :class:`hwlearn.decode.LexiconMatch`); with ``views`` > 0 the image's
+   augmented copies are read too and the pseudo-label is the reading they agree on best, scored by
+   its probability averaged over the image and the copies (:func:`hwlearn.decode.consensus`);
 2. **select** by rank: the most confident share of the images, a share that grows linearly from
    ``start_share`` in round 1 to ``end_share`` in the last round (a rank rule cannot silently
    select nothing, unlike a fixed threshold);
@@ -44,7 +46,7 @@ from .data import LabeledImages, augment_real, load_image, to_model_input
 from .decode import Prediction, reading_method
 from .errors import HwlearnError
 from .fontmatch import closest_fonts, rank_fonts
-from .inference import predict
+from .inference import predict, predict_views
 from .layout import LAYOUTS, Layout, candidates, synthetic_margins
 from .metrics import score
 from .train import ModelInputs, Source, Trainer, TrainConfig
@@ -67,6 +69,7 @@ class AdaptConfig:
     beam_width: int = 10
     layout: str = "auto"  # "auto" (chosen by mean confidence) or one of hwlearn.layout.LAYOUTS
     match_fonts: int = 0  # > 0: synthetic words only from the fonts closest to the images (hwlearn.fontmatch)
+    views: int = 2  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
 
     def share(self, round_index: int) -> float:
         """Share of the unlabeled images selected in round ``round_index`` (1-based)."""
@@ -210,11 +213,20 @@ def adapt(
     if config.match_fonts > 0:
         synthetic, fonts_used = match_synthetic_fonts(model, inputs, synthetic, config, charset, height, device)
 
+    def augmented_inputs(round_index: int, view: int) -> list:
+        """Model inputs of an augmented copy of every image (a fresh one per round and view)."""
+        return [(to_model_input(augment_real(img, np.random.default_rng([config.seed, round_index, view, i])), height),
+                 None) for i, img in enumerate(images)]
+
     def label_and_score(round_index: int, share: float, selected: list[int], preds_before,
                         preds=None) -> tuple[list[Prediction], RoundReport]:
         """Label every image with the current model (unless ``preds`` already holds its labels) and
         make the round's report row."""
-        if preds is None:
+        if config.views > 0:  # (round 0's labels from the layout choice are read again, with the copies)
+            preds = predict_views(model, [inputs] + [augmented_inputs(round_index, v) for v in range(config.views)],
+                                  charset, device=device, method=method, lexicon=lexicon,
+                                  beam_width=config.beam_width, charlm=charlm)
+        elif preds is None:
             preds = predict(model, inputs, charset, device=device, method=method, lexicon=lexicon,
                             beam_width=config.beam_width, charlm=charlm)
         row = RoundReport(

@@ -14,7 +14,9 @@ from hwlearn.decode import (
     Lexicon,
     Prediction,
     beam_search,
+    consensus,
     decode_batch,
+    distinct_readings,
     greedy_decode,
     lexicon_decode,
     sequence_confidence,
@@ -254,3 +256,27 @@ def test_lexicon_words_add_the_written_forms_of_frequent_words(tmp_path):
     counted.write_text("the\t9\nhouse\t3\n", encoding="utf-8")
     lexicon = load_lexicon(counted, charset)
     assert {"the", "The", "the,", "house."} <= set(lexicon.words)
+
+
+def test_consensus_averages_over_views_and_keeps_the_decoders_factor():
+    # lexicon readings: "cat" read in views 0 and 2 with share 0.5, "cot" in view 1 with share 1
+    readings = [Prediction("cat", 0.4, [1, 2, 3]), Prediction("cot", 0.6, [1, 4, 3]), Prediction("cat", 0.3, [1, 2, 3])]
+    assert [r.text for r in distinct_readings(readings)] == ["cat", "cot"]
+    probs = [[0.8, 0.5], [0.5, 0.6], [0.6, 0.2]]  # view j, distinct reading k
+    best = consensus(readings, probs)
+    assert best.text == "cot" and best.ids == [1, 4, 3]
+    assert best.confidence == pytest.approx((0.5 + 0.6 + 0.2) / 3)  # beats "cat": 0.5 * (0.8 + 0.5 + 0.6) / 3
+    # greedy readings (confidence == probability): the best mean probability wins, not view 0's reading
+    greedy = [Prediction("cat", 0.8, [1, 2, 3]), Prediction("cot", 0.6, [1, 4, 3]), Prediction("cot", 0.7, [1, 4, 3])]
+    best = consensus(greedy, [[0.8, 0.7], [0.3, 0.6], [0.4, 0.7]])
+    assert best.text == "cot" and best.confidence == pytest.approx(2.0 / 3)
+    # one view is plain decoding; ties go to the earlier view; an empty reading is no candidate
+    assert consensus(greedy[:1], [[0.8]]) == greedy[0]
+    assert consensus(greedy[:2], [[0.5, 0.5], [0.5, 0.5]]).text == "cat"
+    empty = [Prediction("cat", 0.8, [1, 2, 3]), Prediction("", 0.9, [])]
+    best = consensus(empty, [[0.8], [0.1]])
+    assert best.text == "cat" and best.confidence == pytest.approx(0.45)
+    # a lexicon view that found no word (confidence 0) gives its reading nothing
+    assert consensus([Prediction("", 0.0, [])], [[0.9]]).confidence == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        consensus(readings, [[0.8], [0.5], [0.6]])

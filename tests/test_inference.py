@@ -1,0 +1,50 @@
+"""Batched recognition, also from several views of each image (the image and augmented copies)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hwlearn.checkpoint import load_checkpoint
+from hwlearn.data import augment_real, to_model_input
+from hwlearn.inference import predict, predict_views
+from hwlearn.synth import build_synthetic
+
+
+@pytest.fixture(scope="module")
+def words(tiny_run, tiny_assets):
+    fonts, corpus = tiny_assets
+    ckpt = load_checkpoint(tiny_run / "best")
+    height = int(ckpt.meta["preprocessing"]["height"])
+    ds = build_synthetic(fonts, corpus, height=height, style="clean", seed=5, length=12,
+                         punct_share=0.0, number_share=0.0, date_share=0.0, case_share=0.0)
+    images = [ds[i][0] for i in range(len(ds))]
+    return ckpt, height, images
+
+
+def test_predict_views_of_one_view_or_identical_copies_is_predict(words):
+    ckpt, height, images = words
+    inputs = [(to_model_input(img, height), None) for img in images]
+    plain = predict(ckpt.model, inputs, ckpt.charset)
+    assert predict_views(ckpt.model, [inputs], ckpt.charset) == plain
+    same = predict_views(ckpt.model, [inputs, list(inputs), list(inputs)], ckpt.charset)
+    assert [p.text for p in same] == [p.text for p in plain]
+    assert [p.confidence for p in same] == pytest.approx([p.confidence for p in plain], abs=1e-5)
+
+
+def test_a_copy_that_does_not_support_the_reading_lowers_its_confidence(words):
+    ckpt, height, images = words
+    inputs = [(to_model_input(img, height), None) for img in images]
+    plain = predict(ckpt.model, inputs, ckpt.charset)
+    blank = [(to_model_input(np.full_like(img, 255), height), None) for img in images]  # reads nothing
+    views = predict_views(ckpt.model, [inputs, blank], ckpt.charset)
+    for p, v in zip(plain, views):
+        if p.text:  # the blank copy's empty reading is no candidate; it only lowers the average
+            assert v.text == p.text and v.confidence < p.confidence
+    # augmented copies: each reading is one of the views' readings
+    copies = [(to_model_input(augment_real(img, np.random.default_rng(i)), height), None) for i, img in enumerate(images)]
+    copy_plain = predict(ckpt.model, copies, ckpt.charset)
+    both = predict_views(ckpt.model, [inputs, copies], ckpt.charset)
+    assert any(p.text != c.text for p, c in zip(plain, copy_plain))  # the copies do read differently
+    for p, c, b in zip(plain, copy_plain, both):
+        assert b.text in {p.text, c.text} - {""} or not (p.text or c.text)
