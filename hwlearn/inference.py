@@ -6,17 +6,29 @@ in the input order. Used by validation, ``evaluate``, ``recognize`` and self-tra
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import torch
 
 from .charset import Charset
-from .data import collate
+from .data import augment_real, collate, to_model_input
 from .decode import Prediction, consensus, decode_batch, distinct_readings, sequence_confidence
 
 
 def materialize(dataset) -> list:
     """All items of a (small) dataset as a list, so they are read or rendered only once."""
     return [dataset[i] for i in range(len(dataset))]
+
+
+def augmented_copies(images, count: int, height: int, seed: int = 0) -> list[list]:
+    """``count`` augmented copies (:func:`hwlearn.data.augment_real`) of every uint8 image, as
+    model inputs at ``height``: one list per copy, for :func:`predict_views`. Copy ``v`` of an image
+    depends only on its pixels, ``v`` and ``seed``, so an image reads the same alone or among others."""
+    def rng(img, v):
+        return np.random.default_rng([seed, v, zlib.crc32(img.tobytes()), *img.shape])
+
+    return [[(to_model_input(augment_real(img, rng(img, v)), height), None) for img in images] for v in range(count)]
 
 
 def _model_outputs(model, views, device, batch_size):

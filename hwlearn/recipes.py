@@ -311,16 +311,19 @@ def evaluate(
     charlm_source="auto",
     device: str = "auto",
     batch_size: int = 64,
+    views: int = 0,
     csv_path: str | Path | None = None,
     json_path: str | Path | None = None,
 ) -> dict:
     """CER/WER (case-sensitive and not) of a checkpoint on a labeled set, greedy and — with a lexicon —
     lexicon-constrained and — with a character model (:func:`load_charlm`; by default of the
-    pretraining corpus, ``None`` for none) — guided by it. Writes a JSON summary and a per-sample
-    CSV when asked; the CSV (and ``rows``) hold the decoding :func:`recognize` would use — the
-    lexicon's, else the character model's, else greedy — named in ``summary["csv_decoding"]``."""
-    from .data import load_image, read_labels
-    from .inference import predict
+    pretraining corpus, ``None`` for none) — guided by it; with ``views`` > 0 each image is also
+    read in that many augmented copies and the reading they agree on best is kept
+    (:func:`hwlearn.inference.predict_views`). Writes a JSON summary and a per-sample CSV when
+    asked; the CSV (and ``rows``) hold the decoding :func:`recognize` would use — the lexicon's,
+    else the character model's, else greedy — named in ``summary["csv_decoding"]``."""
+    from .data import load_image, read_labels, to_model_input
+    from .inference import augmented_copies, predict_views
     from .metrics import edit_distance, score
 
     dev = resolve_device(device)
@@ -329,17 +332,21 @@ def evaluate(
     if not items:
         raise HwlearnError(f"{labels}: no labeled images")
     t0 = time.perf_counter()
-    inputs = [(ckpt.model_input(load_image(p)), text) for p, text in items]
+    layout = ckpt.layout
+    images = [layout(load_image(p)) for p, _ in items]
+    view_inputs = [[(to_model_input(img, ckpt.height), text) for img, (_, text) in zip(images, items)]]
+    view_inputs += augmented_copies(images, views, ckpt.height)
     refs = [t for _, t in items]
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
     charlm = load_charlm(charlm_source, ckpt)
-    summary: dict = {"checkpoint": str(checkpoint), "labels": str(labels), "n": len(items), "results": {}}
+    summary: dict = {"checkpoint": str(checkpoint), "labels": str(labels), "n": len(items), "views": views,
+                     "results": {}}
     rows: list[EvalRow] = []
     methods = ["greedy"] + ["lexicon"] * (lexicon is not None) + ["charlm"] * (charlm is not None)
     summary["csv_decoding"] = reading_method(lexicon, charlm)
     for method in methods:
-        preds = predict(ckpt.model, inputs, ckpt.charset, device=dev, batch_size=batch_size, method=method,
-                        lexicon=lexicon, charlm=charlm)
+        preds = predict_views(ckpt.model, view_inputs, ckpt.charset, device=dev, batch_size=batch_size, method=method,
+                              lexicon=lexicon, charlm=charlm)
         summary["results"][method] = score(refs, [p.text for p in preds])
         if method == summary["csv_decoding"]:
             rows = [EvalRow(str(p), r, pr.text, round(pr.confidence, 4), edit_distance(r, pr.text))
@@ -373,17 +380,20 @@ def recognize(
     method: str = "greedy",
     device: str = "auto",
     batch_size: int = 64,
+    views: int = 0,
 ) -> tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]:
     """Read every image among ``inputs`` (files, or directories searched recursively), with
     ``method``; a lexicon (then lexicon decoding) or else a character model (:func:`load_charlm`,
     by default of the pretraining corpus; then decoding guided by it) overrides ``method``: pass
-    ``charlm_source=None`` for greedy or beam decoding.
+    ``charlm_source=None`` for greedy or beam decoding. With ``views`` > 0 each image is also read
+    in that many augmented copies and the reading they agree on best is kept
+    (:func:`hwlearn.inference.predict_views`).
 
     Returns ``(results, skipped)``: ``(path, text, confidence)`` per readable image and
     ``(path, reason)`` per unreadable one.
     """
-    from .data import load_image, scan_images
-    from .inference import predict
+    from .data import load_image, scan_images, to_model_input
+    from .inference import augmented_copies, predict_views
 
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, device=dev)
@@ -399,18 +409,20 @@ def recognize(
             paths.append(item)
         else:
             raise HwlearnError(f"{item}: no such file or directory")
-    tensors, kept = [], []
+    images, kept, layout = [], [], ckpt.layout
     for p in paths:
         try:
-            tensors.append((ckpt.model_input(load_image(p)), None))
+            images.append(layout(load_image(p)))
             kept.append(p)
         except HwlearnError as exc:
             skipped.append((p, str(exc)))
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
     charlm = load_charlm(charlm_source, ckpt) if lexicon is None else None
     method = reading_method(lexicon, charlm, default=method)
-    preds = predict(ckpt.model, tensors, ckpt.charset, device=dev, batch_size=batch_size, method=method,
-                    lexicon=lexicon, charlm=charlm) if tensors else []
+    view_inputs = [[(to_model_input(img, ckpt.height), None) for img in images]]
+    view_inputs += augmented_copies(images, views, ckpt.height)
+    preds = predict_views(ckpt.model, view_inputs, ckpt.charset, device=dev, batch_size=batch_size, method=method,
+                          lexicon=lexicon, charlm=charlm) if images else []
     return [(p, pr.text, pr.confidence) for p, pr in zip(kept, preds)], skipped
 
 

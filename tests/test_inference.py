@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from hwlearn.checkpoint import load_checkpoint
 from hwlearn.data import augment_real, to_model_input
-from hwlearn.inference import predict, predict_views
+from hwlearn.inference import augmented_copies, predict, predict_views
 from hwlearn.synth import build_synthetic
 
 
@@ -48,3 +49,14 @@ def test_a_copy_that_does_not_support_the_reading_lowers_its_confidence(words):
     assert any(p.text != c.text for p, c in zip(plain, copy_plain))  # the copies do read differently
     for p, c, b in zip(plain, copy_plain, both):
         assert b.text in {p.text, c.text} - {""} or not (p.text or c.text)
+
+
+def test_augmented_copies_depend_on_the_image_not_on_its_neighbours(words):
+    _, height, images = words
+    together = augmented_copies(images, 2, height, seed=3)
+    alone = augmented_copies(images[4:5], 2, height, seed=3)
+    assert len(together) == 2 and all(len(view) == len(images) for view in together)
+    for v in range(2):
+        assert torch.equal(together[v][4][0], alone[v][0][0])
+    assert not torch.equal(together[0][4][0], together[1][4][0])  # two copies differ from each other ...
+    assert not torch.equal(together[0][4][0], augmented_copies(images[4:5], 1, height, seed=4)[0][0][0])  # ... and by seed

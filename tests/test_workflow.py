@@ -192,6 +192,27 @@ def test_recognize_prints_path_text_confidence(tiny_run, word_folder):
     assert "broken.png" in result.stderr and "2 skipped" in result.stderr
 
 
+def test_views_read_augmented_copies_and_an_image_reads_the_same_alone(tiny_run, word_folder, tmp_path):
+    folder, labels = word_folder
+
+    def read(*inputs):
+        result = _invoke(["recognize", "--model", tiny_run / "best", *inputs, "--json", "--device", "cpu",
+                          "--char-lm", "none", "--views", "2"])
+        assert result.exit_code == 0, result.output
+        return {r["image"]: (r["text"], r["confidence"]) for r in map(json.loads, filter(None, result.stdout.splitlines()))}
+
+    in_folder = read(folder)
+    assert len(in_folder) == 14
+    one = sorted(in_folder)[3]
+    assert read(one) == {one: in_folder[one]}  # each copy depends on the image alone, not its neighbours
+    json_path = tmp_path / "s.json"
+    result = _invoke(["evaluate", "--model", tiny_run / "best", "--labels", labels, "--json", json_path,
+                      "--char-lm", "none", "--views", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(json_path.read_text())
+    assert summary["views"] == 2 and summary["results"]["greedy"]["cer"] < 0.5
+
+
 def test_recognize_missing_input_is_a_one_line_error(tiny_run, tmp_path):
     result = CliRunner().invoke(main, ["recognize", "--model", str(tiny_run / "best"), str(tmp_path / "nope.png")])
     assert result.exit_code == 2 and "nope.png" in result.output and "Traceback" not in result.output

@@ -44,6 +44,19 @@ def charlm_option(default: str | None, help: str):
                                     "(the corpus the model was pretrained on).")
 
 
+READ_VIEWS = 0  # evaluate's and recognize's --views default
+
+
+def views_option(f):
+    """--views for evaluate and recognize: test-time reading of augmented copies."""
+    return click.option(
+        "--views", default=READ_VIEWS, show_default=True, type=click.IntRange(min=0),
+        help="Also read each image in this many augmented copies and keep the reading they agree on best "
+             "(scored by its probability averaged over the image and the copies; each copy costs one more "
+             "reading of the images).",
+    )(f)
+
+
 def train_loop_options(f):
     """--steps --batch-size --lr --val-every --resume --overwrite (same meaning for every training command)."""
     for opt in reversed([

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .options import charlm_option, device_option, lexicon_option
+from .options import charlm_option, device_option, lexicon_option, views_option
 
 
 @click.command()
@@ -22,9 +22,10 @@ from .options import charlm_option, device_option, lexicon_option
                                           "(ignored with --lexicon).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines: {\"image\", \"text\", \"confidence\"}.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: image,text,confidence.")
+@views_option
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @device_option
-def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_json, as_csv, batch_size, device):
+def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_json, as_csv, views, batch_size, device):
     """Recognize word images: INPUTS are image files or directories (searched recursively).
 
     Prints one line per image to stdout: path, text and confidence (tab-separated by default).
@@ -42,7 +43,7 @@ def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_jso
             raise click.UsageError("--beam and --char-lm exclude each other")
         char_lm = None
     results, skipped = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight, charlm_source=char_lm,
-                           method="beam" if beam else "greedy", device=device, batch_size=batch_size)
+                           method="beam" if beam else "greedy", device=device, batch_size=batch_size, views=views)
     if as_csv:
         w = csv.writer(sys.stdout)
         w.writerow(["image", "text", "confidence"])
