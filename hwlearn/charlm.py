@@ -95,6 +95,7 @@ class CharLM:
             self._next.setdefault(gram[:-1], {})[gram[-1]] = n
         self._stats = {ctx: (sum(nxt.values()), len(nxt)) for ctx, nxt in self._next.items()}
         self._cache: dict[tuple[str, str], float] = {}
+        self._step_cache: dict[tuple[tuple[str, bool], str], float] = {}
 
     @classmethod
     def from_source(cls, source: str | Path, order: int = ORDER) -> "CharLM":
@@ -131,28 +132,48 @@ class CharLM:
             self._cache[key] = p
         return p
 
-    def _context(self, text: str) -> str:
-        """The last ``order - 1`` characters of the word ``text`` ends in, start-padded."""
+    def state(self, text: str) -> tuple[str, bool]:
+        """What the model remembers of ``text``: the last ``order - 1`` characters of the word it
+        ends in (start-padded) and whether it ends in a separator. Texts with the same state get
+        the same probabilities for what follows; decoders carry it along (:meth:`advance`)."""
         start = max(text.rfind(sep) for sep in SEPARATORS) + 1
         k = self.order - 1
-        return (_START * k + text[start:])[-k:] if k else ""
+        ctx = (_START * k + text[start:])[-k:] if k else ""
+        return ctx, bool(text) and text[-1] in SEPARATORS
+
+    def advance(self, state: tuple[str, bool], ch: str) -> tuple[str, bool]:
+        """The state of a text with state ``state`` followed by the character ``ch``."""
+        k = self.order - 1
+        if ch in SEPARATORS:
+            return _START * k, True
+        return ((state[0] + ch)[-k:] if k else ""), False
+
+    def step_log_prob(self, state: tuple[str, bool], ch: str) -> float:
+        """log P(``ch`` follows a text in ``state``) (cached)."""
+        key = (state, ch)
+        v = self._step_cache.get(key)
+        if v is None:
+            ctx, after_separator = state
+            p = self._prob(ctx, _END) * SEPARATOR_SHARE / len(SEPARATORS) if ch in SEPARATORS else self._prob(ctx, ch)
+            if after_separator:  # the text might have ended there instead
+                p *= 1.0 - END_AFTER_SEPARATOR
+            v = self._step_cache[key] = math.log(p)
+        return v
+
+    def end_step_log_prob(self, state: tuple[str, bool]) -> float:
+        """log P(a text in ``state`` ends)."""
+        ctx, after_separator = state
+        if after_separator:
+            return math.log(END_AFTER_SEPARATOR)
+        return math.log(self._prob(ctx, _END) * (1.0 - SEPARATOR_SHARE))
 
     def log_prob(self, text: str, ch: str) -> float:
         """log P(``ch`` follows ``text``); ``ch`` one character."""
-        ctx = self._context(text)
-        if ch in SEPARATORS:
-            p = self._prob(ctx, _END) * SEPARATOR_SHARE / len(SEPARATORS)
-        else:
-            p = self._prob(ctx, ch)
-        if text and text[-1] in SEPARATORS:  # the text might have ended there instead
-            p *= 1.0 - END_AFTER_SEPARATOR
-        return math.log(p)
+        return self.step_log_prob(self.state(text), ch)
 
     def end_log_prob(self, text: str) -> float:
         """log P(the text ends after ``text``)."""
-        if text and text[-1] in SEPARATORS:
-            return math.log(END_AFTER_SEPARATOR)
-        return math.log(self._prob(self._context(text), _END) * (1.0 - SEPARATOR_SHARE))
+        return self.end_step_log_prob(self.state(text))
 
     def score(self, text: str) -> float:
         """log P(``text``): every character given those before it, then the end."""

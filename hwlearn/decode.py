@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, Mapping, NamedTuple, Protocol, Sequence
@@ -384,6 +385,11 @@ LM_WEIGHT = 0.3
 LM_BONUS = 1.0
 
 
+#: per character model, its weighted steps for :func:`charlm_decode` (emptied when larger than _LM_STEPS_MAX)
+_LM_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LM_STEPS_MAX = 2_000_000
+
+
 def charlm_decode(
     log_probs, lengths, lm, charset: Charset, weight: float = LM_WEIGHT, bonus: float = LM_BONUS,
     beam_width: int = 10, min_prob: float = 1e-3,
@@ -399,35 +405,48 @@ def charlm_decode(
     lp, lens = _as_numpy(log_probs, lengths)
     chars = [""] + [charset.decode([c]) for c in range(1, charset.num_classes)]
     log_min = math.log(min_prob) if min_prob > 0 else NEG_INF
-    lm_cache: dict[tuple[str, int], float] = {}
+    # (LM state, class) -> (weighted score, next state), kept across calls with the same model and settings
+    steps = _LM_STEPS.setdefault(lm, {}).setdefault((weight, bonus, tuple(chars)), {})
+    if len(steps) > _LM_STEPS_MAX:
+        steps.clear()
 
-    def lm_step(text: str, c: int) -> float:
-        key = (text, c)
-        v = lm_cache.get(key)
+    def step(state, c: int) -> tuple[float, tuple]:
+        v = steps.get((state, c))
         if v is None:
-            v = lm_cache[key] = weight * lm.log_prob(text, chars[c]) + bonus
+            v = steps[(state, c)] = (weight * lm.step_log_prob(state, chars[c]) + bonus, lm.advance(state, chars[c]))
         return v
 
     out = []
     for frames, n in zip(lp, lens):
-        beams: dict[str, tuple[float, float, int]] = {"": (0.0, NEG_INF, BLANK)}  # text -> (pb, pnb, last class)
+        # text -> (pb, pnb, last class, LM state, total); a text's LM state is carried, not recomputed
+        beams: dict[str, tuple] = {"": (0.0, NEG_INF, BLANK, lm.state(""), 0.0)}
         for frame in frames[:n]:
             row = frame.tolist()
+            blank = row[BLANK]
             cands = (np.flatnonzero(frame[1:] >= log_min) + 1).tolist()
-            grown: dict[str, list] = {}
-            for text, (pb, pnb, last) in beams.items():
-                total = _logaddexp(pb, pnb)
-                entry = grown.setdefault(text, [NEG_INF, NEG_INF, last])
-                entry[0] = _logaddexp(entry[0], total + row[BLANK])  # a blank
-                if last != BLANK:  # one more frame of the last character (repeats merge)
-                    entry[1] = _logaddexp(entry[1], pnb + row[last])
+            grown: dict[str, list] = {}  # text -> [pb, pnb, last class, LM state]
+            for text, (pb, pnb, last, state, total) in beams.items():
+                stay_pnb = pnb + row[last] if last != BLANK else NEG_INF  # one more frame of the last character
+                entry = grown.get(text)
+                if entry is None:
+                    grown[text] = [total + blank, stay_pnb, last, state]
+                else:  # already reached as a child of a shorter text
+                    entry[0] = _logaddexp(entry[0], total + blank)
+                    entry[1] = _logaddexp(entry[1], stay_pnb)
                 for c in cands:  # a new character: after a blank only when it repeats the last one
+                    lm_score, child_state = step(state, c)
+                    score = (pb if c == last else total) + row[c] + lm_score
                     child = text + chars[c]
-                    e = grown.setdefault(child, [NEG_INF, NEG_INF, c])
-                    e[1] = _logaddexp(e[1], (pb if c == last else total) + row[c] + lm_step(text, c))
-            best = heapq.nlargest(beam_width, grown.items(), key=lambda kv: _logaddexp(kv[1][0], kv[1][1]))
-            beams = {text: (pb, pnb, last) for text, (pb, pnb, last) in best}
-        text = max(beams, key=lambda t: _logaddexp(beams[t][0], beams[t][1]) + weight * lm.end_log_prob(t))
+                    e = grown.get(child)
+                    if e is None:
+                        grown[child] = [NEG_INF, score, c, child_state]
+                    else:
+                        e[1] = _logaddexp(e[1], score)
+            texts = list(grown)
+            scores = [_logaddexp(e[0], e[1]) for e in grown.values()]
+            beams = {texts[i]: (*grown[texts[i]], scores[i])
+                     for i in heapq.nlargest(beam_width, range(len(texts)), key=scores.__getitem__)}
+        text = max(beams, key=lambda t: beams[t][4] + weight * lm.end_step_log_prob(beams[t][3]))
         out.append(charset.encode(text))
     return out
 

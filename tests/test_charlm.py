@@ -139,6 +139,36 @@ def test_charlm_decode_without_the_model_is_the_most_probable_labeling():
         assert got == beam_search(lp, [5], beam_width=64, min_prob=0.0)
 
 
+def test_states_carry_what_the_model_needs_of_a_text():
+    lm = CharLM(WORDS, suffixes={".": 0.1})
+    for text in ("", "house rose", "hou-", "mouser.", "a-b c", "zz"):
+        state = lm.state("")
+        for ch in text:
+            state = lm.advance(state, ch)
+        assert state == lm.state(text)
+        assert lm.end_step_log_prob(state) == lm.end_log_prob(text)
+        assert lm.step_log_prob(state, "s") == lm.log_prob(text, "s")
+
+
+def test_charlm_decode_is_the_best_text_under_its_score():
+    # a beam wide enough to keep every prefix finds the text with the best
+    # log P_ctc(text) + weight * log P_lm(text) + bonus * len(text) (brute force over all paths)
+    lm = CharLM(["ab", "ba", "abba", "b"], order=3)
+    charset = Charset("ab-")
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        probs = rng.dirichlet(np.ones(4) * 0.7, size=4)
+        ctc: dict[tuple[int, ...], float] = {}
+        for path in itertools.product(range(4), repeat=4):
+            label = tuple(k for i, k in enumerate(path) if k != 0 and (i == 0 or path[i - 1] != k))
+            ctc[label] = ctc.get(label, 0.0) + float(np.prod(probs[np.arange(4), path]))
+        def total(label):
+            return math.log(ctc[label]) + 0.3 * lm.score(charset.decode(label)) + 1.0 * len(label)
+        lp = torch.tensor(np.log(probs), dtype=torch.float32)[:, None, :]
+        got = charlm_decode(lp, [4], lm, charset, weight=0.3, bonus=1.0, beam_width=128, min_prob=0.0)
+        assert got == [list(max(ctc, key=total))]
+
+
 def test_decode_batch_charlm():
     lm = CharLM(WORDS)
     lp1, _ = _log_probs(_rows("hh_a_u_ss_e", p=0.9, alt={3: {"o": 0.35}}))
