@@ -126,10 +126,11 @@ class Profile:
     phrase_share: float = 0.0  # share of samples joining 2-3 words with a space/hyphen (WordSampler)
     # adaptation: hwlearn adapt's defaults (AdaptConfig) unless a profile says otherwise
     adapt_rounds: int = AdaptConfig.rounds
-    adapt_steps: int = 500  # per round
+    adapt_ramp_rounds: int = AdaptConfig.ramp_rounds  # the selected share grows over these rounds, then holds
+    adapt_steps: int = AdaptConfig.steps_per_round  # per round
     adapt_lr: float = AdaptConfig.lr
     adapt_start_share: float = AdaptConfig.start_share  # share of the unlabeled images pseudo-labeled in round 1 ...
-    adapt_end_share: float = AdaptConfig.end_share  # ... growing linearly to this in the last
+    adapt_end_share: float = AdaptConfig.end_share  # ... growing linearly to this in round adapt_ramp_rounds
     adapt_synthetic_share: float = AdaptConfig.synthetic_share  # share of synthetic words in adaptation batches
     adapt_layout: str = AdaptConfig.layout  # how real images' margins are trimmed (hwlearn.layout); auto: by confidence
     adapt_match_fonts: int = AdaptConfig.match_fonts  # > 0: synthetic words from the closest fonts (hwlearn.fontmatch)
@@ -314,7 +315,8 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
         for p in leftovers:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     console.rule(f"[bold]{title}")
-    config = AdaptConfig(rounds=profile.adapt_rounds, steps_per_round=profile.adapt_steps,
+    config = AdaptConfig(rounds=profile.adapt_rounds, ramp_rounds=profile.adapt_ramp_rounds,
+                         steps_per_round=profile.adapt_steps,
                          batch_size=profile.batch_size, lr=profile.adapt_lr,
                          warmup_steps=min(50, max(1, profile.adapt_steps // 5)), num_workers=profile.workers,
                          seed=args.seed, layout=profile.adapt_layout, match_fonts=profile.adapt_match_fonts,

@@ -15,8 +15,8 @@ Each round:
    augmented copies are read too and the pseudo-label is the reading they agree on best, scored by
    its probability averaged over the image and the copies (:func:`hwlearn.decode.consensus`);
 2. **select** by rank: the most confident share of the images, a share that grows linearly from
-   ``start_share`` in round 1 to ``end_share`` in the last round (a rank rule cannot silently
-   select nothing, unlike a fixed threshold);
+   ``start_share`` in round 1 to ``end_share`` in round ``ramp_rounds`` and stays there in the
+   rounds after (a rank rule cannot silently select nothing, unlike a fixed threshold);
 3. **train** the model on the selection, each image freshly augmented every time it is drawn
    (:func:`hwlearn.data.augment_real`), mixed with synthetic words (``synthetic_share`` of each
    batch) so rare characters and the synthetic prior are not forgotten;
@@ -56,8 +56,9 @@ from .train import ModelInputs, Source, Trainer, TrainConfig
 class AdaptConfig:
     """Hyper-parameters of self-training (stored in each round's checkpoint)."""
 
-    rounds: int = 5
-    steps_per_round: int = 400
+    rounds: int = 7
+    ramp_rounds: int = 5  # the share grows over the first ramp_rounds rounds, then stays at end_share
+    steps_per_round: int = 500
     start_share: float = 0.4
     end_share: float = 0.8
     synthetic_share: float = 0.1
@@ -72,10 +73,13 @@ class AdaptConfig:
     views: int = 2  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
 
     def share(self, round_index: int) -> float:
-        """Share of the unlabeled images selected in round ``round_index`` (1-based)."""
-        if self.rounds <= 1:
+        """Share of the unlabeled images selected in round ``round_index`` (1-based): growing
+        linearly from ``start_share`` to ``end_share`` over the first ``ramp_rounds`` rounds (all
+        of them when there are fewer), then held at ``end_share``."""
+        ramp = min(self.ramp_rounds, self.rounds)
+        if ramp <= 1:
             return self.end_share
-        t = (round_index - 1) / (self.rounds - 1)
+        t = min(1.0, (round_index - 1) / (ramp - 1))
         return self.start_share + t * (self.end_share - self.start_share)
 
 
