@@ -121,6 +121,16 @@ def test_charlm_decode_corrects_a_misspelling_but_keeps_unknown_words():
     assert CHARSET.decode(charlm_decode(lp, lengths, lm, CHARSET, weight=0.0, bonus=0.0)[0]) == "hause"
 
 
+def _label_probs(probs: np.ndarray) -> dict[tuple[int, ...], float]:
+    """``{labeling: its CTC probability}`` for frames ``probs`` ``(T, C)``, by brute force over all paths."""
+    frames, classes = probs.shape
+    out: dict[tuple[int, ...], float] = {}
+    for path in itertools.product(range(classes), repeat=frames):
+        label = tuple(k for i, k in enumerate(path) if k != 0 and (i == 0 or path[i - 1] != k))
+        out[label] = out.get(label, 0.0) + float(np.prod(probs[np.arange(frames), path]))
+    return out
+
+
 def test_charlm_decode_without_the_model_is_the_most_probable_labeling():
     # weight 0 and no bonus: a plain CTC prefix beam search; wide enough, it finds the labeling
     # with the highest probability summed over its alignments (brute force over all paths)
@@ -129,10 +139,7 @@ def test_charlm_decode_without_the_model_is_the_most_probable_labeling():
     rng = np.random.default_rng(1)
     for _ in range(5):
         probs = rng.dirichlet(np.ones(3) * 0.7, size=5)
-        truth: dict[tuple[int, ...], float] = {}
-        for path in itertools.product(range(3), repeat=5):
-            label = tuple(k for i, k in enumerate(path) if k != 0 and (i == 0 or path[i - 1] != k))
-            truth[label] = truth.get(label, 0.0) + float(np.prod(probs[np.arange(5), path]))
+        truth = _label_probs(probs)
         lp = torch.tensor(np.log(probs), dtype=torch.float32)[:, None, :]
         got = charlm_decode(lp, [5], lm, charset, weight=0.0, bonus=0.0, beam_width=64, min_prob=0.0)
         assert got == [list(max(truth, key=truth.get))]
@@ -158,10 +165,7 @@ def test_charlm_decode_is_the_best_text_under_its_score():
     rng = np.random.default_rng(2)
     for _ in range(5):
         probs = rng.dirichlet(np.ones(4) * 0.7, size=4)
-        ctc: dict[tuple[int, ...], float] = {}
-        for path in itertools.product(range(4), repeat=4):
-            label = tuple(k for i, k in enumerate(path) if k != 0 and (i == 0 or path[i - 1] != k))
-            ctc[label] = ctc.get(label, 0.0) + float(np.prod(probs[np.arange(4), path]))
+        ctc = _label_probs(probs)
         def total(label):
             return math.log(ctc[label]) + 0.3 * lm.score(charset.decode(label)) + 1.0 * len(label)
         lp = torch.tensor(np.log(probs), dtype=torch.float32)[:, None, :]
