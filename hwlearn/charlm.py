@@ -95,7 +95,7 @@ class CharLM:
             self._next.setdefault(gram[:-1], {})[gram[-1]] = n
         self._stats = {ctx: (sum(nxt.values()), len(nxt)) for ctx, nxt in self._next.items()}
         self._cache: dict[tuple[str, str], float] = {}
-        self._step_cache: dict[tuple[tuple[str, bool], str], float] = {}
+        self._steps: dict[tuple[tuple[str, bool], str], tuple[float, tuple[str, bool]]] = {}
 
     @classmethod
     def from_source(cls, source: str | Path, order: int = ORDER) -> "CharLM":
@@ -148,17 +148,21 @@ class CharLM:
             return _START * k, True
         return ((state[0] + ch)[-k:] if k else ""), False
 
-    def step_log_prob(self, state: tuple[str, bool], ch: str) -> float:
-        """log P(``ch`` follows a text in ``state``) (cached)."""
+    def step(self, state: tuple[str, bool], ch: str) -> tuple[float, tuple[str, bool]]:
+        """``(log P(ch follows a text in state), the state after ch)`` (cached): one step of a decoder."""
         key = (state, ch)
-        v = self._step_cache.get(key)
+        v = self._steps.get(key)
         if v is None:
             ctx, after_separator = state
             p = self._prob(ctx, _END) * SEPARATOR_SHARE / len(SEPARATORS) if ch in SEPARATORS else self._prob(ctx, ch)
             if after_separator:  # the text might have ended there instead
                 p *= 1.0 - END_AFTER_SEPARATOR
-            v = self._step_cache[key] = math.log(p)
+            v = self._steps[key] = (math.log(p), self.advance(state, ch))
         return v
+
+    def step_log_prob(self, state: tuple[str, bool], ch: str) -> float:
+        """log P(``ch`` follows a text in ``state``)."""
+        return self.step(state, ch)[0]
 
     def end_step_log_prob(self, state: tuple[str, bool]) -> float:
         """log P(a text in ``state`` ends)."""

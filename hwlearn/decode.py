@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, Mapping, NamedTuple, Protocol, Sequence
@@ -385,11 +384,6 @@ LM_WEIGHT = 0.3
 LM_BONUS = 1.0
 
 
-#: per character model, its weighted steps for :func:`charlm_decode` (emptied when larger than _LM_STEPS_MAX)
-_LM_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_LM_STEPS_MAX = 2_000_000
-
-
 def charlm_decode(
     log_probs, lengths, lm, charset: Charset, weight: float = LM_WEIGHT, bonus: float = LM_BONUS,
     beam_width: int = 10, min_prob: float = 1e-3,
@@ -405,17 +399,6 @@ def charlm_decode(
     lp, lens = _as_numpy(log_probs, lengths)
     chars = [""] + [charset.decode([c]) for c in range(1, charset.num_classes)]
     log_min = math.log(min_prob) if min_prob > 0 else NEG_INF
-    # (LM state, class) -> (weighted score, next state), kept across calls with the same model and settings
-    steps = _LM_STEPS.setdefault(lm, {}).setdefault((weight, bonus, tuple(chars)), {})
-    if len(steps) > _LM_STEPS_MAX:
-        steps.clear()
-
-    def step(state, c: int) -> tuple[float, tuple]:
-        v = steps.get((state, c))
-        if v is None:
-            v = steps[(state, c)] = (weight * lm.step_log_prob(state, chars[c]) + bonus, lm.advance(state, chars[c]))
-        return v
-
     out = []
     for frames, n in zip(lp, lens):
         # text -> (pb, pnb, last class, LM state, total); a text's LM state is carried, not recomputed
@@ -434,8 +417,8 @@ def charlm_decode(
                     entry[0] = _logaddexp(entry[0], total + blank)
                     entry[1] = _logaddexp(entry[1], stay_pnb)
                 for c in cands:  # a new character: after a blank only when it repeats the last one
-                    lm_score, child_state = step(state, c)
-                    score = (pb if c == last else total) + row[c] + lm_score
+                    lm_log_prob, child_state = lm.step(state, chars[c])  # cached by the model
+                    score = (pb if c == last else total) + row[c] + (weight * lm_log_prob + bonus)
                     child = text + chars[c]
                     e = grown.get(child)
                     if e is None:
