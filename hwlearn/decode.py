@@ -14,7 +14,9 @@ sample, and return class ids per sample (use :meth:`hwlearn.charset.Charset.deco
   self-training and whenever the vocabulary is known.
 - :func:`charlm_decode`: open-vocabulary prefix beam search weighted by a character n-gram model
   of the language (:class:`hwlearn.charlm.CharLM`): any text can come out, but the spellings the
-  language uses win over close ones it does not. For names and compounds no lexicon lists.
+  language uses win over close ones it does not. For names and compounds no lexicon lists. Given
+  a lexicon's words too (:attr:`Lexicon.word_keys`), the readings made of them get a bonus: open
+  vocabulary that still favours the words of the language.
 - :func:`sequence_confidence`: ``exp(-CTC loss / (len(label) + 1))``, the per-symbol geometric mean
   probability the model gives a label (summed over all its alignments), in ``[0, 1]``; a lexicon
   word's confidence is this times its share among the words found (:class:`LexiconMatch`).
@@ -288,6 +290,15 @@ class Lexicon:
         return self._word[node] >= 0
 
     @property
+    def word_keys(self) -> frozenset[str]:
+        """The lexicon's words as :func:`word_keys` finds them in a text (lowercase, without the
+        punctuation around them), for :func:`charlm_decode`'s word bonus."""
+        keys = self.__dict__.get("_word_keys")
+        if keys is None:
+            keys = self.__dict__["_word_keys"] = frozenset(k for w in self.words for k in word_keys(w))
+        return keys
+
+    @property
     def num_nodes(self) -> int:
         return len(self._children)
 
@@ -382,11 +393,25 @@ def lexicon_decode(
 #: character that offsets its cost (both chosen on DHSD *train* labels: benchmarks/EXPERIMENTS.md).
 LM_WEIGHT = 0.3
 LM_BONUS = 1.0
+#: Score bonus of :func:`charlm_decode` for each word of a reading that the lexicon lists (chosen on GW
+#: *train* labels: benchmarks/EXPERIMENTS.md).
+WORD_BONUS = 5.0
+
+_WORD_EDGES = "\"'()[],.;:!?-*`"
+
+
+def word_keys(text: str) -> list[str]:
+    """The words of ``text`` as a lexicon is searched for them: split at spaces and hyphens,
+    stripped of the punctuation around them, lowercased (``"Fort, Cumber-"`` -> ``["fort",
+    "cumber"]``)."""
+    keys = (part.strip(_WORD_EDGES).lower() for part in normalize(text).replace("-", " ").split())
+    return [k for k in keys if k]
 
 
 def charlm_decode(
     log_probs, lengths, lm, charset: Charset, weight: float = LM_WEIGHT, bonus: float = LM_BONUS,
-    beam_width: int = 10, min_prob: float = 1e-3,
+    beam_width: int = 10, min_prob: float = 1e-3, words: frozenset[str] | None = None,
+    word_bonus: float = WORD_BONUS,
 ) -> list[list[int]]:
     """Open-vocabulary decoding guided by a character model (:class:`hwlearn.charlm.CharLM`).
 
@@ -395,7 +420,12 @@ def charlm_decode(
     from preferring short readings, since every character costs language-model probability); the
     end of the text is scored too. Per frame only classes with probability >= ``min_prob`` start a
     new character. Any text can come out, but spellings the language does not use lose to close
-    ones it does ("Staße" -> "Straße")."""
+    ones it does ("Staße" -> "Straße").
+
+    With ``words`` (e.g. :attr:`Lexicon.word_keys`) each text left in the beam at the end gains
+    ``word_bonus`` for every word of it (:func:`word_keys`) that ``words`` holds: a reading that is
+    a known word beats a close one that is not ("tho" -> "the"), yet a clearly written unknown word
+    still comes out as written."""
     lp, lens = _as_numpy(log_probs, lengths)
     chars = [""] + [charset.decode([c]) for c in range(1, charset.num_classes)]
     log_min = math.log(min_prob) if min_prob > 0 else NEG_INF
@@ -429,7 +459,11 @@ def charlm_decode(
             scores = [_logaddexp(e[0], e[1]) for e in grown.values()]
             beams = {texts[i]: (*grown[texts[i]], scores[i])
                      for i in heapq.nlargest(beam_width, range(len(texts)), key=scores.__getitem__)}
-        text = max(beams, key=lambda t: beams[t][4] + weight * lm.end_step_log_prob(beams[t][3]))
+        def final(t: str) -> float:
+            known = sum(k in words for k in word_keys(t)) if words else 0
+            return beams[t][4] + weight * lm.end_step_log_prob(beams[t][3]) + word_bonus * known
+
+        text = max(beams, key=final)
         out.append(charset.encode(text))
     return out
 
@@ -488,9 +522,11 @@ METHODS = ("greedy", "beam", "lexicon", "charlm")
 
 
 def reading_method(lexicon=None, charlm=None, default: str = "greedy") -> str:
-    """The decoding to read with: the lexicon's when there is one, else the character model's when
-    there is one, else ``default`` (the rule of self-training, ``evaluate``'s CSV and ``recognize``)."""
-    return "lexicon" if lexicon is not None else "charlm" if charlm is not None else default
+    """The decoding to read with: the character model's when there is one (favouring the lexicon's
+    words when there is a lexicon too), else the lexicon's when there is one, else ``default`` (the
+    rule of self-training, ``evaluate``'s CSV and ``recognize``; self-training with a lexicon passes
+    no character model, so its pseudo-labels are lexicon words)."""
+    return "charlm" if charlm is not None else "lexicon" if lexicon is not None else default
 
 
 def decode_batch(
@@ -503,8 +539,8 @@ def decode_batch(
     charlm=None,
 ) -> list[Prediction]:
     """Decode a model output batch with ``method`` (``"greedy"``, ``"beam"``, ``"lexicon"``, which
-    needs ``lexicon``, or ``"charlm"``, which needs ``charlm``, a :class:`hwlearn.charlm.CharLM`)
-    into one :class:`Prediction` per sample. A sample for which lexicon decoding finds no word gets
+    needs ``lexicon``, or ``"charlm"``, which needs ``charlm``, a :class:`hwlearn.charlm.CharLM`,
+    and favours ``lexicon``'s words when one is given) into one :class:`Prediction` per sample. A sample for which lexicon decoding finds no word gets
     empty text and confidence 0."""
     matches = None
     if method == "greedy":
@@ -521,7 +557,8 @@ def decode_batch(
     elif method == "charlm":
         if charlm is None:
             raise HwlearnError("charlm decoding needs a character model (CharLM)")
-        ids = charlm_decode(log_probs, lengths, charlm, charset, beam_width=beam_width)
+        ids = charlm_decode(log_probs, lengths, charlm, charset, beam_width=beam_width,
+                            words=lexicon.word_keys if lexicon is not None else None)
     else:
         raise HwlearnError(f"unknown decoding method {method!r} (choose from {', '.join(METHODS)})")
     conf = sequence_confidence(log_probs, lengths, ids).tolist()

@@ -317,11 +317,12 @@ def evaluate(
 ) -> dict:
     """CER/WER (case-sensitive and not) of a checkpoint on a labeled set, greedy and — with a lexicon —
     lexicon-constrained and — with a character model (:func:`load_charlm`; by default of the
-    pretraining corpus, ``None`` for none) — guided by it; with ``views`` > 0 each image is also
+    pretraining corpus, ``None`` for none) — guided by it, favouring the lexicon's words when there
+    is a lexicon (:func:`hwlearn.decode.charlm_decode`); with ``views`` > 0 each image is also
     read in that many augmented copies and the reading they agree on best is kept
     (:func:`hwlearn.inference.predict_views`). Writes a JSON summary and a per-sample CSV when
-    asked; the CSV (and ``rows``) hold the decoding :func:`recognize` would use — the lexicon's,
-    else the character model's, else greedy — named in ``summary["csv_decoding"]``."""
+    asked; the CSV (and ``rows``) hold the decoding :func:`recognize` would use — the character
+    model's, else the lexicon's, else greedy — named in ``summary["csv_decoding"]``."""
     from .data import load_image, read_labels, to_model_input
     from .inference import augmented_copies, predict_views
     from .metrics import edit_distance, score
@@ -383,9 +384,10 @@ def recognize(
     views: int = 0,
 ) -> tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]:
     """Read every image among ``inputs`` (files, or directories searched recursively), with
-    ``method``; a lexicon (then lexicon decoding) or else a character model (:func:`load_charlm`,
-    by default of the pretraining corpus; then decoding guided by it) overrides ``method``: pass
-    ``charlm_source=None`` for greedy or beam decoding. With ``views`` > 0 each image is also read
+    ``method``; a character model (:func:`load_charlm`, by default of the pretraining corpus; then
+    decoding guided by it, favouring the lexicon's words when there is a lexicon) or else a lexicon
+    (then decoding constrained to its words) overrides ``method``: pass ``charlm_source=None`` for
+    lexicon, greedy or beam decoding. With ``views`` > 0 each image is also read
     in that many augmented copies and the reading they agree on best is kept
     (:func:`hwlearn.inference.predict_views`).
 
@@ -417,7 +419,7 @@ def recognize(
         except HwlearnError as exc:
             skipped.append((p, str(exc)))
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
-    charlm = load_charlm(charlm_source, ckpt) if lexicon is None else None
+    charlm = load_charlm(charlm_source, ckpt)
     method = reading_method(lexicon, charlm, default=method)
     view_inputs = [[(to_model_input(img, ckpt.height), None) for img in images]]
     view_inputs += augmented_copies(images, views, ckpt.height)

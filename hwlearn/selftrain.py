@@ -201,7 +201,7 @@ def adapt(
     model, charset, meta = ckpt.model, ckpt.charset, ckpt.meta
     height = int(meta["preprocessing"]["height"])
     device = torch.device(device) if not isinstance(device, torch.device) else device
-    method = reading_method(lexicon, charlm)
+    method = "lexicon" if lexicon is not None else reading_method(None, charlm)  # pseudo-labels: lexicon words
 
     originals = [load_image(p) for p in unlabeled]
     layout, layout_scores, preds = choose_layout(model, originals, synthetic, config, charset, height,

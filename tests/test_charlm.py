@@ -12,7 +12,7 @@ import torch
 
 from hwlearn.charlm import END_AFTER_SEPARATOR, SEPARATOR_SHARE, SEPARATORS, UNSEEN, CharLM, suffix_shares
 from hwlearn.charset import Charset
-from hwlearn.decode import beam_search, charlm_decode, decode_batch, greedy_decode
+from hwlearn.decode import Lexicon, beam_search, charlm_decode, decode_batch, greedy_decode, reading_method, word_keys
 from hwlearn.errors import HwlearnError
 from hwlearn.recipes import load_charlm
 from test_decode import CHARSET, _log_probs, _spell
@@ -185,3 +185,46 @@ def test_decode_batch_charlm():
     assert 0.0 < preds[0].confidence < greedy[0].confidence
     with pytest.raises(HwlearnError, match="needs a character model"):
         decode_batch(lp, torch.tensor([11, 11]), CHARSET, "charlm")
+
+
+def test_word_keys_are_lowercase_words_without_their_punctuation():
+    assert word_keys("Fort, Cumber-") == ["fort", "cumber"]
+    assert word_keys('"Sir." (the') == ["sir", "the"]
+    assert word_keys("Groß-Köris") == ["groß", "köris"] and word_keys(" , ") == []
+    lexicon = Lexicon(["Sir.", "the", "Fort"], CHARSET_WITH_MARKS)
+    assert lexicon.word_keys == {"sir", "the", "fort"}
+
+
+CHARSET_WITH_MARKS = Charset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,-")
+
+
+def test_charlm_decode_favours_the_lexicon_words_but_keeps_open_vocabulary():
+    lm = CharLM(WORDS)
+    # "a" (0.55) over "o" (0.35), and the character model left out (weight 0): the image alone reads "hause"
+    lp, lengths = _log_probs(_rows("hh_a_u_ss_e", p=0.9, alt={3: {"o": 0.35}}))
+    alone = charlm_decode(lp, lengths, lm, CHARSET, weight=0.0, bonus=0.0)
+    assert CHARSET.decode(alone[0]) == "hause"
+    # a listed word close to what the image shows wins ...
+    got = charlm_decode(lp, lengths, lm, CHARSET, weight=0.0, bonus=0.0, words=frozenset({"house"}))
+    assert CHARSET.decode(got[0]) == "house"
+    assert charlm_decode(lp, lengths, lm, CHARSET, weight=0.0, bonus=0.0, words=frozenset({"house"}),
+                         word_bonus=0.0) == alone
+    # ... but not against a clearly written word the list lacks
+    lp, lengths = _log_probs(_rows("m_a_r_s_h", p=0.95))
+    got = charlm_decode(lp, lengths, lm, CHARSET, words=frozenset({"march", "mars"}))
+    assert CHARSET.decode(got[0]) == "marsh"
+
+
+def test_decode_batch_charlm_favours_the_lexicon_given():
+    lm = CharLM(["hause", "house"])  # spells both: the image decides, and it prefers "hause"
+    lp, lengths = _log_probs(_rows("hh_a_u_ss_e", p=0.9, alt={3: {"o": 0.35}}))
+    assert decode_batch(lp, lengths, CHARSET, "charlm", charlm=lm)[0].text == "hause"
+    lexicon = Lexicon(["house", "mouse"], CHARSET)
+    assert decode_batch(lp, lengths, CHARSET, "charlm", charlm=lm, lexicon=lexicon)[0].text == "house"
+
+
+def test_reading_rule_character_model_first_then_lexicon():
+    lm, lexicon = CharLM(WORDS), Lexicon(["house"], CHARSET)
+    assert reading_method(lexicon, lm) == "charlm"  # favouring the lexicon's words (decode_batch)
+    assert reading_method(lexicon, None) == "lexicon"  # --char-lm none: constrained to the words
+    assert reading_method(None, lm) == "charlm" and reading_method(None, None, default="beam") == "beam"

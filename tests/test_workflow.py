@@ -170,7 +170,7 @@ def test_lexicon_weight_sets_how_much_word_counts_decide(tiny_run, word_folder, 
 
     def read(weight):
         result = _invoke(["recognize", "--model", tiny_run / "best", folder, "--json", "--device", "cpu",
-                          "--lexicon", words, "--lexicon-weight", str(weight)])
+                          "--lexicon", words, "--lexicon-weight", str(weight), "--char-lm", "none"])
         assert result.exit_code == 0, result.output
         return [json.loads(line)["text"] for line in result.stdout.splitlines() if line.startswith("{")]
 

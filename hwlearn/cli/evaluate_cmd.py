@@ -14,11 +14,11 @@ from .options import charlm_option, device_option, lexicon_option, views_option
 @click.option("--labels", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Labeled images: TSV (path<TAB>text), CSV (path,text) or IAM words.txt; paths relative to the file.")
 @lexicon_option
-@charlm_option("auto", "Also score decoding guided by a character model of the language (the decoding "
-                       "recognize uses without --lexicon; none: leave it out).")
+@charlm_option("auto", "Also score decoding guided by a character model of the language, favouring the --lexicon "
+                       "words when given (the decoding recognize uses; none: leave it out).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write one row per image: image, reference, prediction, confidence, edit_distance (the decoding "
-                   "recognize uses: the lexicon's, else the character model's, else greedy).")
+                   "recognize uses: the character model's, else the lexicon's, else greedy).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the summary as JSON.")
 @views_option
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
@@ -28,7 +28,8 @@ def evaluate(checkpoint, labels, lexicon, lexicon_weight, char_lm, csv_path, jso
 
     CER = total edit distance / total reference characters (corpus level), WER likewise over
     words; both case-sensitive and case-insensitive, with greedy decoding, and — with --lexicon —
-    lexicon-constrained decoding and — with --char-lm — decoding guided by a character model.
+    lexicon-constrained decoding and — with --char-lm — decoding guided by a character model
+    (favouring the --lexicon words when given).
     """
     from rich.table import Table
 

@@ -16,8 +16,8 @@ from .options import charlm_option, device_option, lexicon_option, views_option
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", "checkpoint", required=True, type=click.Path(path_type=Path), help="Checkpoint directory.")
 @lexicon_option
-@charlm_option("auto", "Decode guided by a character model of the language (ignored with --lexicon; none: "
-                       "greedy decoding).")
+@charlm_option("auto", "Decode guided by a character model of the language, favouring the words of --lexicon "
+                       "when given (none: greedy decoding, or decoding constrained to the --lexicon words).")
 @click.option("--beam", is_flag=True, help="Plain CTC beam search (no character model) instead of greedy decoding "
                                           "(ignored with --lexicon).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines: {\"image\", \"text\", \"confidence\"}.")
@@ -29,9 +29,10 @@ def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_jso
     """Recognize word images: INPUTS are image files or directories (searched recursively).
 
     Prints one line per image to stdout: path, text and confidence (tab-separated by default).
-    Unreadable files are skipped and listed on stderr. Decoding: the words of --lexicon when given,
-    else guided by a character model of the language (--char-lm, by default the corpus the model
-    was pretrained on), else greedy (--char-lm none) or a plain beam search (--beam).
+    Unreadable files are skipped and listed on stderr. Decoding: guided by a character model of the
+    language (--char-lm, by default the corpus the model was pretrained on), favouring the words of
+    --lexicon when given; with --char-lm none, the words of --lexicon when given, else greedy or a
+    plain beam search (--beam).
     """
     from ..console import console
     from ..recipes import recognize as run
