@@ -135,6 +135,7 @@ class Profile:
     adapt_layout: str = AdaptConfig.layout  # how real images' margins are trimmed (hwlearn.layout); auto: by confidence
     adapt_match_fonts: int = AdaptConfig.match_fonts  # > 0: synthetic words from the closest fonts (hwlearn.fontmatch)
     adapt_views: int = AdaptConfig.views  # augmented copies of each image read too (hwlearn.decode.consensus)
+    adapt_augment: str = AdaptConfig.augment  # augmentation of the pseudo-labeled images in training
     finetune_steps: int = 2000
     finetune_lr: float = TrainConfig.lr  # hwlearn train's default
     finetune_synthetic_share: float = 0.0
@@ -321,7 +322,8 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                          warmup_steps=min(50, max(1, profile.adapt_steps // 5)), num_workers=profile.workers,
                          seed=args.seed, layout=profile.adapt_layout, match_fonts=profile.adapt_match_fonts,
                          start_share=profile.adapt_start_share, end_share=profile.adapt_end_share,
-                         synthetic_share=profile.adapt_synthetic_share, views=profile.adapt_views)
+                         synthetic_share=profile.adapt_synthetic_share, views=profile.adapt_views,
+                         augment=profile.adapt_augment)
 
     def report(row):
         val = "  ".join(f"test {k} {v:.4f}" for k, v in row.val.items())

@@ -50,6 +50,7 @@ _EXPORTS = {
     "collate": "data",
     "WidthBucketSampler": "data",
     "augment_real": "data",
+    "augment_real_strong": "data",
     "Layout": "layout",
     "LAYOUTS": "layout",
     "rank_fonts": "fontmatch",

@@ -18,7 +18,9 @@ Each round:
    ``start_share`` in round 1 to ``end_share`` in round ``ramp_rounds`` and stays there in the
    rounds after (a rank rule cannot silently select nothing, unlike a fixed threshold);
 3. **train** the model on the selection, each image freshly augmented every time it is drawn
-   (:func:`hwlearn.data.augment_real`), mixed with synthetic words (``synthetic_share`` of each
+   (:func:`hwlearn.data.augment_real_strong` by default: heavier than the copies it was labeled
+   in, so the model cannot merely confirm its labels; ``augment="light"``:
+   :func:`hwlearn.data.augment_real`), mixed with synthetic words (``synthetic_share`` of each
    batch) so rare characters and the synthetic prior are not forgotten;
 4. **checkpoint** the round (``round<k>/last``; the labels it trained on are in
    ``round<k>/pseudo_labels.tsv``, :func:`write_pseudo_labels`) and re-label all images with the new model; the
@@ -42,7 +44,7 @@ from torch.utils.data import Dataset
 from .charset import Charset
 from .checkpoint import load_checkpoint, save_checkpoint
 from .console import console
-from .data import LabeledImages, augment_real, load_image, to_model_input
+from .data import LabeledImages, augment_real, augment_real_strong, load_image, to_model_input
 from .decode import Prediction, reading_method
 from .errors import HwlearnError
 from .fontmatch import closest_fonts, rank_fonts
@@ -71,6 +73,7 @@ class AdaptConfig:
     layout: str = "auto"  # "auto" (chosen by mean confidence) or one of hwlearn.layout.LAYOUTS
     match_fonts: int = 0  # > 0: synthetic words only from the fonts closest to the images (hwlearn.fontmatch)
     views: int = 2  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
+    augment: str = "strong"  # augmentation of the pseudo-labeled images in training: "strong" or "light" (AUGMENTS)
 
     def share(self, round_index: int) -> float:
         """Share of the unlabeled images selected in round ``round_index`` (1-based): growing
@@ -81,6 +84,10 @@ class AdaptConfig:
             return self.end_share
         t = min(1.0, (round_index - 1) / (ramp - 1))
         return self.start_share + t * (self.end_share - self.start_share)
+
+
+#: Augmentation of the pseudo-labeled images while training on them (:attr:`AdaptConfig.augment`).
+AUGMENTS = {"strong": augment_real_strong, "light": augment_real}
 
 
 @dataclass
@@ -202,6 +209,8 @@ def adapt(
     height = int(meta["preprocessing"]["height"])
     device = torch.device(device) if not isinstance(device, torch.device) else device
     method = "lexicon" if lexicon is not None else reading_method(None, charlm)  # pseudo-labels: lexicon words
+    if config.augment not in AUGMENTS:
+        raise HwlearnError(f"unknown augmentation {config.augment!r} (choose from {', '.join(AUGMENTS)})")
 
     originals = [load_image(p) for p in unlabeled]
     layout, layout_scores, preds = choose_layout(model, originals, synthetic, config, charset, height,
@@ -264,7 +273,7 @@ def adapt(
             console.print(f"[yellow]round {r}: no usable pseudo-label (all predictions empty); stopping")
             break
         write_pseudo_labels(out_dir / f"round{r}" / PSEUDO_LABELS, unlabeled, preds, selected)
-        pseudo = LabeledImages([(images[i], preds[i].text) for i in selected], height, augment=augment_real,
+        pseudo = LabeledImages([(images[i], preds[i].text) for i in selected], height, augment=AUGMENTS[config.augment],
                                seed=config.seed + r)
         sources = [Source(pseudo, share=1 - config.synthetic_share, name="pseudo")]
         if config.synthetic_share > 0:

@@ -15,8 +15,10 @@ from hwlearn.data import (
     UnlabeledImages,
     WidthBucketSampler,
     augment_real,
+    augment_real_strong,
     collate,
     load_image,
+    paper_level,
     read_labels,
     scan_images,
     to_model_input,
@@ -436,15 +438,16 @@ def test_width_bucket_sampler_drop_last_and_sorted_mode():
     assert len(list(sampler)) == 2 and all(len(b) == 3 for b in sampler)
 
 
-def test_augment_real_is_deterministic_and_keeps_the_word():
+@pytest.mark.parametrize("augment, slack", [(augment_real, (4, 16)), (augment_real_strong, (6, 22))])
+def test_augment_real_is_deterministic_and_keeps_the_word(augment, slack):
     img = word_image()
-    a = augment_real(img, np.random.default_rng([7, 1]))
-    b = augment_real(img, np.random.default_rng([7, 1]))
-    c = augment_real(img, np.random.default_rng([7, 2]))
+    a = augment(img, np.random.default_rng([7, 1]))
+    b = augment(img, np.random.default_rng([7, 1]))
+    c = augment(img, np.random.default_rng([7, 2]))
     assert a.dtype == np.uint8 and a.ndim == 2
     assert np.array_equal(a, b) and not (a.shape == c.shape and np.array_equal(a, c))
     for seed in range(10):
-        out = augment_real(img, np.random.default_rng(seed))
-        assert abs(out.shape[0] - H) <= 4 and abs(out.shape[1] - W) <= 16
-        dark = (out < 128).sum()  # the bar keeps roughly its ink area
+        out = augment(img, np.random.default_rng(seed))
+        assert abs(out.shape[0] - H) <= slack[0] and abs(out.shape[1] - W) <= slack[1]
+        dark = (out < paper_level(out) - 40).sum()  # the bar keeps roughly its ink area (maybe fainter)
         assert 0.5 * ink_mask().sum() < dark < 2.0 * ink_mask().sum()

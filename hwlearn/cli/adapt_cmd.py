@@ -46,12 +46,16 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
               help="Read each image also in this many augmented copies and take as its pseudo-label the "
                    "reading they agree on best, scored by its probability averaged over the image and the "
                    "copies (0: the image alone; each copy costs one more reading of your images per round).")
+@click.option("--augment", default="strong", show_default=True, type=click.Choice(["strong", "light"]),
+              help="Augmentation of the pseudo-labeled images in training: strong (elastic warp, wider "
+                   "rotation, shear, scale, ink and contrast changes) or light (as the copies of --views).")
 @click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run.")
 @device_option
 @workers_option
 @seed_option
 def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labels, rounds, ramp_rounds, steps_per_round, start_share,
-          end_share, synthetic_share, batch_size, lr, layout, match_fonts, views, overwrite, device, workers, seed):
+          end_share, synthetic_share, batch_size, lr, layout, match_fonts, views, augment, overwrite, device, workers,
+          seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
 
     First the images' layout is chosen (margins as they are, or trimmed to the synthetic words'
@@ -69,7 +73,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
 
     config = AdaptConfig(rounds=rounds, ramp_rounds=ramp_rounds, steps_per_round=steps_per_round, start_share=start_share, end_share=end_share,
                          synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed,
-                         layout=layout, match_fonts=match_fonts, views=views)
+                         layout=layout, match_fonts=match_fonts, views=views, augment=augment)
 
     def report(row):
         val = "  ".join(f"{k} {v:.4f}" for k, v in row.val.items())
