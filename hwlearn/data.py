@@ -564,19 +564,9 @@ def augment_real(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     the result depends only on ``img`` and the state of ``rng``. Implements :class:`ImageTransform`.
     """
     paper = paper_level(img)
-    out = _random_affine(img, rng, paper, rotation=3.0, shear=0.25, scale=(0.85, 1.15)).astype(np.float32)
-    r = rng.random()
-    if r < 0.2:
-        out = ndimage.grey_erosion(out, size=(2, 2))  # dark ink grows
-    elif r < 0.4:
-        out = ndimage.grey_dilation(out, size=(2, 2))  # dark ink shrinks
-    contrast, brightness = rng.uniform(0.6, 1.2), rng.uniform(-25.0, 15.0)
-    out = (out - paper) * contrast + paper + brightness
-    if rng.random() < 0.3:
-        out = ndimage.gaussian_filter(out, sigma=rng.uniform(0.3, 1.0))
-    if rng.random() < 0.3:
-        out = out + rng.normal(0.0, rng.uniform(2.0, 8.0), size=out.shape)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = _random_affine(img, rng, paper, rotation=3.0, shear=0.25, scale=(0.85, 1.15))
+    return _ink_and_scan(out, rng, paper, stroke=0.2, contrast=(0.6, 1.2), brightness=(-25.0, 15.0), effects=0.3,
+                         blur=(0.3, 1.0), noise=(2.0, 8.0))
 
 
 def augment_real_strong(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -605,18 +595,30 @@ def augment_real_strong(img: np.ndarray, rng: np.random.Generator) -> np.ndarray
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         out = ndimage.map_coordinates(out, (yy - field(), xx - field()), order=1, cval=float(paper), prefilter=False)
     warped = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    out = _random_affine(warped, rng, paper, rotation=4.0, shear=0.35, scale=(0.8, 1.2)).astype(np.float32)
+    out = _random_affine(warped, rng, paper, rotation=4.0, shear=0.35, scale=(0.8, 1.2))
+    return _ink_and_scan(out, rng, paper, stroke=0.25, contrast=(0.5, 1.2), brightness=(-30.0, 20.0), effects=0.4,
+                         blur=(0.3, 1.2), noise=(2.0, 10.0))
+
+
+def _ink_and_scan(img: np.ndarray, rng: np.random.Generator, paper: int, *, stroke: float,
+                  contrast: tuple[float, float], brightness: tuple[float, float], effects: float,
+                  blur: tuple[float, float], noise: tuple[float, float]) -> np.ndarray:
+    """The photometric half of the augmentations: thicker or thinner ink (2x2 grey erosion /
+    dilation, each with probability ``stroke``), contrast (a factor in ``contrast``) and brightness
+    (an offset in ``brightness``) jitter around the paper level, then with probability ``effects``
+    each a gaussian blur (sigma in ``blur``) and sensor noise (sigma in ``noise``). uint8 in and out."""
+    out = img.astype(np.float32)
     r = rng.random()
-    if r < 0.25:
+    if r < stroke:
         out = ndimage.grey_erosion(out, size=(2, 2))  # dark ink grows
-    elif r < 0.5:
+    elif r < 2 * stroke:
         out = ndimage.grey_dilation(out, size=(2, 2))  # dark ink shrinks
-    contrast, brightness = rng.uniform(0.5, 1.2), rng.uniform(-30.0, 20.0)
-    out = (out - paper) * contrast + paper + brightness
-    if rng.random() < 0.4:
-        out = ndimage.gaussian_filter(out, sigma=rng.uniform(0.3, 1.2))
-    if rng.random() < 0.4:
-        out = out + rng.normal(0.0, rng.uniform(2.0, 10.0), size=out.shape)
+    factor, offset = rng.uniform(*contrast), rng.uniform(*brightness)
+    out = (out - paper) * factor + paper + offset
+    if rng.random() < effects:
+        out = ndimage.gaussian_filter(out, sigma=rng.uniform(*blur))
+    if rng.random() < effects:
+        out = out + rng.normal(0.0, rng.uniform(*noise), size=out.shape)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

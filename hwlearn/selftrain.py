@@ -72,7 +72,7 @@ class AdaptConfig:
     beam_width: int = 10
     layout: str = "auto"  # "auto" (chosen by mean confidence) or one of hwlearn.layout.LAYOUTS
     match_fonts: int = 0  # > 0: synthetic words only from the fonts closest to the images (hwlearn.fontmatch)
-    views: int = 2  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
+    views: int = 4  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
     augment: str = "strong"  # augmentation of the pseudo-labeled images in training: "strong" or "light" (AUGMENTS)
 
     def share(self, round_index: int) -> float:

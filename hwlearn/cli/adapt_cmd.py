@@ -42,7 +42,7 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
 @click.option("--match-fonts", default=0, show_default=True, type=click.IntRange(min=0), metavar="K",
               help="Draw the synthetic words mixed into training from the K fonts whose words look most like "
                    "your images (0: all fonts).")
-@click.option("--views", default=2, show_default=True, type=click.IntRange(min=0),
+@click.option("--views", default=4, show_default=True, type=click.IntRange(min=0),
               help="Read each image also in this many augmented copies and take as its pseudo-label the "
                    "reading they agree on best, scored by its probability averaged over the image and the "
                    "copies (0: the image alone; each copy costs one more reading of your images per round).")
