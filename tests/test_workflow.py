@@ -77,7 +77,7 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     round_meta = json.loads((out / "round1" / "last" / "meta.json").read_text())
     assert round_meta["adapt"]["selected"] == summary["rounds"][1]["selected"]
     assert round_meta["training"]["phase"] == "adapt-round-1" and round_meta["training"]["step"] == 5
-    assert round_meta["adapt"]["views"] == 2  # confidence averaged over the image and 2 augmented copies
+    assert round_meta["adapt"]["views"] == 4  # the pseudo-label: the reading the image and its 4 copies agree on
     # what the round trained on: every readable image, most confident first, the selection marked
     rows = (out / "round1" / "pseudo_labels.tsv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "image\tpseudo_label\tconfidence\tselected"
