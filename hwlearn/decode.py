@@ -34,6 +34,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
@@ -289,14 +290,11 @@ class Lexicon:
                 return False
         return self._word[node] >= 0
 
-    @property
+    @cached_property
     def word_keys(self) -> frozenset[str]:
         """The lexicon's words as :func:`word_keys` finds them in a text (lowercase, without the
         punctuation around them), for :func:`charlm_decode`'s word bonus."""
-        keys = self.__dict__.get("_word_keys")
-        if keys is None:
-            keys = self.__dict__["_word_keys"] = frozenset(k for w in self.words for k in word_keys(w))
-        return keys
+        return frozenset(k for w in self.words for k in word_keys(w))
 
     @property
     def num_nodes(self) -> int:
