@@ -31,6 +31,19 @@ VAL_SEED_OFFSET = 7919  # held-out synthetic validation words use seed + this: n
 #: Written forms added to a lexicon's most frequent words (see :func:`lexicon_words`).
 VARIANT_WORDS = 20_000
 VARIANT_SUFFIXES = 3
+#: Numbers a lexicon of a counted corpus also holds (see :func:`number_forms`).
+NUMBER_LIMIT = 10_000
+
+
+def number_forms(limit: int = NUMBER_LIMIT) -> list[str]:
+    """The integers ``0 .. limit-1`` and the ordinals ``1st .. 100th``: numbers are an open class
+    that no corpus lists (GW's ``1755.``, ``28th.``), so without them a lexicon-constrained
+    pseudo-label turns every page number and date into a word (``28th.`` -> ``as``) and
+    self-training teaches the model to read digits as letters."""
+    def ordinal(n: int) -> str:
+        return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+    return [str(n) for n in range(limit)] + [ordinal(n) for n in range(1, 101)]
 
 
 def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_000,
@@ -42,7 +55,10 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     punctuation marks of ``affixes`` (``(prefix, suffix) -> count``; e.g. ``day,`` ``day.``
     ``day;``; a word list's counts come without punctuation statistics: then the most frequent of
     :data:`hwlearn.corpus.FALLBACK_AFFIXES`). With every count equal (a plain word list) there is no
-    frequency order: all its words are kept, as they are, with no variants.
+    frequency order: all its words are kept, as they are, with no variants. A counted corpus with
+    numbers in it also gives :func:`number_forms` and their punctuated forms, sharing the count of
+    the corpus's number tokens equally (each far rarer than a common word: the image has to show
+    a number clearly to win).
 
     The counts are the lexicon's word prior (:class:`hwlearn.decode.Lexicon`). A variant has the
     count of the form it was made from (a Capitalized form its own count in ``counts`` when it has
@@ -67,6 +83,13 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
         for form, count in list(forms.items())[1:] + [(f + m, c) for f, c in forms.items() for m in marks]:
             if form not in words and form not in extra and charset.covers(form):
                 extra[form] = count
+    numbers = [f for f in number_forms() if charset.covers(f)]
+    number_tokens = sum(c for w, c in counts.items() if any(ch.isdigit() for ch in w))
+    if numbers and number_tokens > 0:
+        each = number_tokens / len(numbers)
+        for form in numbers + [f + m for f in numbers for m in marks]:
+            if form not in words and form not in extra:
+                extra[form] = each
     return {**words, **extra}
 
 
