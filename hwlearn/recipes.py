@@ -61,9 +61,9 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     a number clearly to win).
 
     The counts are the lexicon's word prior (:class:`hwlearn.decode.Lexicon`). A variant has the
-    count of the form it was made from (a Capitalized form its own count in ``counts`` when it has
-    one): the prior says which word an image shows, the image alone whether it is capitalized or
-    punctuated (a trailing mark is a frame or two of evidence, which a corpus share of 4–8 %
+    count of the form it was made from, a Capitalized form (also one the corpus lists) the larger
+    of its own count and its word's: the prior says which word an image shows, the image alone
+    whether it is capitalized or punctuated (a trailing mark is a frame or two of evidence, which a corpus share of 4–8 %
     would overrule almost always: measured on GW, see ``benchmarks/EXPERIMENTS.md``).
     A corpus of 50,000 words gives ~150,000 entries (~3 s to build the trie, ~60 MB)."""
     ranked = sorted(((w, c) for w, c in counts.items() if charset.covers(w)), key=lambda wc: (-wc[1], wc[0]))
@@ -79,7 +79,9 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
         forms = {word: words[word]}
         if word[:1].islower():
             cap = word[0].upper() + word[1:]
-            forms[cap] = words.get(cap) or counts.get(cap) or words[word]
+            forms[cap] = max(words.get(cap, 0), counts.get(cap, 0), words[word])
+            if cap in words:
+                words[cap] = forms[cap]
         for form, count in list(forms.items())[1:] + [(f + m, c) for f, c in forms.items() for m in marks]:
             if form not in words and form not in extra and charset.covers(form):
                 extra[form] = count

@@ -240,7 +240,9 @@ def test_lexicon_words_add_the_written_forms_of_frequent_words(tmp_path):
     # the counts: the corpus' own; a variant has the count of the form it was made from
     assert entries["the"] == 50 and entries["Mr"] == 4
     assert entries["The"] == entries["the,"] == entries["The."] == 50 and entries["house,"] == 20
-    assert lexicon_words(Counter({"the": 50, "The": 7, "a": 1}), charset, affixes)["The."] == 7  # its own count
+    # a Capitalized form is as likely as its word: the image, not the corpus, says whether it is capitalized
+    capitalized = lexicon_words(Counter({"the": 50, "The": 7, "Mr": 60, "a": 1}), charset, affixes)
+    assert capitalized["The"] == capitalized["The."] == 50 and capitalized["Mr"] == 60
     extra = set(words[4:])
     assert {"The", "The,", "The.", "the,", "the.", "house,", "house."} <= extra
     assert "House" in extra and "mouse," not in extra and "Mouse" not in extra  # variants: top 2 words only
