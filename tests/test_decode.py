@@ -229,7 +229,7 @@ def test_decode_batch_methods():
 def test_lexicon_words_add_the_written_forms_of_frequent_words(tmp_path):
     from collections import Counter
 
-    from hwlearn.recipes import lexicon_words, load_lexicon
+    from hwlearn.recipes import lexicon_words, load_lexicon, number_forms
 
     charset = Charset("abcdehlmorstuwHMT,.;")
     counts = Counter({"the": 50, "house": 20, "mouse": 5, "Mr": 4, "xyz": 30})
@@ -248,6 +248,16 @@ def test_lexicon_words_add_the_written_forms_of_frequent_words(tmp_path):
     assert "House" in extra and "mouse," not in extra and "Mouse" not in extra  # variants: top 2 words only
     assert not any(w.endswith(("!", ";")) or w.startswith('"') for w in extra)  # 2 most frequent suffixes
     assert len(words) == len(set(words))
+
+    # numbers: an open class no corpus lists; they share the corpus's number tokens' count
+    digits = Charset("0123456789abcdehlmorstuwHMT,.;")
+    numbered = lexicon_words(Counter({"the": 50, "house": 20, "3": 4, "12th": 2}), digits, affixes)
+    share = 6 / len([f for f in number_forms() if digits.covers(f)])  # ("2nd": no "n" in this charset)
+    assert numbered["the"] == 50 and numbered["3"] == 4 and numbered["12th"] == 2  # listed numbers keep their count
+    assert numbered["1755"] == numbered["1755."] == numbered["28th"] == numbered["28th,"] == pytest.approx(share)
+    assert "9999" in numbered and "10000" not in numbered and "101st" not in numbered
+    assert "1755" not in lexicon_words(Counter({"the": 50, "house": 20}), digits, affixes)  # a corpus without numbers
+    assert not any(ch.isdigit() for w in entries for ch in w)  # nor where the charset has no digits
 
     # a plain word list (every count 1): all of it, in order, nothing added
     plain = tmp_path / "words.txt"
