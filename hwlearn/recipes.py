@@ -65,7 +65,7 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     of its own count and its word's: the prior says which word an image shows, the image alone
     whether it is capitalized or punctuated (a trailing mark is a frame or two of evidence, which a corpus share of 4–8 %
     would overrule almost always: measured on GW, see ``benchmarks/EXPERIMENTS.md``).
-    A corpus of 50,000 words gives ~150,000 entries (~3 s to build the trie, ~60 MB)."""
+    The bundled corpus gives ~200,000 entries (~3–4 s to build the trie)."""
     ranked = sorted(((w, c) for w, c in counts.items() if charset.covers(w)), key=lambda wc: (-wc[1], wc[0]))
     if len({c for _, c in ranked}) <= 1:
         return dict(ranked)  # a plain word list: all of it, as it is
