@@ -508,10 +508,14 @@ def _date_dots(rng: np.random.Generator) -> str:
     return f"{d}.{m}.{y}"  # "12.3.1790"
 
 
-def _ordinal(rng: np.random.Generator) -> str:
-    n = int(rng.integers(1, 32))
+def ordinal(n: int) -> str:
+    """``n`` as an English ordinal: ``3rd``, ``11th``, ``21st``."""
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"  # "3rd", "21st"
+    return f"{n}{suffix}"
+
+
+def _ordinal(rng: np.random.Generator) -> str:
+    return ordinal(int(rng.integers(1, 32)))  # "3rd", "21st"
 
 
 # (weight, characters needed, generator); a format is used only when the charset has its characters.

@@ -40,8 +40,7 @@ def number_forms(limit: int = NUMBER_LIMIT) -> list[str]:
     that no corpus lists (GW's ``1755.``, ``28th.``), so without them a lexicon-constrained
     pseudo-label turns every page number and date into a word (``28th.`` -> ``as``) and
     self-training teaches the model to read digits as letters."""
-    def ordinal(n: int) -> str:
-        return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+    from .corpus import ordinal
 
     return [str(n) for n in range(limit)] + [ordinal(n) for n in range(1, 101)]
 
