@@ -51,9 +51,14 @@ class CharLM:
     ``suffixes`` (``{mark: probability}``, e.g. ``{",": 0.08, ".": 0.04}``) is the punctuation
     attached to a word in running text: each word is counted with each mark at its end, weighted by
     its probability (the rest without), so ``Governor.`` and ``pounds;`` are likely spellings; the
-    ``MAX_SUFFIXES`` most probable marks are used. Without it a mark is just a rare character."""
+    ``MAX_SUFFIXES`` most probable marks are used. Without it a mark is just a rare character.
 
-    def __init__(self, words: Iterable[str], order: int = ORDER, suffixes: Mapping[str, float] | None = None):
+    ``counted=True`` (``words`` a mapping text -> count, e.g. the readings of an archive) counts every
+    word as often as it occurs instead of once: a model of what *these* texts say most often
+    (:class:`MixedCharLM`), not of how a language spells."""
+
+    def __init__(self, words: Iterable[str] | Mapping[str, float], order: int = ORDER,
+                 suffixes: Mapping[str, float] | None = None, counted: bool = False):
         if order < 1:
             raise ValueError("order must be >= 1")
         self.order = order
@@ -66,18 +71,31 @@ class CharLM:
         pad = _START * (order - 1)
         grams: Counter[str] = Counter()  # n-grams and their (weighted) counts
         endings: Counter[str] = Counter()  # the last order - 1 characters of the words (padded)
-        types = set()
+        if counted and not isinstance(words, Mapping):
+            raise ValueError("counted=True needs a mapping of texts to counts")
+        parts: Counter[str] = Counter()  # each word and its weight: 1 per type, or its count
         for raw in words:
+            weight = float(words[raw]) if counted else 1.0
             word = normalize(raw.strip())
             for sep in SEPARATORS:  # a listed "Neu-Ulm" or "New York" is spelled as two words
                 word = word.replace(sep, " ")
             for part in word.split():
-                if part in types:
-                    continue
-                types.add(part)
-                body = pad + part
-                grams.update(body[i - k:i + 1] for i in range(order - 1, len(body)) for k in range(order))
-                endings[body[len(body) - (order - 1):]] += 1
+                if counted:
+                    parts[part] += weight
+                else:
+                    parts[part] = 1.0
+        for part, weight in parts.items():
+            if weight <= 0:
+                continue
+            body = pad + part
+            body_grams = (body[i - k:i + 1] for i in range(order - 1, len(body)) for k in range(order))
+            if weight == 1.0:
+                grams.update(body_grams)
+            else:
+                for gram in body_grams:
+                    grams[gram] += weight
+            endings[body[len(body) - (order - 1):]] += weight
+        types = [p for p, w in parts.items() if w > 0]
         if not types:
             raise HwlearnError("character model: no words")
         # n-grams that reach past a word's last letter (into a mark or the end), weighted by the mark
@@ -181,6 +199,54 @@ class CharLM:
 
     def score(self, text: str) -> float:
         """log P(``text``): every character given those before it, then the end."""
+        text = normalize(text)
+        return sum(self.log_prob(text[:i], ch) for i, ch in enumerate(text)) + self.end_log_prob(text)
+
+
+class MixedCharLM:
+    """``(1 - weight) * base + weight * domain``: a language's character model (:class:`CharLM`) with
+    a model of what one archive says (a ``counted`` :class:`CharLM` of its readings) mixed in, per
+    character; same interface and states as a :class:`CharLM` (both need the same ``order``)."""
+
+    def __init__(self, base: CharLM, domain: CharLM, weight: float):
+        if base.order != domain.order:
+            raise ValueError("the two character models need the same order")
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError("weight must be in [0, 1]")
+        self.base, self.domain, self.weight = base, domain, float(weight)
+        self.order, self.num_words, self.suffixes = base.order, base.num_words, base.suffixes
+        self._steps: dict = {}
+
+    def _mix(self, a: float, b: float) -> float:
+        return math.log((1.0 - self.weight) * math.exp(a) + self.weight * math.exp(b))
+
+    def state(self, text: str) -> tuple[str, bool]:
+        return self.base.state(text)
+
+    def advance(self, state: tuple[str, bool], ch: str) -> tuple[str, bool]:
+        return self.base.advance(state, ch)
+
+    def step(self, state: tuple[str, bool], ch: str) -> tuple[float, tuple[str, bool]]:
+        key = (state, ch)
+        v = self._steps.get(key)
+        if v is None:
+            a, after = self.base.step(state, ch)
+            v = self._steps[key] = (self._mix(a, self.domain.step(state, ch)[0]), after)
+        return v
+
+    def step_log_prob(self, state: tuple[str, bool], ch: str) -> float:
+        return self.step(state, ch)[0]
+
+    def end_step_log_prob(self, state: tuple[str, bool]) -> float:
+        return self._mix(self.base.end_step_log_prob(state), self.domain.end_step_log_prob(state))
+
+    def log_prob(self, text: str, ch: str) -> float:
+        return self.step_log_prob(self.state(text), ch)
+
+    def end_log_prob(self, text: str) -> float:
+        return self.end_step_log_prob(self.state(text))
+
+    def score(self, text: str) -> float:
         text = normalize(text)
         return sum(self.log_prob(text[:i], ch) for i, ch in enumerate(text)) + self.end_log_prob(text)
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from hwlearn.charlm import END_AFTER_SEPARATOR, SEPARATOR_SHARE, SEPARATORS, UNSEEN, CharLM, suffix_shares
+from hwlearn.charlm import (END_AFTER_SEPARATOR, SEPARATOR_SHARE, SEPARATORS, UNSEEN, CharLM, MixedCharLM,
+                            suffix_shares)
 from hwlearn.charset import Charset
 from hwlearn.decode import Lexicon, beam_search, charlm_decode, decode_batch, greedy_decode, reading_method, word_keys
 from hwlearn.errors import HwlearnError
@@ -228,3 +229,35 @@ def test_reading_rule_character_model_first_then_lexicon():
     assert reading_method(lexicon, lm) == "charlm"  # favouring the lexicon's words (decode_batch)
     assert reading_method(lexicon, None) == "lexicon"  # --char-lm none: constrained to the words
     assert reading_method(None, lm) == "charlm" and reading_method(None, None, default="beam") == "beam"
+
+
+def test_counted_model_counts_words_as_often_as_they_occur():
+    types = CharLM({"rose": 1, "ruse": 1})
+    assert types.score("rose") == pytest.approx(types.score("ruse"))
+    # counted=False (a corpus's word counts): every word counts once, whatever its count
+    assert CharLM({"rose": 9, "ruse": 1}).score("rose") == pytest.approx(types.score("rose"))
+    counted = CharLM({"rose": 9, "ruse": 1, "New York": 2}, counted=True)
+    assert counted.score("rose") > counted.score("ruse")
+    assert counted.num_words == 4
+    with pytest.raises(ValueError):
+        CharLM(["rose"], counted=True)
+
+
+def test_mixed_model_is_a_distribution_between_its_two_models():
+    base = CharLM(WORDS, order=3)
+    domain = CharLM({"mouse": 20, "house": 1}, order=3, counted=True)
+    mixed = MixedCharLM(base, domain, 0.3)
+    seen = sorted({ch for w in WORDS for ch in w})
+    for text in ("", "mo", "hous", "mouse "):
+        state = mixed.state(text)
+        total = (sum(math.exp(mixed.step_log_prob(state, ch)) for ch in [*seen, *SEPARATORS])
+                 + math.exp(mixed.end_step_log_prob(state)))
+        assert 0.97 <= total <= 1.0
+        for ch in seen:
+            a, b, m = base.log_prob(text, ch), domain.log_prob(text, ch), mixed.log_prob(text, ch)
+            assert min(a, b) - 1e-9 <= m <= max(a, b) + 1e-9
+    # what the archive says often becomes likelier than the language alone makes it
+    assert mixed.score("mouse") - mixed.score("louse") > base.score("mouse") - base.score("louse")
+    assert MixedCharLM(base, domain, 0.0).score("mouse") == pytest.approx(base.score("mouse"))
+    with pytest.raises(ValueError):
+        MixedCharLM(base, CharLM(WORDS), 0.3)  # orders differ
