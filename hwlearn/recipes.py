@@ -121,14 +121,27 @@ def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 5
         raise HwlearnError(f"{path}: {exc}") from None
 
 
-def load_charlm(source: str | Path | None, ckpt=None):
+#: Weight of an adapted model's own readings in its character model (chosen on DHSD *train* labels:
+#: benchmarks/EXPERIMENTS.md, session 15).
+DOMAIN_WEIGHT = 0.2
+
+
+def load_charlm(source: str | Path | None, ckpt=None, domain: bool = True):
     """A :class:`~hwlearn.charlm.CharLM` from a corpus statistics JSON or a word list; with
     ``"auto"`` from the corpus ``ckpt`` was pretrained on (the one its synthetic words came from,
     the bundled English corpus when none is recorded) — None, with a warning, when that file is
-    not there (e.g. a checkpoint copied to another machine); None for None or ``"none"``."""
+    not there (e.g. a checkpoint copied to another machine); None for None or ``"none"``.
+
+    A checkpoint made by adaptation carries the pseudo-labels its final round trained on
+    (:data:`hwlearn.selftrain.DOMAIN_WORDS`); their character model, counting each as often as it
+    occurs, is mixed in with weight :data:`DOMAIN_WEIGHT` (:class:`~hwlearn.charlm.MixedCharLM`):
+    the archive's frequent words (DHSD's ``Straße``) beat the language's equally good spellings
+    (``Strafe``). ``domain=False`` leaves them out: callers do so when a lexicon is given, which
+    already names the archive's words (on GW the readings gained nothing from them)."""
     if source is None or source == "none":
         return None
-    from .charlm import CharLM
+    from .charlm import CharLM, MixedCharLM
+    from .selftrain import DOMAIN_WORDS
 
     if source == "auto":
         recorded = (ckpt.meta.get("synthetic") or {}).get("corpus") if ckpt is not None else None
@@ -143,7 +156,11 @@ def load_charlm(source: str | Path | None, ckpt=None):
                           "without a character model (give one with --char-lm FILE)", highlight=False)
             return None
         source = recorded
-    return CharLM.from_source(source)
+    lm = CharLM.from_source(source)
+    words = (ckpt.meta.get(DOMAIN_WORDS) or {}) if ckpt is not None and domain else {}
+    if words:  # an adapted model: the archive's own readings mixed in
+        lm = MixedCharLM(lm, CharLM(words, lm.order, counted=True), DOMAIN_WEIGHT)
+    return lm
 
 
 def synthetic_like(ckpt, seed: int):
@@ -363,7 +380,7 @@ def evaluate(
     view_inputs += augmented_copies(images, views, ckpt.height)
     refs = [t for _, t in items]
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
-    charlm = load_charlm(charlm_source, ckpt)
+    charlm = load_charlm(charlm_source, ckpt, domain=lexicon is None)
     summary: dict = {"checkpoint": str(checkpoint), "labels": str(labels), "n": len(items), "views": views,
                      "results": {}}
     rows: list[EvalRow] = []
@@ -443,7 +460,7 @@ def recognize(
         except HwlearnError as exc:
             skipped.append((p, str(exc)))
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
-    charlm = load_charlm(charlm_source, ckpt)
+    charlm = load_charlm(charlm_source, ckpt, domain=lexicon is None)
     method = reading_method(lexicon, charlm, default=method)
     view_inputs = [[(to_model_input(img, ckpt.height), None) for img in images]]
     view_inputs += augmented_copies(images, views, ckpt.height)

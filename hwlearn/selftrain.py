@@ -28,11 +28,14 @@ Each round:
 
 Labels of an optional validation set are used only to print CER/WER per round, never to train or
 to choose. The final model is the round with the highest label-free score (round 0 = the
-pretrained model), copied to ``final``.
+pretrained model), copied to ``final``, with the pseudo-labels that round trained on and how often
+each occurs (:data:`DOMAIN_WORDS`): what this archive says, which reading with the character model
+mixes in (:func:`hwlearn.recipes.load_charlm`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -119,6 +122,9 @@ def select_by_rank(predictions: Sequence[Prediction], share: float, charset: Cha
     k = int(round(share * len(predictions)))
     return sorted(usable[: max(1, min(k, len(usable)))]) if usable else []
 
+
+#: Key of the final checkpoint's meta holding the pseudo-labels the chosen round trained on, ``{text: count}``.
+DOMAIN_WORDS = "domain_words"
 
 #: File in each round's directory listing every unlabeled image's pseudo-label (see :func:`write_pseudo_labels`).
 PSEUDO_LABELS = "pseudo_labels.tsv"
@@ -266,6 +272,7 @@ def adapt(
     if report:
         report(row)
     round_dirs = {0: Path(checkpoint)}
+    readings: dict[int, Counter] = {}  # round -> the pseudo-labels it trained on, and how often each
     for r in range(1, config.rounds + 1):
         share = config.share(r)
         selected = select_by_rank(preds, share, charset)
@@ -273,6 +280,7 @@ def adapt(
             console.print(f"[yellow]round {r}: no usable pseudo-label (all predictions empty); stopping")
             break
         write_pseudo_labels(out_dir / f"round{r}" / PSEUDO_LABELS, unlabeled, preds, selected)
+        readings[r] = Counter(preds[i].text for i in selected)
         pseudo = LabeledImages([(images[i], preds[i].text) for i in selected], height, augment=AUGMENTS[config.augment],
                                seed=config.seed + r)
         sources = [Source(pseudo, share=1 - config.synthetic_share, name="pseudo")]
@@ -284,7 +292,7 @@ def adapt(
             warmup_steps=config.warmup_steps, val_every=config.steps_per_round, num_workers=config.num_workers,
             seed=config.seed * 1000 + r, phase=f"adapt-round-{r}",
         )
-        round_meta = {**{k: v for k, v in meta.items() if k not in ("training", "metrics")},
+        round_meta = {**{k: v for k, v in meta.items() if k not in ("training", "metrics", DOMAIN_WORDS)},
                       "adapt": {**asdict(config), "round": r, "selected": len(selected), "source": str(checkpoint),
                                 "fonts_used": fonts_used}}
         trainer = Trainer(model, charset, sources, out_dir / f"round{r}", train_config, device=device, meta=round_meta)
@@ -311,6 +319,8 @@ def adapt(
     save_checkpoint(final, chosen_ckpt.model, charset, meta={
         **chosen_ckpt.meta,
         "preprocessing": meta["preprocessing"],  # round 0 is the pretrained model, read in the chosen layout
+        # what the archive says, most often first: reading mixes it into the character model (recipes.load_charlm)
+        DOMAIN_WORDS: dict(readings[chosen].most_common()) if chosen in readings else {},
         "adapt_summary": {"chosen_round": chosen, "rule": "highest mean confidence on the unlabeled images",
                           "layout": layout.kind, "layout_mean_confidence": layout_scores, "fonts_used": fonts_used,
                           "lexicon": ({"words": len(lexicon), "prior_weight": lexicon.prior_weight}

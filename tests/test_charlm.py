@@ -108,6 +108,23 @@ def test_load_charlm_auto_uses_the_pretraining_corpus(tmp_path):
     assert load_charlm("auto", SimpleNamespace(meta={})).num_words > 10_000
 
 
+def test_load_charlm_mixes_in_an_adapted_models_readings(tmp_path):
+    from hwlearn.recipes import DOMAIN_WEIGHT
+
+    (tmp_path / "w.txt").write_text("Strafe\nStraße\nHaus\n", encoding="utf-8")
+    corpus = {"synthetic": {"corpus": str(tmp_path / "w.txt")}}
+    plain = load_charlm("auto", SimpleNamespace(meta=corpus))
+    adapted = load_charlm("auto", SimpleNamespace(meta={**corpus, "domain_words": {"Straße": 40, "Am Haus": 2}}))
+    assert isinstance(adapted, MixedCharLM) and adapted.weight == DOMAIN_WEIGHT
+    # the archive writes Straße, not Strafe: the adapted model's reading prefers it more
+    assert adapted.score("Straße") - adapted.score("Strafe") > plain.score("Straße") - plain.score("Strafe")
+    assert not isinstance(load_charlm("auto", SimpleNamespace(meta={**corpus, "domain_words": {}})), MixedCharLM)
+    assert load_charlm("none", SimpleNamespace(meta={**corpus, "domain_words": {"Straße": 1}})) is None
+    # with a lexicon the callers leave them out
+    assert not isinstance(load_charlm("auto", SimpleNamespace(meta={**corpus, "domain_words": {"Straße": 1}}),
+                                      domain=False), MixedCharLM)
+
+
 def test_charlm_decode_corrects_a_misspelling_but_keeps_unknown_words():
     lm = CharLM(WORDS)
     # the writer's "o" looks like an "a": P(a) = 0.55, P(o) = 0.35 at that frame

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from hwlearn.charlm import MixedCharLM
+from hwlearn.checkpoint import load_checkpoint
 from hwlearn.cli import main
+from hwlearn.recipes import load_charlm
 from hwlearn.synth import build_synthetic
 
 MODES = ["L", "RGBA", "P", "I;16", "CMYK", "LA", "1"]
@@ -86,6 +90,12 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     confidences = [float(f[2]) for f in fields]
     assert confidences == sorted(confidences, reverse=True)
     assert sum(int(f[3]) for f in fields) == summary["rounds"][1]["selected"]
+    # the final model carries the readings its round trained on, with their counts (none for round 0)
+    trained_on = Counter(f[1] for f in fields if f[3] == "1")
+    expected = dict(trained_on) if summary["chosen_round"] == 1 else {}
+    assert meta["domain_words"] == expected
+    lm = load_charlm("auto", load_checkpoint(out / "final"))
+    assert isinstance(lm, MixedCharLM) == bool(expected)
 
 
 def test_adapt_refuses_a_folder_without_images(tiny_run, tmp_path):

@@ -43,7 +43,8 @@ def charlm_option(default: str | None, help: str):
     recognize: a decoding)."""
     return click.option("--char-lm", "char_lm", default=default, show_default=default is not None, metavar="SOURCE",
                         help=help + " SOURCE: a corpus statistics JSON or a word list (its words' spelling), or auto "
-                                    "(the corpus the model was pretrained on).")
+                                    "(the corpus the model was pretrained on); an adapted model's own readings are mixed in "
+                                    "when there is no --lexicon.")
 
 
 READ_VIEWS = 0  # evaluate's and recognize's --views default
