@@ -44,7 +44,29 @@ END_AFTER_SEPARATOR = 0.1
 _START, _END = "\x02", "\x03"
 
 
-class CharLM:
+class _TextScores:
+    """What a character model says of whole texts, from its steps: a subclass gives ``state(text)``,
+    ``step(state, ch)`` -> ``(log prob, next state)`` and ``end_step_log_prob(state)``."""
+
+    def step_log_prob(self, state: tuple[str, bool], ch: str) -> float:
+        """log P(``ch`` follows a text in ``state``)."""
+        return self.step(state, ch)[0]
+
+    def log_prob(self, text: str, ch: str) -> float:
+        """log P(``ch`` follows ``text``); ``ch`` one character."""
+        return self.step_log_prob(self.state(text), ch)
+
+    def end_log_prob(self, text: str) -> float:
+        """log P(the text ends after ``text``)."""
+        return self.end_step_log_prob(self.state(text))
+
+    def score(self, text: str) -> float:
+        """log P(``text``): every character given those before it, then the end."""
+        text = normalize(text)
+        return sum(self.log_prob(text[:i], ch) for i, ch in enumerate(text)) + self.end_log_prob(text)
+
+
+class CharLM(_TextScores):
     """Character n-gram model of the words in ``words`` (any iterable of strings; duplicates count
     once). ``log_prob(text, ch)`` is log P(ch | text), ``end_log_prob(text)`` log P(text ends).
 
@@ -178,10 +200,6 @@ class CharLM:
             v = self._steps[key] = (math.log(p), self.advance(state, ch))
         return v
 
-    def step_log_prob(self, state: tuple[str, bool], ch: str) -> float:
-        """log P(``ch`` follows a text in ``state``)."""
-        return self.step(state, ch)[0]
-
     def end_step_log_prob(self, state: tuple[str, bool]) -> float:
         """log P(a text in ``state`` ends)."""
         ctx, after_separator = state
@@ -189,21 +207,8 @@ class CharLM:
             return math.log(END_AFTER_SEPARATOR)
         return math.log(self._prob(ctx, _END) * (1.0 - SEPARATOR_SHARE))
 
-    def log_prob(self, text: str, ch: str) -> float:
-        """log P(``ch`` follows ``text``); ``ch`` one character."""
-        return self.step_log_prob(self.state(text), ch)
 
-    def end_log_prob(self, text: str) -> float:
-        """log P(the text ends after ``text``)."""
-        return self.end_step_log_prob(self.state(text))
-
-    def score(self, text: str) -> float:
-        """log P(``text``): every character given those before it, then the end."""
-        text = normalize(text)
-        return sum(self.log_prob(text[:i], ch) for i, ch in enumerate(text)) + self.end_log_prob(text)
-
-
-class MixedCharLM:
+class MixedCharLM(_TextScores):
     """``(1 - weight) * base + weight * domain``: a language's character model (:class:`CharLM`) with
     a model of what one archive says (a ``counted`` :class:`CharLM` of its readings) mixed in, per
     character; same interface and states as a :class:`CharLM` (both need the same ``order``)."""
@@ -234,21 +239,8 @@ class MixedCharLM:
             v = self._steps[key] = (self._mix(a, self.domain.step(state, ch)[0]), after)
         return v
 
-    def step_log_prob(self, state: tuple[str, bool], ch: str) -> float:
-        return self.step(state, ch)[0]
-
     def end_step_log_prob(self, state: tuple[str, bool]) -> float:
         return self._mix(self.base.end_step_log_prob(state), self.domain.end_step_log_prob(state))
-
-    def log_prob(self, text: str, ch: str) -> float:
-        return self.step_log_prob(self.state(text), ch)
-
-    def end_log_prob(self, text: str) -> float:
-        return self.end_step_log_prob(self.state(text))
-
-    def score(self, text: str) -> float:
-        text = normalize(text)
-        return sum(self.log_prob(text[:i], ch) for i, ch in enumerate(text)) + self.end_log_prob(text)
 
 
 def suffix_shares(affix_counts: Mapping[tuple[str, str], int], tokens: int) -> dict[str, float]:
