@@ -1,6 +1,6 @@
 """How close label-free adaptation gets to supervised fine-tuning on a real handwriting dataset.
 
-    python benchmarks/real_accuracy.py DATASET_DIR [--profile smoke|cpu|gpu] [--corpus STATS.json]
+    python benchmarks/real_accuracy.py DATASET_DIR [--profile smoke|cpu|cpu-full|gpu] [--corpus STATS.json]
         [--lexicon WORDS] [--adapt-lexicon] [--out-dir RUN] [--seed 0] [--device auto]
         [--skip-pretrain CKPT] [--set KEY=VALUE ...] [--systems NAME,...] [--json PATH]
 
@@ -34,15 +34,15 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 **Profiles** (``--set KEY=VALUE`` overrides one setting of the profile, e.g. ``--set pretrain_steps=3000``):
 
 - ``smoke``: seconds; 50 train / 50 test images, a few steps per phase; checks the script works;
-- ``cpu``: small preset, batch 32, 7000 pretraining steps, 5 adaptation rounds x 500 steps, 2000
-  fine-tuning steps. Measured on 2 CPU cores (the development VM): GW at the 60-minute budget
-  (pretraining 30-34 min, adaptation 7.5-9.5 min to the 2375 train images and 8.5-10.5 min to the
-  3655 train + test images, fine-tuning 5.5-7.5 min, evaluations < 1 min: 52-62 min over two
-  runs). DHSD does **not** fit in 60 minutes: its run (``--set pretrain_steps=4000``, phrases up
-  to 32 characters, wider images, 4745 / 5939 images to adapt to) takes ~39 min of pretraining,
-  ~18 + ~18 min of adaptation and ~17 min of fine-tuning (~92 min);
+- ``cpu``: the 60-minute budget on 2 CPU cores: small preset, batch 32, 5000 pretraining steps,
+  4 adaptation rounds x 300 steps (share ramp over 3) reading each image in 2 augmented views too,
+  1500 fine-tuning steps. Sized on GW (2375 / 3655 images to adapt to); DHSD has twice the images,
+  wider ones, and needs longer pretraining (see benchmarks/README.md for the measured times);
+- ``cpu-full``: hwlearn adapt's defaults (7 rounds x 500 steps, 4 views) on the small preset, 7000
+  pretraining steps, 2000 fine-tuning steps: the best CPU numbers, about 1.5 h (GW) to 3 h (DHSD)
+  on 2 cores;
 - ``gpu``: ``base`` preset (height 64), 30k pretraining steps of batch 64 with 12 rendering
-  workers, 5 x 2000 adaptation steps, 5000 fine-tuning steps: for a lent GPU machine.
+  workers, 7 x 2000 adaptation steps (4 views), 5000 fine-tuning steps: for a lent GPU machine.
 
 ``--systems`` limits the run to some of the models (the synthetic-only one is always scored), e.g.
 ``--skip-pretrain RUN/pretrain/best --systems label_free --out-dir runs/exp1 --set adapt_lr=0.001``
@@ -146,8 +146,12 @@ class Profile:
 PROFILES = {
     "smoke": Profile(preset="small", pretrain_steps=20, batch_size=8, workers=1, val_every=20, val_size=16,
                      adapt_rounds=1, adapt_steps=5, finetune_steps=10, max_train_images=50, max_test_images=50),
-    "cpu": Profile(preset="small", pretrain_steps=7000, batch_size=32, workers=1, val_every=500, val_size=500,
-                   adapt_steps=500, finetune_steps=2000),
+    # the 60-minute budget on 2 cores (GW): shorter pretraining, 4 shorter adaptation rounds read in 2 views
+    "cpu": Profile(preset="small", pretrain_steps=5000, batch_size=32, workers=1, val_every=500, val_size=500,
+                   adapt_rounds=4, adapt_ramp_rounds=3, adapt_steps=300, adapt_views=2, finetune_steps=1500),
+    # hwlearn adapt's defaults on the small model: the best CPU numbers, ~1.5-3 h on 2 cores
+    "cpu-full": Profile(preset="small", pretrain_steps=7000, batch_size=32, workers=1, val_every=500, val_size=500,
+                        adapt_steps=500, finetune_steps=2000),
     "gpu": Profile(preset="base", pretrain_steps=30000, batch_size=64, workers=12, val_every=1000, val_size=1000,
                    adapt_steps=2000, finetune_steps=5000),
 }
