@@ -501,6 +501,7 @@ def run(args: argparse.Namespace) -> dict:
         if getattr(args, attr) is not None:
             setattr(args, attr, getattr(args, attr).resolve())
     device = str(resolve_device(args.device))
+    code = git_state()  # the code that runs (read now: commits made while it runs are not it)
 
     train = read_split(dataset_dir, "train", profile.max_train_images, args.seed)
     test = read_split(dataset_dir, "test", profile.max_test_images, args.seed)
@@ -550,7 +551,7 @@ def run(args: argparse.Namespace) -> dict:
     result = {
         "benchmark": "real_accuracy",
         "date": date.today().isoformat(),
-        **git_state(),
+        **code,
         "machine": machine(),
         "device": device,
         "command": shlex.join(["python", *sys.argv]) if args.command is None else args.command,
