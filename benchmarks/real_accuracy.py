@@ -61,11 +61,13 @@ with hwlearn itself (the list is GPL-licensed: keep the file under ``runs/``, wh
 
     mkdir -p runs/corpora
     hwlearn corpus --wordlist ../shared/corpora/wordlists/ngerman.txt -o runs/corpora/de_ngerman.json
-    python benchmarks/real_accuracy.py ../shared/data/dhsd --profile cpu --corpus runs/corpora/de_ngerman.json
+    python benchmarks/real_accuracy.py ../shared/data/dhsd --profile cpu-full --corpus runs/corpora/de_ngerman.json \
+        --set pretrain_steps=4000 --set phrase_share=0.5 --set max_len=32
 
 The model charset has ä ö ü ß Ä Ö Ü, space and hyphen; the script reports label characters it
 lacks (DHSD train: ó, š in 5 images). A word-list corpus yields single words, while ~40 % of the
-DHSD labels are multi-word names (``Groß Köris``): the sampler never joins words with a space.
+DHSD labels are multi-word names (``Groß Köris``): by default the sampler draws single words;
+``--set phrase_share=0.5`` joins 2-3 of them with a space or hyphen in half of the samples.
 """
 
 from __future__ import annotations
