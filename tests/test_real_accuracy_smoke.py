@@ -147,3 +147,20 @@ def test_systems_limits_the_run_to_the_models_asked_for(barely_trained, dataset,
     with pytest.raises(SystemExit) as exc:
         ra.main([dataset, "--profile", "smoke", "--systems", "label_free,nonsense"])
     assert exc.value.code == 2
+
+
+def test_cpu_full_profile_is_hwlearn_adapts_defaults():
+    """cpu-full is documented as hwlearn adapt's defaults: it follows AdaptConfig; cpu is the
+    budgeted, smaller configuration."""
+    from dataclasses import fields
+
+    from hwlearn.selftrain import AdaptConfig
+
+    full, budget, defaults = ra.PROFILES["cpu-full"], ra.PROFILES["cpu"], AdaptConfig()
+    adapt_settings = [f.name for f in fields(ra.Profile) if f.name.startswith("adapt_")]
+    assert adapt_settings
+    for name in adapt_settings:
+        key = {"adapt_steps": "steps_per_round"}.get(name, name.removeprefix("adapt_"))
+        assert getattr(full, name) == getattr(defaults, key), name
+    assert budget.pretrain_steps < full.pretrain_steps
+    assert budget.adapt_rounds * budget.adapt_steps < full.adapt_rounds * full.adapt_steps
