@@ -79,8 +79,8 @@ def save_checkpoint(
         )
     record = _meta_record(model, charset, meta)
     weights = {
-        name: (t.detach().to("cpu", torch.float32) if t.is_floating_point() else t.detach().cpu()).clone()
-        for name, t in model.state_dict().items()
+        name: (t.detach().to("cpu", torch.float32) if t.is_floating_point() else t.detach().cpu()).clone(memory_format=torch.contiguous_format)
+        for name, t in model.state_dict().items()  # (safetensors stores contiguous tensors: not channels-last)
     }
     _require_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
