@@ -298,3 +298,19 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and result.stderr.strip() == f"Error: {tmp_path / 'missing'}: no such directory"
     result = CliRunner().invoke(main, ["checkpoints", "prune", str(tmp_path)])
     assert result.exit_code == 2 and "--keep" in result.stderr
+
+
+def test_channels_last_model_saves_contiguous_and_loads_channels_last(tmp_path):
+    from safetensors.torch import load_file
+
+    model = tiny_model()
+    conv = model.cnn[1].conv.weight  # (the first block's has one input channel: both layouts at once)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    path = save_checkpoint(tmp_path / "ck", model, CHARSET)
+    stored = load_file(str(path / "model.safetensors"))
+    assert all(t.is_contiguous() for t in stored.values())
+    loaded = load_checkpoint(path).model
+    assert loaded.cnn[1].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(loaded.cnn[1].conv.weight, conv)
+    x, w = torch.rand(2, 1, 32, 40), torch.tensor([40, 24])  # an NCHW input works as well
+    assert torch.allclose(loaded(x, w)[0], model(x, w)[0])
