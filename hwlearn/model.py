@@ -13,8 +13,8 @@ convolution (so a padded sample sees the same zero border as the unpadded one) a
 reads packed sequences. In eval mode the output of a sample alone equals its output in a batch.
 
 The convolution weights and activations are kept channels-last (NHWC): on the CPU that makes a
-training step ~17 % faster than NCHW for this model (oneDNN convolutions and pooling without
-layout reorders; measured on the small preset, batch 32, 2-core VM).
+training step ~8 % and a reading ~15 % faster than NCHW for this model (oneDNN convolutions and
+pooling without layout reorders; small preset, batch 32, 2-core VM; benchmarks/EXPERIMENTS.md).
 
 Configuration is plain data (:class:`ModelConfig`, JSON-friendly via ``to_dict`` / ``from_dict``);
 :data:`PRESETS` holds the named sizes and :func:`create_model` builds one with overrides.
