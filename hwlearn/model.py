@@ -113,7 +113,7 @@ class ModelConfig:
 
 #: Named model sizes. ``small``: height 32, ~1.0 M parameters, trains on a laptop CPU.
 #: ``base``: height 64, ~6 M parameters, for a GPU. ``small`` has no dropout: its CPU-sized runs never
-#: see a synthetic word twice and end underfit, and without dropout the `cpu` benchmark's pretraining
+#: see the same rendering twice and end underfit, and without dropout the `cpu` benchmark's pretraining
 #: reached a lower synthetic CER (0.163 -> 0.148) and its adaptation a lower one on GW (benchmarks/EXPERIMENTS.md).
 PRESETS: dict[str, ModelConfig] = {
     "small": ModelConfig(
