@@ -138,6 +138,7 @@ class Profile:
     adapt_match_fonts: int = AdaptConfig.match_fonts  # > 0: synthetic words from the closest fonts (hwlearn.fontmatch)
     adapt_views: int = AdaptConfig.views  # augmented copies of each image read too (hwlearn.decode.consensus)
     adapt_augment: str = AdaptConfig.augment  # augmentation of the pseudo-labeled images in training
+    adapt_dropout: float = AdaptConfig.dropout  # dropout while training on pseudo-labels (whatever the preset has)
     finetune_steps: int = 2000
     finetune_lr: float = TrainConfig.lr  # hwlearn train's default
     finetune_synthetic_share: float = 0.0
@@ -330,7 +331,7 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                          seed=args.seed, layout=profile.adapt_layout, match_fonts=profile.adapt_match_fonts,
                          start_share=profile.adapt_start_share, end_share=profile.adapt_end_share,
                          synthetic_share=profile.adapt_synthetic_share, views=profile.adapt_views,
-                         augment=profile.adapt_augment)
+                         augment=profile.adapt_augment, dropout=profile.adapt_dropout)
 
     def report(row):
         val = "  ".join(f"test {k} {v:.4f}" for k, v in row.val.items())

@@ -193,6 +193,15 @@ class Recognizer(nn.Module):
             lengths = torch.div(lengths, pw, rounding_mode="floor")
         return lengths
 
+    def set_dropout(self, p: float) -> None:
+        """Train with dropout ``p`` from now on, whatever the model was built with (a later training
+        phase may want another amount than pretraining did): before and after the LSTM and between
+        its layers. ``config`` records it, so a checkpoint saved afterwards is rebuilt with it."""
+        self.config = dataclasses.replace(self.config, dropout=float(p))  # validates p
+        self.dropout.p = self.config.dropout
+        if self.config.lstm_layers > 1:
+            self.lstm.dropout = self.config.dropout
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -21,7 +21,10 @@ Each round:
    (:func:`hwlearn.data.augment_real_strong` by default: heavier than the copies it was labeled
    in, so the model cannot merely confirm its labels; ``augment="light"``:
    :func:`hwlearn.data.augment_real`), mixed with synthetic words (``synthetic_share`` of each
-   batch) so rare characters and the synthetic prior are not forgotten;
+   batch) so rare characters and the synthetic prior are not forgotten, with dropout ``dropout``
+   (0.2 by default, whatever the pretrained model had: pretraining on ever-new renderings does best
+   without any, a few thousand images seen again and again do better with it; recorded in the
+   round's checkpoint);
 4. **checkpoint** the round (``round<k>/last``; the labels it trained on are in
    ``round<k>/pseudo_labels.tsv``, :func:`write_pseudo_labels`) and re-label all images with the new model; the
    mean confidence over *all* unlabeled images is the round's label-free score.
@@ -77,6 +80,7 @@ class AdaptConfig:
     match_fonts: int = 0  # > 0: synthetic words only from the fonts closest to the images (hwlearn.fontmatch)
     views: int = 4  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
     augment: str = "strong"  # augmentation of the pseudo-labeled images in training: "strong" or "light" (AUGMENTS)
+    dropout: float | None = 0.2  # dropout while training on the pseudo-labels (None: the model's own; see adapt())
 
     def share(self, round_index: int) -> float:
         """Share of the unlabeled images selected in round ``round_index`` (1-based): growing
@@ -217,6 +221,8 @@ def adapt(
     method = "lexicon" if lexicon is not None else reading_method(None, charlm)  # pseudo-labels: lexicon words
     if config.augment not in AUGMENTS:
         raise HwlearnError(f"unknown augmentation {config.augment!r} (choose from {', '.join(AUGMENTS)})")
+    if config.dropout is not None:
+        model.set_dropout(config.dropout)  # (readings are made in eval mode: dropout only acts in training)
 
     originals = [load_image(p) for p in unlabeled]
     layout, layout_scores, preds = choose_layout(model, originals, synthetic, config, charset, height,

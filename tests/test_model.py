@@ -89,6 +89,21 @@ def test_eval_mode_is_deterministic():
     assert torch.equal(a, b)
 
 
+def test_set_dropout_changes_training_not_reading():
+    model = create_model("small", 30, dropout=0.0)
+    images, widths = _batch([60, 40], 32)
+    model.train()
+    torch.testing.assert_close(model(images, widths)[0], model(images, widths)[0])  # no dropout: the same twice
+    model.set_dropout(0.3)
+    assert model.config.dropout == 0.3 and model.dropout.p == 0.3 and model.lstm.dropout == 0.3
+    assert not torch.equal(model(images, widths)[0], model(images, widths)[0])  # now it drops units in training
+    model.eval()
+    assert torch.equal(model(images, widths)[0], model(images, widths)[0])
+    with pytest.raises(HwlearnError, match="dropout"):
+        model.set_dropout(1.0)
+    assert model.config.dropout == 0.3
+
+
 def test_bad_input_shape_raises():
     model = create_model("small", 30)
     with pytest.raises(ValueError, match="shape"):

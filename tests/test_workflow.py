@@ -82,6 +82,9 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     assert round_meta["adapt"]["selected"] == summary["rounds"][1]["selected"]
     assert round_meta["training"]["phase"] == "adapt-round-1" and round_meta["training"]["step"] == 5
     assert round_meta["adapt"]["views"] == 4  # the pseudo-label: the reading the image and its 4 copies agree on
+    # the tiny model was pretrained without dropout; adaptation trains with --dropout's default and says so
+    assert json.loads((tiny_run / "best" / "meta.json").read_text())["model_config"]["dropout"] == 0.0
+    assert round_meta["adapt"]["dropout"] == 0.2 and round_meta["model_config"]["dropout"] == 0.2
     # what the round trained on: every readable image, most confident first, the selection marked
     rows = (out / "round1" / "pseudo_labels.tsv").read_text(encoding="utf-8").splitlines()
     assert rows[0] == "image\tpseudo_label\tconfidence\tselected"
