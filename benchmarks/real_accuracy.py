@@ -142,6 +142,7 @@ class Profile:
     finetune_steps: int = 2000
     finetune_lr: float = TrainConfig.lr  # hwlearn train's default
     finetune_synthetic_share: float = 0.0
+    finetune_dropout: float = 0.2  # hwlearn train's default, as in adaptation
     max_train_images: int = 0  # 0: all; else a seeded random subset
     max_test_images: int = 0
 
@@ -367,7 +368,7 @@ def finetune_step(pretrained: Path, train_tsv: Path, run_dir: Path, profile: Pro
                          val_every=min(500, profile.finetune_steps), num_workers=profile.workers, seed=args.seed)
     t = time.perf_counter()
     result = finetune(pretrained, train_tsv, out, config=config, synthetic_share=profile.finetune_synthetic_share,
-                      device=args.device, resume=state is not None, overwrite=state is None, layout=layout)
+                      dropout=profile.finetune_dropout, device=args.device, resume=state is not None, overwrite=state is None, layout=layout)
     log.done("finetune", time.perf_counter() - t, checkpoint=str(out / "last"), resumed=state is not None,
              layout=layout.kind,
              train_seconds=round(result.seconds, 1), nonfinite_samples=result.nonfinite_samples,

@@ -302,12 +302,15 @@ def finetune(
     overwrite: bool = False,
     progress: bool = True,
     layout=None,
+    dropout: float | None = 0.2,
 ) -> TrainResult:
     """Fine-tune a checkpoint on labeled real words (augmented), optionally mixed with synthetic words.
 
     The images are read in ``layout`` (a :class:`hwlearn.layout.Layout`), by default the checkpoint's
     own (``as-is`` for a pretrained model, the chosen one for an adapted model); it is stored with
-    the result."""
+    the result. The model trains with dropout ``dropout`` whatever it was built with (None: its
+    own), as in adaptation: a few thousand real images seen again and again are read better with
+    it (:meth:`hwlearn.model.Recognizer.set_dropout`; GW: ``benchmarks/EXPERIMENTS.md``)."""
     from .data import augment_real
 
     out_dir = Path(out_dir)
@@ -315,6 +318,8 @@ def finetune(
     ckpt = load_checkpoint(checkpoint)
     height = ckpt.height
     layout = layout if layout is not None else ckpt.layout
+    if dropout is not None:
+        ckpt.model.set_dropout(dropout)
     sources = [Source(_labeled(labeled, height, augment=augment_real, seed=config.seed, prepare=layout),
                       share=1 - synthetic_share, name="labeled")]
     if synthetic_share > 0:
@@ -323,7 +328,8 @@ def finetune(
     val_sets = [ValSet("real_val", _labeled(val_labels, height, prepare=layout))] if val_labels else []
     meta = {k: v for k, v in ckpt.meta.items() if k not in ("training", "metrics")}
     meta["preprocessing"] = {**meta.get("preprocessing", {}), "layout": layout.to_dict()}
-    meta["finetune"] = {"source": str(checkpoint), "labeled": str(labeled), "synthetic_share": synthetic_share}
+    meta["finetune"] = {"source": str(checkpoint), "labeled": str(labeled), "synthetic_share": synthetic_share,
+                        "dropout": ckpt.model.config.dropout}
     trainer = Trainer(ckpt.model, ckpt.charset, sources, out_dir, config, val_sets=val_sets, device=device, meta=meta)
     if resuming:
         trainer.resume(out_dir / "last")

@@ -244,10 +244,14 @@ def test_supervised_train_on_labels(tiny_run, word_folder, tmp_path):
     _, labels = word_folder
     out = tmp_path / "ft"
     result = _invoke(["train", "--from", tiny_run / "best", "--labeled", labels, "-o", out, "--steps", "6",
-                      "--batch-size", "4", "--val", labels, "--val-every", "3", "--workers", "0", "--device", "cpu"])
+                      "--batch-size", "4", "--val", labels, "--val-every", "3", "--workers", "0", "--device", "cpu",
+                      "--dropout", "0.1"])
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "best" / "meta.json").read_text())
     assert meta["training"]["phase"] == "finetune" and "real_val_cer" in meta["metrics"]
+    # trained with the asked dropout (the tiny model was built without), and rebuilt with it
+    assert meta["finetune"]["dropout"] == 0.1 and meta["model_config"]["dropout"] == 0.1
+    assert load_checkpoint(out / "best").model.dropout.p == 0.1
 
 
 def test_demo_runs_end_to_end_on_a_tiny_setting(tmp_path):

@@ -18,12 +18,15 @@ from .options import amp_option, device_option, print_train_result, seed_option,
               help="Validation labels (picks OUT/best).")
 @click.option("--synthetic-share", default=0.0, show_default=True, type=click.FloatRange(0, 0.95),
               help="Share of each batch taken from synthetic words (keeps rare characters alive with few labels).")
+@click.option("--dropout", default=0.2, show_default=True, type=click.FloatRange(0.0, 0.9),
+              help="Dropout while fine-tuning, whatever the checkpoint was built with (the small preset "
+                   "pretrains without any; on GW fine-tuning read better with 0.2).")
 @train_loop_options
 @device_option
 @amp_option
 @workers_option
 @seed_option
-def train(checkpoint, labeled, out, val_labels, synthetic_share, steps, batch_size, lr, val_every, resume, overwrite,
+def train(checkpoint, labeled, out, val_labels, synthetic_share, dropout, steps, batch_size, lr, val_every, resume, overwrite,
           device, amp, workers, seed):
     """Fine-tune a checkpoint on labeled real words (the supervised upper bound).
 
@@ -36,5 +39,5 @@ def train(checkpoint, labeled, out, val_labels, synthetic_share, steps, batch_si
     config = TrainConfig(steps=steps or 1000, batch_size=batch_size, lr=lr or TrainConfig.lr, warmup_steps=50, val_every=val_every,
                          amp=amp, num_workers=workers, seed=seed, phase="finetune")
     result = finetune(checkpoint, labeled, out, config=config, val_labels=val_labels, synthetic_share=synthetic_share,
-                      device=device, resume=resume, overwrite=overwrite)
+                      device=device, resume=resume, overwrite=overwrite, dropout=dropout)
     print_train_result(result, out)
