@@ -368,7 +368,8 @@ def finetune_step(pretrained: Path, train_tsv: Path, run_dir: Path, profile: Pro
                          val_every=min(500, profile.finetune_steps), num_workers=profile.workers, seed=args.seed)
     t = time.perf_counter()
     result = finetune(pretrained, train_tsv, out, config=config, synthetic_share=profile.finetune_synthetic_share,
-                      dropout=profile.finetune_dropout, device=args.device, resume=state is not None, overwrite=state is None, layout=layout)
+                      dropout=profile.finetune_dropout, device=args.device, resume=state is not None,
+                      overwrite=state is None, layout=layout)
     log.done("finetune", time.perf_counter() - t, checkpoint=str(out / "last"), resumed=state is not None,
              layout=layout.kind,
              train_seconds=round(result.seconds, 1), nonfinite_samples=result.nonfinite_samples,
