@@ -94,6 +94,7 @@ from hwlearn.checkpoint import read_meta  # noqa: E402
 from hwlearn.console import console  # noqa: E402
 from hwlearn.data import read_labels  # noqa: E402
 from hwlearn.errors import HwlearnError  # noqa: E402
+from hwlearn.recipes import FINETUNE_DROPOUT  # noqa: E402
 from hwlearn.selftrain import AdaptConfig  # noqa: E402
 from hwlearn.train import TrainConfig  # noqa: E402
 
@@ -142,7 +143,7 @@ class Profile:
     finetune_steps: int = 2000
     finetune_lr: float = TrainConfig.lr  # hwlearn train's default
     finetune_synthetic_share: float = 0.0
-    finetune_dropout: float = 0.2  # hwlearn train's default, as in adaptation
+    finetune_dropout: float = FINETUNE_DROPOUT  # hwlearn train's default
     max_train_images: int = 0  # 0: all; else a seeded random subset
     max_test_images: int = 0
 

@@ -288,6 +288,10 @@ def pretrain(
 # --------------------------------------------------------------------------------------------
 # supervised fine-tuning (the upper bound label-free adaptation is compared against)
 
+#: Dropout while fine-tuning on labeled real words, whatever the checkpoint was built with
+#: (held-out GW train pages: CER 0.0755 -> 0.0725 against none; benchmarks/EXPERIMENTS.md, session 19).
+FINETUNE_DROPOUT = 0.2
+
 
 def finetune(
     checkpoint: str | Path,
@@ -302,7 +306,7 @@ def finetune(
     overwrite: bool = False,
     progress: bool = True,
     layout=None,
-    dropout: float | None = 0.2,
+    dropout: float | None = FINETUNE_DROPOUT,
 ) -> TrainResult:
     """Fine-tune a checkpoint on labeled real words (augmented), optionally mixed with synthetic words.
 

@@ -26,3 +26,10 @@ def test_adapt_command_defaults_are_the_library_defaults():
     for name in ("rounds", "ramp_rounds", "steps_per_round", "start_share", "end_share", "synthetic_share",
                  "batch_size", "lr", "layout", "match_fonts", "views", "augment", "dropout"):
         assert defaults[name] == getattr(config, name), name
+
+
+def test_train_command_dropout_is_the_library_default():
+    from hwlearn.cli.train_cmd import train
+    from hwlearn.recipes import FINETUNE_DROPOUT
+
+    assert {p.name: p.default for p in train.params}["dropout"] == FINETUNE_DROPOUT
