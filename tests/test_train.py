@@ -25,7 +25,7 @@ def test_tiny_model_cer_falls_on_its_synthetic_words(tiny_run):
     records = _records(tiny_run)
     cers = [r["synth_val_cer"] for r in records if "synth_val_cer" in r]
     losses = [r["loss"] for r in records if "loss" in r]
-    assert len(cers) == 3  # steps 100, 200, 300
+    assert len(cers) == 4  # steps 100, 200, 300, 400
     assert cers[-1] < 0.3, cers  # an untrained model's CER is ~1.0
     assert cers[-1] < cers[0]
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:3]) / 3, losses
@@ -99,7 +99,7 @@ class _Mixed(torch.utils.data.Dataset):
         return 8
 
     def __getitem__(self, i):
-        return (torch.rand(1, 32, 64), "ab") if i % 2 else (torch.rand(1, 32, 32), "abcabcabcabcabc")
+        return (torch.rand(1, 32, 32), "ab" if i % 2 else "abcabcabcabcabc")  # 8 frames: 2 letters fit, 15 do not
 
 
 def test_impossible_samples_are_dropped_without_spoiling_the_step(tmp_path):
@@ -123,21 +123,60 @@ def test_frames_needed_counts_blanks_between_repeats():
     assert ctc_frames_needed([]) == 0
 
 
-def test_step_batches_are_deterministic_mixed_and_cover_each_epoch():
+def test_step_keys_are_deterministic_mixed_and_cover_each_epoch():
     a = Source(_Fixed(10, 40, "a"), share=0.75, name="a")
     b = Source(_Fixed(10**6, 40, "b"), share=0.25, infinite=True, name="b")
     batches = StepBatches([a, b], batch_size=8, seed=3, window=4)
     again = StepBatches([a, b], batch_size=8, seed=3, window=4)
-    steps = [batches.batch(s) for s in range(8)]
-    assert steps == [again.batch(s) for s in range(8)]
-    assert all(sum(1 for k, _, _ in batch if k == 0) == 6 for batch in steps)
+    steps = [batches.keys(s) for s in range(8)]
+    assert steps == [again.keys(s) for s in range(8)]
+    assert all(sum(1 for k, _, _ in keys if k == 0) == 6 for keys in steps)
     # finite source: every index exactly once per epoch (10 samples = 10/6 steps ...): first 10 draws of 'a'
-    drawn = sorted(i for batch in steps[:4] for k, i, salt in batch if k == 0 and salt == 0)
+    drawn = sorted(i for keys in steps[:4] for k, i, salt in keys if k == 0 and salt == 0)
     assert set(drawn) == set(range(10))
     # the infinite source is read at consecutive indices
-    inf = sorted(i for batch in steps[:4] for k, i, _ in batch if k == 1)
+    inf = sorted(i for keys in steps[:4] for k, i, _ in keys if k == 1)
     assert inf == list(range(8))
-    assert StepBatches([a, b], batch_size=8, seed=4).batch(0) != batches.batch(0)
+    assert StepBatches([a, b], batch_size=8, seed=4).keys(0) != batches.keys(0)
+
+
+def test_a_window_is_cut_into_batches_of_similar_width():
+    batches = StepBatches([Source(_Fixed(10, 40, "a"))], batch_size=4, seed=1, window=3)
+    widths = [37, 5, 90, 12, 64, 5, 33, 71, 8, 50, 21, 44]
+    samples = [(torch.zeros(1, 32, w), f"w{i}") for i, w in enumerate(widths)]
+    arranged = batches.arrange(2, samples)
+    assert arranged == batches.arrange(2, samples)  # deterministic
+    assert sorted(t for batch in arranged for _, t in batch) == sorted(t for _, t in samples)  # each sample once
+    assert [len(batch) for batch in arranged] == [4, 4, 4]
+    spans = sorted((min(x.shape[-1] for x, _ in b), max(x.shape[-1] for x, _ in b)) for b in arranged)
+    assert spans == [(5, 12), (21, 44), (50, 90)]  # sorted by width, then cut
+    orders = {tuple(min(x.shape[-1] for x, _ in b) for b in batches.arrange(w, samples)) for w in range(8)}
+    assert len(orders) > 1  # the batches' order within a window is shuffled, per window
+
+
+def test_training_sees_the_same_batches_with_and_without_loader_workers(tmp_path):
+    """Each window's samples are sorted by their width once read: workers or not, resumed or not,
+    every step trains on the same batch."""
+    charset = Charset("ab")
+
+    class Widths(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10**6
+
+        def __getitem__(self, i):
+            return torch.full((1, 32, 8 + (i * 37) % 90), float(i % 7) / 7), "ab"[i % 2] * (1 + i % 3)
+
+    seen = {}
+    for name, workers, start in (("main", 0, 0), ("workers", 2, 0), ("resumed", 0, 5)):
+        trainer = Trainer(create_model("small", charset.num_classes, **TINY_MODEL), charset,
+                          [Source(Widths(), infinite=True)], tmp_path / name,
+                          TrainConfig(steps=20, batch_size=4, val_every=100, num_workers=workers), device="cpu")
+        trainer.step = start
+        seen[name] = {start + s: (tuple(w.tolist()), tuple(t)) for s, (_, w, t) in enumerate(trainer._batches(20))}
+    assert seen["main"] == seen["workers"]
+    assert {s: seen["main"][s] for s in range(5, 20)} == seen["resumed"]
+    assert len(seen["main"]) == 20
+    assert all(max(w) - min(w) < 30 for w, _ in seen["main"].values())  # widths spread over 8..97
 
 
 def test_allocation_and_schedule():
