@@ -436,10 +436,11 @@ class Trainer:
         window is arranged into batches once all its samples are in (:meth:`StepBatches.arrange`),
         and while its batches train, the next window's samples are taken from the loader one step's
         worth per batch, so the workers keep reading ahead."""
-        if stop <= self.step:
+        start = self.step
+        if stop <= start:
             return
         window = self.batches.window
-        first, last = self.step // window, (stop - 1) // window
+        first, last = start // window, (stop - 1) // window
         loader = DataLoader(
             _Mixed(self.sources),
             batch_sampler=_WindowKeys(self.batches, first, last),
@@ -455,8 +456,7 @@ class Trainer:
             for i, batch in enumerate(batches):
                 if w < last:
                     pending.append(next(chunks))
-                step = w * window + i
-                if self.step <= step < stop:
+                if start <= w * window + i < stop:
                     yield collate(batch)
 
     def _skip_step(self) -> None:
