@@ -154,22 +154,24 @@ def test_a_window_is_cut_into_batches_of_similar_width():
     assert len(orders) > 1  # the batches' order within a window is shuffled, per window
 
 
+class _VaryingWidths(torch.utils.data.Dataset):
+    """Sample ``i``: width 8..97 px, a label of 1-3 letters (module level: loader workers may pickle it)."""
+
+    def __len__(self):
+        return 10**6
+
+    def __getitem__(self, i):
+        return torch.full((1, 32, 8 + (i * 37) % 90), float(i % 7) / 7), "ab"[i % 2] * (1 + i % 3)
+
+
 def test_training_sees_the_same_batches_with_and_without_loader_workers(tmp_path):
     """Each window's samples are sorted by their width once read: workers or not, resumed or not,
     every step trains on the same batch."""
     charset = Charset("ab")
-
-    class Widths(torch.utils.data.Dataset):
-        def __len__(self):
-            return 10**6
-
-        def __getitem__(self, i):
-            return torch.full((1, 32, 8 + (i * 37) % 90), float(i % 7) / 7), "ab"[i % 2] * (1 + i % 3)
-
     seen = {}
     for name, workers, start in (("main", 0, 0), ("workers", 2, 0), ("resumed", 0, 5)):
         trainer = Trainer(create_model("small", charset.num_classes, **TINY_MODEL), charset,
-                          [Source(Widths(), infinite=True)], tmp_path / name,
+                          [Source(_VaryingWidths(), infinite=True)], tmp_path / name,
                           TrainConfig(steps=20, batch_size=4, val_every=100, num_workers=workers), device="cpu")
         trainer.step = start
         seen[name] = {start + s: (tuple(w.tolist()), tuple(t)) for s, (_, w, t) in enumerate(trainer._batches(20))}
