@@ -169,10 +169,6 @@ class _WindowKeys:
         return max(0, self.last + 1 - self.first) * self.batches.window
 
 
-def _as_list(samples: list) -> list:
-    return samples
-
-
 class ModelInputs(Dataset):
     """Wraps a dataset of ``(uint8 image, text)`` so it yields ``(model input tensor, text)``."""
 
@@ -445,7 +441,7 @@ class Trainer:
             _Mixed(self.sources),
             batch_sampler=_WindowKeys(self.batches, first, last),
             num_workers=self.config.num_workers,
-            collate_fn=_as_list,
+            collate_fn=list,  # the samples as read: the trainer sorts and collates a window's batches
             persistent_workers=False,
         )
         chunks = iter(loader)
