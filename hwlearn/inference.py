@@ -1,7 +1,8 @@
 """Batched recognition: run a model over many images and decode them.
 
 Images are sorted by width before batching (less padding, faster) and the predictions are returned
-in the input order. Used by validation, ``evaluate``, ``recognize`` and self-training.
+in the input order. Reading the same images with several decodings runs the model once
+(:func:`predictions_by_method`). Used by validation, ``evaluate``, ``recognize`` and self-training.
 """
 
 from __future__ import annotations
@@ -93,21 +94,48 @@ def predict_views(
     copies). Every view is decoded with ``method``, every distinct reading is scored in every view,
     and the one the views agree on best is kept (:func:`hwlearn.decode.consensus`). With one view
     this is plain :func:`predict`."""
-    results: list[Prediction | None] = [None] * len(views[0])
+    return predictions_by_method(model, views, charset, (method,), device=device, batch_size=batch_size,
+                                 lexicon=lexicon, beam_width=beam_width, charlm=charlm)[method]
+
+
+@torch.no_grad()
+def predictions_by_method(
+    model: torch.nn.Module,
+    views,
+    charset: Charset,
+    methods,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    lexicon=None,
+    beam_width: int = 10,
+    charlm=None,
+) -> dict[str, list[Prediction]]:
+    """:func:`predict_views` with each of ``methods``, ``{method: predictions}``: the model reads
+    every batch once and each method decodes its outputs (reading the same items greedily and with a
+    lexicon or character model costs one run of the model, not one per method)."""
+    methods = list(dict.fromkeys(methods))
+    results: dict[str, list] = {m: [None] * len(views[0]) for m in methods}
     for idx, outputs in _model_outputs(model, views, device, batch_size):
-        readings = [decode_batch(log_probs, lengths, charset, method=method, lexicon=lexicon,
-                                 beam_width=beam_width, charlm=charlm) for log_probs, lengths in outputs]
-        if len(views) == 1:
-            for i, p in zip(idx, readings[0]):
-                results[i] = p
-            continue
-        per_item = [[r[b] for r in readings] for b in range(len(idx))]
-        candidates = [distinct_readings(rs) for rs in per_item]
-        probs = np.zeros((len(idx), len(views), max(map(len, candidates))))
-        for k in range(probs.shape[2]):  # the k-th distinct reading of each item (its first where it has fewer)
-            labels = [c[k].ids if k < len(c) else c[0].ids for c in candidates]
-            for j, (log_probs, lengths) in enumerate(outputs):
-                probs[:, j, k] = sequence_confidence(log_probs, lengths, labels).numpy()
-        for b, i in enumerate(idx):
-            results[i] = consensus(per_item[b], probs[b, :, : len(candidates[b])])
+        for method in methods:
+            readings = [decode_batch(log_probs, lengths, charset, method=method, lexicon=lexicon,
+                                     beam_width=beam_width, charlm=charlm) for log_probs, lengths in outputs]
+            for i, p in zip(idx, _agreed(readings, outputs)):
+                results[method][i] = p
     return results  # type: ignore[return-value]
+
+
+def _agreed(readings: list[list[Prediction]], outputs) -> list[Prediction]:
+    """Per item of a batch, the reading its views agree on best (:func:`hwlearn.decode.consensus`):
+    ``readings[j][b]`` is view ``j``'s reading of item ``b``, ``outputs[j]`` view ``j``'s
+    ``(log_probs, lengths)``. With one view, that view's readings."""
+    if len(outputs) == 1:
+        return readings[0]
+    per_item = [[r[b] for r in readings] for b in range(len(readings[0]))]
+    candidates = [distinct_readings(rs) for rs in per_item]
+    probs = np.zeros((len(per_item), len(outputs), max(map(len, candidates))))
+    for k in range(probs.shape[2]):  # the k-th distinct reading of each item (its first where it has fewer)
+        labels = [c[k].ids if k < len(c) else c[0].ids for c in candidates]
+        for j, (log_probs, lengths) in enumerate(outputs):
+            probs[:, j, k] = sequence_confidence(log_probs, lengths, labels).numpy()
+    return [consensus(per_item[b], probs[b, :, : len(candidates[b])]) for b in range(len(per_item))]

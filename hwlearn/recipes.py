@@ -375,7 +375,7 @@ def evaluate(
     asked; the CSV (and ``rows``) hold the decoding :func:`recognize` would use — the character
     model's, else the lexicon's, else greedy — named in ``summary["csv_decoding"]``."""
     from .data import load_image, read_labels, to_model_input
-    from .inference import augmented_copies, predict_views
+    from .inference import augmented_copies, predictions_by_method
     from .metrics import edit_distance, score
 
     dev = resolve_device(device)
@@ -396,9 +396,9 @@ def evaluate(
     rows: list[EvalRow] = []
     methods = ["greedy"] + ["lexicon"] * (lexicon is not None) + ["charlm"] * (charlm is not None)
     summary["csv_decoding"] = reading_method(lexicon, charlm)
-    for method in methods:
-        preds = predict_views(ckpt.model, view_inputs, ckpt.charset, device=dev, batch_size=batch_size, method=method,
-                              lexicon=lexicon, charlm=charlm)
+    by_method = predictions_by_method(ckpt.model, view_inputs, ckpt.charset, methods, device=dev, batch_size=batch_size,
+                                      lexicon=lexicon, charlm=charlm)
+    for method, preds in by_method.items():
         summary["results"][method] = score(refs, [p.text for p in preds])
         if method == summary["csv_decoding"]:
             rows = [EvalRow(str(p), r, pr.text, round(pr.confidence, 4), edit_distance(r, pr.text))

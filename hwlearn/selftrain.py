@@ -54,7 +54,7 @@ from .data import LabeledImages, augment_real, augment_real_strong, load_image, 
 from .decode import Prediction, reading_method
 from .errors import HwlearnError
 from .fontmatch import closest_fonts, rank_fonts
-from .inference import predict, predict_views
+from .inference import predict, predict_views, predictions_by_method
 from .layout import LAYOUTS, Layout, candidates, synthetic_margins
 from .metrics import score
 from .train import ModelInputs, Source, Trainer, TrainConfig
@@ -264,9 +264,9 @@ def adapt(
         )
         if val:
             refs = [t for _, t in val]
-            for m in dict.fromkeys(("greedy", method)):
-                vp = predict(model, val, charset, device=device, method=m, lexicon=lexicon, beam_width=config.beam_width,
-                             charlm=charlm)
+            by_method = predictions_by_method(model, [val], charset, ("greedy", method), device=device, lexicon=lexicon,
+                                              beam_width=config.beam_width, charlm=charlm)
+            for m, vp in by_method.items():
                 s = score(refs, [p.text for p in vp])
                 suffix = {"greedy": "", "lexicon": "_lex", "charlm": "_lm"}[m]
                 row.val.update({f"cer{suffix}": s["cer"], f"wer{suffix}": s["wer"]})

@@ -39,7 +39,7 @@ from .checkpoint import load_checkpoint, load_train_state, save_checkpoint
 from .console import console
 from .data import collate, to_model_input
 from .errors import HwlearnError
-from .inference import materialize, predict
+from .inference import materialize, predictions_by_method
 from .metrics import score
 from .synth import available_cores
 
@@ -405,15 +405,15 @@ class Trainer:
         out: dict = {}
         for vs in self.val_sets:
             refs = [text for _, text in vs.dataset]
-            preds = predict(self.model, vs.dataset, self.charset, device=self.device, batch_size=64)
-            s = score(refs, [p.text for p in preds])
+            with_lexicon = self.config.lexicon_for_val and self.lexicon is not None
+            by_method = predictions_by_method(self.model, [vs.dataset], self.charset,
+                                              ("greedy", "lexicon") if with_lexicon else ("greedy",),
+                                              device=self.device, batch_size=64, lexicon=self.lexicon)
+            s = score(refs, [p.text for p in by_method["greedy"]])
             out[f"{vs.name}_cer"] = s["cer"]
             out[f"{vs.name}_wer"] = s["wer"]
-            if self.config.lexicon_for_val and self.lexicon is not None:
-                preds = predict(self.model, vs.dataset, self.charset, device=self.device, batch_size=64,
-                                method="lexicon", lexicon=self.lexicon)
-                s = score(refs, [p.text for p in preds])
-                out[f"{vs.name}_lex_cer"] = s["cer"]
+            if with_lexicon:
+                out[f"{vs.name}_lex_cer"] = score(refs, [p.text for p in by_method["lexicon"]])["cer"]
         return out
 
     # ---- the loop ---------------------------------------------------------------------------

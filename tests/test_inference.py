@@ -8,7 +8,10 @@ import torch
 
 from hwlearn.checkpoint import load_checkpoint
 from hwlearn.data import augment_real, to_model_input
-from hwlearn.inference import augmented_copies, predict, predict_views
+from hwlearn.charlm import CharLM
+from hwlearn.corpus import CorpusStats
+from hwlearn.decode import Lexicon
+from hwlearn.inference import augmented_copies, predict, predict_views, predictions_by_method
 from hwlearn.synth import build_synthetic
 
 
@@ -55,6 +58,22 @@ def test_a_copy_that_does_not_support_the_reading_lowers_its_confidence(words):
     assert any(p.text != c.text for p, c in zip(plain, copy_plain))  # the copies do read differently
     for p, c, b in zip(plain, copy_plain, both):
         assert b.text in {p.text, c.text} - {""} or not (p.text or c.text)
+
+
+def test_several_decodings_of_one_model_run_equal_one_run_each(words, tiny_assets):
+    ckpt, height, images = words
+    words_of_corpus = CorpusStats.load(tiny_assets[1]).word_counts
+    lexicon, lm = Lexicon(words_of_corpus, ckpt.charset), CharLM(words_of_corpus)
+    inputs = [(to_model_input(img, height), None) for img in images]
+    methods = ("greedy", "beam", "lexicon", "charlm")
+    for views in ([inputs], [inputs] + augmented_copies(images, 2, height, seed=1)):
+        together = predictions_by_method(ckpt.model, views, ckpt.charset, methods, batch_size=5, lexicon=lexicon,
+                                         charlm=lm)
+        assert list(together) == list(methods)
+        for m in methods:
+            alone = predict_views(ckpt.model, views, ckpt.charset, method=m, batch_size=5, lexicon=lexicon, charlm=lm)
+            assert together[m] == alone
+        assert together["greedy"] != together["lexicon"]  # the decodings do differ
 
 
 def test_augmented_copies_depend_on_the_image_not_on_its_neighbours(words):
