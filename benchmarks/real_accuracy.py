@@ -339,7 +339,7 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
     def report(row):
         val = "  ".join(f"test {k} {v:.4f}" for k, v in row.val.items())
         console.print(f"round {row.round}: selected {row.selected}/{row.labeled}, "
-                      f"mean confidence {row.mean_confidence:.4f}  {val}  (test labels: report only)")
+                      f"mean confidence {row.mean_confidence:.4f}  {val}  (test labels: report only; {row.seconds_text()})")
 
     t = time.perf_counter()
     # test labels go in only to report CER per round; selection and the final round use confidence alone

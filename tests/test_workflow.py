@@ -74,6 +74,11 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     summary = meta["adapt_summary"]
     assert summary["chosen_round"] in (0, 1) and len(summary["rounds"]) == 2
     assert summary["rounds"][1]["selected"] >= 1
+    # where each round's time went: round 0 only read; round 1 trained, labeled and read the --val labels
+    assert set(summary["rounds"][0]["seconds"]) == {"labeling", "report"}
+    assert list(summary["rounds"][1]["seconds"]) == ["training", "labeling", "report"]
+    assert summary["rounds"][1]["seconds"]["training"] > 0 and min(summary["rounds"][1]["seconds"].values()) >= 0
+    assert "training " in out_text and " s, labeling " in out_text
     assert summary["lexicon"] is None
     # no --lexicon: pseudo-labels guided by a character model of the pretraining corpus (--char-lm auto)
     assert summary["charlm"]["words"] == 12 and "cer_lm" in out_text

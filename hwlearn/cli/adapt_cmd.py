@@ -83,7 +83,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
     def report(row):
         val = "  ".join(f"{k} {v:.4f}" for k, v in row.val.items())
         console.print(f"round {row.round}: labeled {row.labeled}, selected {row.selected}, "
-                      f"mean confidence {row.mean_confidence:.4f}  {val}")
+                      f"mean confidence {row.mean_confidence:.4f}  {val}  ({row.seconds_text()})")
 
     result = adapt_folder(checkpoint, unlabeled, out, config=config, lexicon_source=lexicon,
                           lexicon_weight=lexicon_weight, charlm_source=char_lm, val_labels=val_labels, device=device,
