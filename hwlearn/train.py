@@ -323,8 +323,6 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.amp_dtype = autocast_dtype(self.device, config.amp)
-        if self.device.type == "cpu":
-            torch.set_num_threads(cpu_threads(config))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.step = 0
         self.best_cer: float | None = None
@@ -507,6 +505,9 @@ class Trainer:
         bar = progress_bar(TextColumn("{task.fields[status]}"))
         if not progress:
             bar.disable = True
+        threads = torch.get_num_threads()  # what reading afterwards gets back (the loader's workers are gone then)
+        if self.device.type == "cpu":
+            torch.set_num_threads(cpu_threads(cfg))
         try:
             with bar:
                 task = bar.add_task(cfg.phase, total=cfg.steps, completed=self.step, status="")
@@ -541,6 +542,8 @@ class Trainer:
             self._save("last", {"interrupted_at_step": self.step}, with_state=True)
             console.print(f"[yellow]interrupted at step {self.step}; saved {self.out_dir / 'last'} (use --resume)")
             raise
+        finally:
+            torch.set_num_threads(threads)
         return TrainResult(self.step, self.best_cer, last_metrics, self.skipped_steps, self.nonfinite_samples, self.seconds)
 
     def _validate_and_checkpoint(self) -> dict:

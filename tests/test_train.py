@@ -181,6 +181,34 @@ def test_training_sees_the_same_batches_with_and_without_loader_workers(tmp_path
     assert all(max(w) - min(w) < 30 for w, _ in seen["main"].values())  # widths spread over 8..97
 
 
+class _ThreadsSeen(_VaryingWidths):
+    """Records torch's thread count whenever a sample is read (in the main process: no workers)."""
+
+    def __init__(self):
+        self.threads = set()
+
+    def __getitem__(self, i):
+        self.threads.add(torch.get_num_threads())
+        return super().__getitem__(i)
+
+
+def test_training_threads_last_only_as_long_as_the_training(tmp_path):
+    """fit runs torch with the configured threads (the cores the loader's workers leave) and gives
+    the caller's count back: reading after training (adaptation's labeling) uses every core again."""
+    charset, data = Charset("ab"), _ThreadsSeen()
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        trainer = Trainer(create_model("small", charset.num_classes, **TINY_MODEL), charset,
+                          [Source(data, infinite=True)], tmp_path,
+                          TrainConfig(steps=3, batch_size=4, val_every=100, num_workers=0, threads=1), device="cpu")
+        assert torch.get_num_threads() == 3  # building a trainer changes nothing
+        trainer.fit(progress=False)
+        assert data.threads == {1} and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_allocation_and_schedule():
     assert _allocate([0.7, 0.3], 32) == [22, 10]
     assert sum(_allocate([1, 1, 1], 32)) == 32
