@@ -50,10 +50,10 @@ def bench(preset: str, device: str, batch_size: int, steps: int, threads: int | 
 
     charset = Charset.from_string(charset_string)
     torch.manual_seed(0)
-    if threads:  # (Trainer.fit would set them; this benchmark calls train_step directly)
+    if threads:  # TrainConfig.threads only acts in Trainer.fit; this benchmark calls train_step directly
         torch.set_num_threads(threads)
     model = create_model(preset, charset.num_classes)
-    config = TrainConfig(steps=10**6, batch_size=batch_size, num_workers=0, threads=threads, warmup_steps=1)
+    config = TrainConfig(steps=10**6, batch_size=batch_size, num_workers=0, warmup_steps=1)
     trainer = Trainer(model, charset, [Source(items)], "/tmp/hwlearn-train-speed", config, device=device)
     # width-bucketed batches, as in training
     order = sorted(range(len(items)), key=lambda i: items[i][0].shape[-1])
