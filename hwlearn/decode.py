@@ -21,7 +21,8 @@ sample, and return class ids per sample (use :meth:`hwlearn.charset.Charset.deco
   probability the model gives a label (summed over all its alignments), in ``[0, 1]``; a lexicon
   word's confidence is this times its share among the words found (:class:`LexiconMatch`).
 - :func:`decode_batch`: one call for evaluate / recognize / self-training, returning
-  :class:`Prediction` (text, confidence, ids) per sample.
+  :class:`Prediction` (text, confidence, ids) per sample; :func:`search` and :func:`scored` are its
+  two halves (the search needs no torch, so it can run in worker processes).
 - :func:`consensus`: the reading several views of one image (the image and augmented copies of it)
   agree on best, for self-training's pseudo-labels.
 
@@ -538,31 +539,54 @@ def decode_batch(
 ) -> list[Prediction]:
     """Decode a model output batch with ``method`` (``"greedy"``, ``"beam"``, ``"lexicon"``, which
     needs ``lexicon``, or ``"charlm"``, which needs ``charlm``, a :class:`hwlearn.charlm.CharLM`,
-    and favours ``lexicon``'s words when one is given) into one :class:`Prediction` per sample. A sample for which lexicon decoding finds no word gets
-    empty text and confidence 0."""
-    matches = None
+    and favours ``lexicon``'s words when one is given) into one :class:`Prediction` per sample. A
+    sample for which lexicon decoding finds no word gets empty text and confidence 0.
+
+    The two halves, :func:`search` and :func:`scored`, may run apart (the searches in other
+    processes: :mod:`hwlearn.inference`)."""
+    ids, factors = search(log_probs, lengths, charset, method, lexicon=lexicon, beam_width=beam_width, charlm=charlm)
+    return scored(log_probs, lengths, charset, ids, factors)
+
+
+def search(
+    log_probs,
+    lengths,
+    charset: Charset,
+    method: str = "greedy",
+    lexicon: Lexicon | None = None,
+    beam_width: int = 10,
+    charlm=None,
+) -> tuple[list[list[int]], list[float] | None]:
+    """The decoding half of :func:`decode_batch`: ``(class ids per sample, factors)``, ``factors``
+    the lexicon decoder's per-sample confidence factor (a word's share among the words found, 0
+    where none fits) and ``None`` for the other methods. Runs on the CPU, in this process."""
     if method == "greedy":
-        ids = greedy_decode(log_probs, lengths)
-    elif method == "beam":
-        ids = beam_search(log_probs, lengths, beam_width=beam_width)
-    elif method == "lexicon":
+        return greedy_decode(log_probs, lengths), None
+    if method == "beam":
+        return beam_search(log_probs, lengths, beam_width=beam_width), None
+    if method == "lexicon":
         if lexicon is None:
             raise HwlearnError("lexicon decoding needs a lexicon (word list)")
         if lexicon.charset != charset:
             raise HwlearnError("the lexicon was built for another charset than the model's")
         matches = lexicon_decode(log_probs, lengths, lexicon, beam_width=beam_width)
-        ids = [m.ids for m in matches]
-    elif method == "charlm":
+        return [m.ids for m in matches], [m.share if m.word is not None else 0.0 for m in matches]
+    if method == "charlm":
         if charlm is None:
             raise HwlearnError("charlm decoding needs a character model (CharLM)")
-        ids = charlm_decode(log_probs, lengths, charlm, charset, beam_width=beam_width,
-                            words=lexicon.word_keys if lexicon is not None else None)
-    else:
-        raise HwlearnError(f"unknown decoding method {method!r} (choose from {', '.join(METHODS)})")
+        return charlm_decode(log_probs, lengths, charlm, charset, beam_width=beam_width,
+                             words=lexicon.word_keys if lexicon is not None else None), None
+    raise HwlearnError(f"unknown decoding method {method!r} (choose from {', '.join(METHODS)})")
+
+
+def scored(log_probs, lengths, charset: Charset, ids: Sequence[Sequence[int]],
+           factors: Sequence[float] | None = None) -> list[Prediction]:
+    """The :class:`Prediction` per sample for the readings ``ids`` that :func:`search` found: text
+    and confidence (:func:`sequence_confidence`, times the ``factors`` when given)."""
     conf = sequence_confidence(log_probs, lengths, ids).tolist()
-    if matches is not None:  # a lexicon word's confidence also says how clearly it beat the other words
-        conf = [c * m.share if m.word is not None else 0.0 for c, m in zip(conf, matches)]
-    return [Prediction(charset.decode(i), c, i) for i, c in zip(ids, conf)]
+    if factors is not None:  # a lexicon word's confidence also says how clearly it beat the other words
+        conf = [c * f for c, f in zip(conf, factors)]
+    return [Prediction(charset.decode(i), c, list(i)) for i, c in zip(ids, conf)]
 
 
 def distinct_readings(readings: Sequence[Prediction]) -> list[Prediction]:

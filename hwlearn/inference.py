@@ -3,18 +3,31 @@
 Images are sorted by width before batching (less padding, faster) and the predictions are returned
 in the input order. Reading the same images with several decodings runs the model once
 (:func:`predictions_by_method`). Used by validation, ``evaluate``, ``recognize`` and self-training.
+
+The beam searches (beam, lexicon, character model) are Python loops that cost several times the
+model's run; over many images they run in worker processes, one per core, while the model reads
+the next batches (:func:`search_workers`). Their results are the same as in one process.
 """
 
 from __future__ import annotations
 
+import sys
 import zlib
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import numpy as np
 import torch
 
 from .charset import Charset
 from .data import augment_real, collate, to_model_input
-from .decode import Prediction, consensus, decode_batch, distinct_readings, sequence_confidence
+from .decode import Prediction, consensus, distinct_readings, scored, search, sequence_confidence
+from .synth import available_cores
+
+#: Fewest searches (items x views x methods other than greedy) worth starting worker processes for:
+#: below it they take about as long as starting the workers and warming their copies of the character model.
+PARALLEL_MIN_SEARCHES = 256
 
 
 def materialize(dataset) -> list:
@@ -110,19 +123,103 @@ def predictions_by_method(
     lexicon=None,
     beam_width: int = 10,
     charlm=None,
+    workers: int | None = None,
 ) -> dict[str, list[Prediction]]:
     """:func:`predict_views` with each of ``methods``, ``{method: predictions}``: the model reads
     every batch once and each method decodes its outputs (reading the same items greedily and with a
-    lexicon or character model costs one run of the model, not one per method)."""
+    lexicon or character model costs one run of the model, not one per method).
+
+    ``workers``: processes for the beam searches; default :func:`search_workers`."""
     methods = list(dict.fromkeys(methods))
-    results: dict[str, list] = {m: [None] * len(views[0]) for m in methods}
-    for idx, outputs in _model_outputs(model, views, device, batch_size):
+    n = len(views[0])
+    if workers is None:
+        workers = search_workers(n * len(views) * sum(m != "greedy" for m in methods))
+    results: dict[str, list] = {m: [None] * n for m in methods}
+
+    def finish(idx, outputs, searched) -> None:
         for method in methods:
-            readings = [decode_batch(log_probs, lengths, charset, method=method, lexicon=lexicon,
-                                     beam_width=beam_width, charlm=charlm) for log_probs, lengths in outputs]
+            readings = [scored(log_probs, lengths, charset, *job.result())
+                        for (log_probs, lengths), job in zip(outputs, searched[method])]
             for i, p in zip(idx, _agreed(readings, outputs)):
                 results[method][i] = p
+
+    threads = torch.get_num_threads()
+    if workers > 1:  # the cores are the workers': torch's threads would wait on each other (2 cores: 2x slower)
+        torch.set_num_threads(1)
+    try:
+        with _Searches(charset, lexicon, charlm, beam_width, workers) as searches:
+            pending: deque = deque()  # batches read by the model, their searches under way
+            for idx, outputs in _model_outputs(model, views, device, batch_size):
+                pending.append((idx, outputs, {m: [searches.submit(m, lp, lengths) for lp, lengths in outputs]
+                                               for m in methods}))
+                while len(pending) > 2 * workers:  # the model stays a few batches ahead, no more (memory)
+                    finish(*pending.popleft())
+            while pending:
+                finish(*pending.popleft())
+    finally:
+        torch.set_num_threads(threads)
     return results  # type: ignore[return-value]
+
+
+def search_workers(searches: int) -> int:
+    """Processes for ``searches`` beam searches (items x views x methods other than greedy): one
+    per core from :data:`PARALLEL_MIN_SEARCHES` on, else 1 (this process)."""
+    return available_cores() if searches >= PARALLEL_MIN_SEARCHES else 1
+
+
+class _Done:
+    """A result already there, with a future's :meth:`result`."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+_SEARCH_ARGS: tuple = ()  # a worker's (charset, lexicon, charlm, beam_width)
+
+
+def _init_search_worker(*args) -> None:
+    global _SEARCH_ARGS
+    _SEARCH_ARGS = args
+    torch.set_num_threads(1)  # the lexicon search's CTC rescoring: one core per worker
+
+
+def _search_in_worker(method: str, log_probs: np.ndarray, lengths: list[int]):
+    charset, lexicon, charlm, beam_width = _SEARCH_ARGS
+    return search(log_probs, lengths, charset, method, lexicon=lexicon, beam_width=beam_width, charlm=charlm)
+
+
+class _Searches:
+    """:func:`hwlearn.decode.search` of model output batches, in ``workers`` processes (greedy, and
+    everything when ``workers`` is 1, in this process at once). On Linux the workers are forks of
+    this process, as torch's DataLoader workers are (one torch thread each; they start at once and
+    share the lexicon and character model, nor do they import the caller's script again); elsewhere
+    the platform's default start method (spawn: a script that reads many images needs the usual
+    ``if __name__ == "__main__":`` guard)."""
+
+    def __init__(self, charset: Charset, lexicon, charlm, beam_width: int, workers: int):
+        self.args = (charset, lexicon, charlm, beam_width)
+        self.pool = None
+        if workers > 1:
+            context = get_context("fork" if sys.platform.startswith("linux") else None)
+            self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_search_worker,
+                                            initargs=self.args)
+
+    def submit(self, method: str, log_probs: torch.Tensor, lengths: torch.Tensor):
+        if self.pool is None or method == "greedy":
+            charset, lexicon, charlm, beam_width = self.args
+            return _Done(search(log_probs, lengths, charset, method, lexicon=lexicon, beam_width=beam_width,
+                                charlm=charlm))
+        return self.pool.submit(_search_in_worker, method, log_probs.numpy(), lengths.tolist())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _agreed(readings: list[list[Prediction]], outputs) -> list[Prediction]:

@@ -11,8 +11,10 @@ from hwlearn.data import augment_real, to_model_input
 from hwlearn.charlm import CharLM
 from hwlearn.corpus import CorpusStats
 from hwlearn.decode import Lexicon
-from hwlearn.inference import augmented_copies, predict, predict_views, predictions_by_method
-from hwlearn.synth import build_synthetic
+from hwlearn.errors import HwlearnError
+from hwlearn.inference import (PARALLEL_MIN_SEARCHES, augmented_copies, predict, predict_views, predictions_by_method,
+                               search_workers)
+from hwlearn.synth import available_cores, build_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,24 @@ def test_several_decodings_of_one_model_run_equal_one_run_each(words, tiny_asset
             alone = predict_views(ckpt.model, views, ckpt.charset, method=m, batch_size=5, lexicon=lexicon, charlm=lm)
             assert together[m] == alone
         assert together["greedy"] != together["lexicon"]  # the decodings do differ
+
+
+def test_searches_in_worker_processes_read_as_one_process_does(words, tiny_assets):
+    ckpt, height, images = words
+    words_of_corpus = CorpusStats.load(tiny_assets[1]).word_counts
+    lexicon, lm = Lexicon(words_of_corpus, ckpt.charset), CharLM(words_of_corpus)
+    views = [[(to_model_input(img, height), None) for img in images]] + augmented_copies(images, 1, height, seed=1)
+    methods = ("greedy", "beam", "lexicon", "charlm")
+    threads = torch.get_num_threads()
+    alone = predictions_by_method(ckpt.model, views, ckpt.charset, methods, batch_size=3, lexicon=lexicon, charlm=lm,
+                                  workers=1)
+    pooled = predictions_by_method(ckpt.model, views, ckpt.charset, methods, batch_size=3, lexicon=lexicon, charlm=lm,
+                                   workers=2)
+    assert pooled == alone
+    assert torch.get_num_threads() == threads  # the model read on one thread meanwhile, the count given back
+    assert search_workers(PARALLEL_MIN_SEARCHES - 1) == 1 and search_workers(PARALLEL_MIN_SEARCHES) == available_cores()
+    with pytest.raises(HwlearnError, match="needs a lexicon"):  # a worker's error reaches the caller
+        predictions_by_method(ckpt.model, views, ckpt.charset, ("lexicon",), batch_size=3, workers=2)
 
 
 def test_augmented_copies_depend_on_the_image_not_on_its_neighbours(words):
