@@ -428,6 +428,8 @@ def charlm_decode(
     lp, lens = _as_numpy(log_probs, lengths)
     chars = [""] + [charset.decode([c]) for c in range(1, charset.num_classes)]
     log_min = math.log(min_prob) if min_prob > 0 else NEG_INF
+    # Children that cannot reach the beam are skipped, which changes no reading: see below.
+    can_skip = weight >= 0 and all(len(ch) == 1 for ch in chars[1:])
     out = []
     for frames, n in zip(lp, lens):
         # text -> (pb, pnb, last class, LM state, total); a text's LM state is carried, not recomputed
@@ -436,6 +438,17 @@ def charlm_decode(
             row = frame.tolist()
             blank = row[BLANK]
             cands = (np.flatnonzero(frame[1:] >= log_min) + 1).tolist()
+            floor, extends = NEG_INF, {}
+            if can_skip and cands and len(beams) >= beam_width:
+                # Every text staying in the beam scores at least this much at this frame (merging only
+                # adds probability), so ``beam_width`` texts score at least ``floor``: a new text
+                # scoring less cannot be kept. Unless it is another beam's text (then it adds to
+                # that one's score): ``extends[text]``, the characters that lead to one.
+                floor = sorted((_logaddexp(total + blank, pnb + row[last] if last != BLANK else NEG_INF)
+                                for _, pnb, last, _, total in beams.values()), reverse=True)[beam_width - 1]
+                for text in beams:
+                    if text and text[:-1] in beams:
+                        extends.setdefault(text[:-1], set()).add(text[-1])
             grown: dict[str, list] = {}  # text -> [pb, pnb, last class, LM state]
             for text, (pb, pnb, last, state, total) in beams.items():
                 stay_pnb = pnb + row[last] if last != BLANK else NEG_INF  # one more frame of the last character
@@ -445,9 +458,15 @@ def charlm_decode(
                 else:  # already reached as a child of a shorter text
                     entry[0] = _logaddexp(entry[0], total + blank)
                     entry[1] = _logaddexp(entry[1], stay_pnb)
+                kept = extends.get(text, ())
                 for c in cands:  # a new character: after a blank only when it repeats the last one
+                    base = (pb if c == last else total) + row[c]
+                    if base + bonus < floor and chars[c] not in kept:  # (the character model only lowers it)
+                        continue
                     lm_log_prob, child_state = lm.step(state, chars[c])  # cached by the model
-                    score = (pb if c == last else total) + row[c] + (weight * lm_log_prob + bonus)
+                    score = base + (weight * lm_log_prob + bonus)
+                    if score < floor and chars[c] not in kept:
+                        continue
                     child = text + chars[c]
                     e = grown.get(child)
                     if e is None:

@@ -191,6 +191,48 @@ def test_charlm_decode_is_the_best_text_under_its_score():
         assert got == [list(max(ctc, key=total))]
 
 
+def _every_child_search(frames, lm, chars, weight, bonus, beam_width):
+    """The prefix beam search of ``charlm_decode``, written plainly: every child of every text of
+    the beam is scored and merged, the ``beam_width`` best texts go on, and the best at the end
+    (end-of-text probability included) is returned."""
+    def add(a, b):
+        return float(np.logaddexp(a, b))
+
+    beams = {"": (0.0, -math.inf, 0)}  # text -> (P ending in blank, P ending in its last class, that class)
+    for row in frames:
+        grown = {}
+        for text, (pb, pnb, last) in beams.items():
+            total = add(pb, pnb)
+            entry = grown.setdefault(text, [-math.inf, -math.inf, last])
+            entry[0] = add(entry[0], total + row[0])
+            if last:
+                entry[1] = add(entry[1], pnb + row[last])
+            for c in range(1, len(row)):
+                score = (pb if c == last else total) + row[c] + weight * lm.log_prob(text, chars[c]) + bonus
+                child = grown.setdefault(text + chars[c], [-math.inf, -math.inf, c])
+                child[1] = add(child[1], score)
+        best = sorted(grown, key=lambda t: -add(grown[t][0], grown[t][1]))[:beam_width]
+        beams = {t: tuple(grown[t]) for t in best}
+    return max(beams, key=lambda t: add(beams[t][0], beams[t][1]) + weight * lm.end_log_prob(t))
+
+
+def test_charlm_decode_with_a_narrow_beam_keeps_what_scoring_every_child_keeps():
+    # the decoder skips the children that cannot reach the beam; with a beam narrower than the
+    # children of one frame (where it skips most) it still reads what the plain search reads
+    lm = CharLM(["abba", "baab", "ab-ba", "b"], order=3)
+    charset = Charset("ab-")
+    chars = [""] + [charset.decode([c]) for c in range(1, charset.num_classes)]
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        probs = rng.dirichlet(np.ones(4) * 0.4, size=10)
+        lp = np.log(probs)
+        width = 2 + trial % 3
+        got = charlm_decode(torch.tensor(lp, dtype=torch.float32)[:, None, :], [10], lm, charset, weight=0.3,
+                            bonus=1.0, beam_width=width, min_prob=0.0)
+        expected = _every_child_search(lp.astype(np.float32).astype(np.float64), lm, chars, 0.3, 1.0, width)
+        assert charset.decode(got[0]) == expected
+
+
 def test_decode_batch_charlm():
     lm = CharLM(WORDS)
     lp1, _ = _log_probs(_rows("hh_a_u_ss_e", p=0.9, alt={3: {"o": 0.35}}))
