@@ -199,11 +199,12 @@ class _Searches:
     the platform's default start method (spawn: a script that reads many images needs the usual
     ``if __name__ == "__main__":`` guard)."""
 
-    def __init__(self, charset: Charset, lexicon, charlm, beam_width: int, workers: int):
+    def __init__(self, charset: Charset, lexicon, charlm, beam_width: int, workers: int,
+                 start_method: str | None = None):
         self.args = (charset, lexicon, charlm, beam_width)
         self.pool = None
         if workers > 1:
-            context = get_context("fork" if sys.platform.startswith("linux") else None)
+            context = get_context(start_method or ("fork" if sys.platform.startswith("linux") else None))
             self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_search_worker,
                                             initargs=self.args)
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from hwlearn.checkpoint import load_checkpoint
-from hwlearn.data import augment_real, to_model_input
+from hwlearn.data import augment_real, collate, to_model_input
 from hwlearn.charlm import CharLM
 from hwlearn.corpus import CorpusStats
 from hwlearn.decode import Lexicon
 from hwlearn.errors import HwlearnError
-from hwlearn.inference import (PARALLEL_MIN_SEARCHES, augmented_copies, predict, predict_views, predictions_by_method,
+from hwlearn.inference import (PARALLEL_MIN_SEARCHES, _Searches, augmented_copies, predict, predict_views, predictions_by_method,
                                search_workers)
 from hwlearn.synth import available_cores, build_synthetic
 
@@ -94,6 +94,19 @@ def test_searches_in_worker_processes_read_as_one_process_does(words, tiny_asset
     assert search_workers(PARALLEL_MIN_SEARCHES - 1) == 1 and search_workers(PARALLEL_MIN_SEARCHES) == available_cores()
     with pytest.raises(HwlearnError, match="needs a lexicon"):  # a worker's error reaches the caller
         predictions_by_method(ckpt.model, views, ckpt.charset, ("lexicon",), batch_size=3, workers=2)
+
+
+def test_spawned_search_workers_get_the_lexicon_and_character_model(words, tiny_assets):
+    # macOS and Windows spawn the workers: what they search with must survive pickling
+    ckpt, height, images = words
+    words_of_corpus = CorpusStats.load(tiny_assets[1]).word_counts
+    lexicon, lm = Lexicon(words_of_corpus, ckpt.charset), CharLM(words_of_corpus)
+    with torch.no_grad():
+        log_probs, lengths = ckpt.model(*collate([(to_model_input(img, height), None) for img in images])[:2])
+    with _Searches(ckpt.charset, lexicon, lm, 5, workers=1) as here, \
+            _Searches(ckpt.charset, lexicon, lm, 5, workers=2, start_method="spawn") as spawned:
+        for method in ("lexicon", "charlm"):
+            assert spawned.submit(method, log_probs, lengths).result() == here.submit(method, log_probs, lengths).result()
 
 
 def test_augmented_copies_depend_on_the_image_not_on_its_neighbours(words):
