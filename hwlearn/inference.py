@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import zlib
 from collections import deque
+from contextlib import nullcontext
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
@@ -79,14 +80,15 @@ def predict(
     lexicon=None,
     beam_width: int = 10,
     charlm=None,
+    pool: SearchPool | None = None,
 ) -> list[Prediction]:
     """Recognize every item of ``dataset`` (items are ``(tensor (1, H, W), anything)``).
 
     ``method`` is ``greedy``, ``beam``, ``lexicon`` (needs ``lexicon``) or ``charlm`` (needs
-    ``charlm``), see :mod:`hwlearn.decode`.
+    ``charlm``), see :mod:`hwlearn.decode`; ``pool`` as in :func:`predictions_by_method`.
     """
     return predict_views(model, [dataset], charset, device=device, batch_size=batch_size, method=method,
-                         lexicon=lexicon, beam_width=beam_width, charlm=charlm)
+                         lexicon=lexicon, beam_width=beam_width, charlm=charlm, pool=pool)
 
 
 @torch.no_grad()
@@ -101,6 +103,7 @@ def predict_views(
     lexicon=None,
     beam_width: int = 10,
     charlm=None,
+    pool: SearchPool | None = None,
 ) -> list[Prediction]:
     """Like :func:`predict`, reading each item from several views of it: ``views[0]`` is the
     dataset, ``views[1:]`` hold other renderings of the same items in the same order (augmented
@@ -108,7 +111,7 @@ def predict_views(
     and the one the views agree on best is kept (:func:`hwlearn.decode.consensus`). With one view
     this is plain :func:`predict`."""
     return predictions_by_method(model, views, charset, (method,), device=device, batch_size=batch_size,
-                                 lexicon=lexicon, beam_width=beam_width, charlm=charlm)[method]
+                                 lexicon=lexicon, beam_width=beam_width, charlm=charlm, pool=pool)[method]
 
 
 @torch.no_grad()
@@ -124,14 +127,20 @@ def predictions_by_method(
     beam_width: int = 10,
     charlm=None,
     workers: int | None = None,
+    pool: SearchPool | None = None,
 ) -> dict[str, list[Prediction]]:
     """:func:`predict_views` with each of ``methods``, ``{method: predictions}``: the model reads
     every batch once and each method decodes its outputs (reading the same items greedily and with a
     lexicon or character model costs one run of the model, not one per method).
 
-    ``workers``: processes for the beam searches; default :func:`search_workers`."""
+    The searches run in ``pool`` (a :class:`SearchPool` made for the same charset, lexicon,
+    character model and beam width) when given: one that outlives several calls keeps its workers
+    and their warm character-model caches. Else in a pool of ``workers`` processes (default
+    :func:`search_workers`) made for this call."""
     methods = list(dict.fromkeys(methods))
     n = len(views[0])
+    if pool is not None and not pool.serves(charset, lexicon, charlm, beam_width):
+        raise ValueError("the search pool was made for another charset, lexicon, character model or beam width")
     if workers is None:
         workers = search_workers(n * len(views) * sum(m != "greedy" for m in methods))
     results: dict[str, list] = {m: [None] * n for m in methods}
@@ -144,15 +153,16 @@ def predictions_by_method(
                 results[method][i] = p
 
     threads = torch.get_num_threads()
-    if workers > 1:  # the cores are the workers': torch's threads would wait on each other (2 cores: 2x slower)
-        torch.set_num_threads(1)
     try:
-        with _Searches(charset, lexicon, charlm, beam_width, workers) as searches:
+        with nullcontext(pool) if pool is not None else SearchPool(charset, lexicon, charlm, beam_width,
+                                                                   workers) as searches:
+            if searches.workers > 1:  # the cores are the workers': torch threads would wait on each other
+                torch.set_num_threads(1)  # (2 cores: the model's run 2-3x slower)
             pending: deque = deque()  # batches read by the model, their searches under way
             for idx, outputs in _model_outputs(model, views, device, batch_size):
                 pending.append((idx, outputs, {m: [searches.submit(m, lp, lengths) for lp, lengths in outputs]
                                                for m in methods}))
-                while len(pending) > 2 * workers:  # the model stays a few batches ahead, no more (memory)
+                while len(pending) > 2 * searches.workers:  # the model stays a few batches ahead (memory)
                     finish(*pending.popleft())
             while pending:
                 finish(*pending.popleft())
@@ -191,36 +201,47 @@ def _search_in_worker(method: str, log_probs: np.ndarray, lengths: list[int]):
     return search(log_probs, lengths, charset, method, lexicon=lexicon, beam_width=beam_width, charlm=charlm)
 
 
-class _Searches:
-    """:func:`hwlearn.decode.search` of model output batches, in ``workers`` processes (greedy, and
-    everything when ``workers`` is 1, in this process at once). On Linux the workers are forks of
-    this process, as torch's DataLoader workers are (one torch thread each; they start at once and
-    share the lexicon and character model, nor do they import the caller's script again); elsewhere
-    the platform's default start method (spawn: a script that reads many images needs the usual
-    ``if __name__ == "__main__":`` guard)."""
+class SearchPool:
+    """Runs :func:`hwlearn.decode.search` on model output batches, in ``workers`` processes (greedy,
+    and everything when ``workers`` is 1, in this process at once); a context manager. On Linux the
+    workers are forks of this process, as torch's DataLoader workers are (one torch thread each;
+    they start at once and share the lexicon and character model, nor do they import the caller's
+    script again); elsewhere the platform's default start method (spawn: a script that reads many
+    images needs the usual ``if __name__ == "__main__":`` guard). Workers start at the first search
+    and stop at :meth:`close`."""
 
-    def __init__(self, charset: Charset, lexicon, charlm, beam_width: int, workers: int,
+    def __init__(self, charset: Charset, lexicon=None, charlm=None, beam_width: int = 10, workers: int | None = None,
                  start_method: str | None = None):
         self.args = (charset, lexicon, charlm, beam_width)
+        self.workers = available_cores() if workers is None else max(1, int(workers))
         self.pool = None
-        if workers > 1:
+        if self.workers > 1:
             context = get_context(start_method or ("fork" if sys.platform.startswith("linux") else None))
-            self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_search_worker,
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_search_worker,
                                             initargs=self.args)
 
+    def serves(self, charset: Charset, lexicon, charlm, beam_width: int) -> bool:
+        """Whether its searches are the ones a call with these would make."""
+        mine = self.args
+        return mine[0] == charset and mine[1] is lexicon and mine[2] is charlm and mine[3] == beam_width
+
     def submit(self, method: str, log_probs: torch.Tensor, lengths: torch.Tensor):
+        """The search's ``(ids, factors)``, to come: an object whose ``result()`` gives it."""
         if self.pool is None or method == "greedy":
             charset, lexicon, charlm, beam_width = self.args
             return _Done(search(log_probs, lengths, charset, method, lexicon=lexicon, beam_width=beam_width,
                                 charlm=charlm))
         return self.pool.submit(_search_in_worker, method, log_probs.numpy(), lengths.tolist())
 
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.close()
 
 
 def _agreed(readings: list[list[Prediction]], outputs) -> list[Prediction]:

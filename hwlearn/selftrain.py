@@ -55,7 +55,7 @@ from .data import LabeledImages, augment_real, augment_real_strong, load_image, 
 from .decode import Prediction, reading_method
 from .errors import HwlearnError
 from .fontmatch import closest_fonts, rank_fonts
-from .inference import predict, predict_views, predictions_by_method
+from .inference import SearchPool, predict, predict_views, predictions_by_method, search_workers
 from .layout import LAYOUTS, Layout, candidates, synthetic_margins
 from .metrics import score
 from .train import ModelInputs, Source, Trainer, TrainConfig
@@ -161,7 +161,7 @@ def write_pseudo_labels(path: Path, images: Sequence[Path], predictions: Sequenc
 
 def choose_layout(model, images: Sequence[np.ndarray], synthetic: Dataset, config: AdaptConfig, charset: Charset,
                   height: int, *, device, method: str = "greedy", lexicon=None, charlm=None,
-                  margin_samples: int = 200) -> tuple[Layout, dict[str, float], list[Prediction] | None]:
+                  margin_samples: int = 200, pool=None) -> tuple[Layout, dict[str, float], list[Prediction] | None]:
     """The :class:`hwlearn.layout.Layout` the unlabeled ``images`` are read in, the mean confidence
     of the model's labels under each candidate, and those labels under the chosen layout (None when
     no candidate was tried), so the caller need not label the images again.
@@ -179,7 +179,7 @@ def choose_layout(model, images: Sequence[np.ndarray], synthetic: Dataset, confi
     for layout in layouts:
         labels[layout.kind] = predict(model, [(to_model_input(layout(img), height), None) for img in images],
                                       charset, device=device, method=method, lexicon=lexicon,
-                                      beam_width=config.beam_width, charlm=charlm)
+                                      beam_width=config.beam_width, charlm=charlm, pool=pool)
         scores[layout.kind] = float(np.mean([p.confidence for p in labels[layout.kind]])) if images else 0.0
     best = layouts[max(range(len(layouts)), key=lambda i: (scores[layouts[i].kind], -i))]
     return best, scores, labels[best.kind]
@@ -232,105 +232,112 @@ def adapt(
     if config.dropout is not None:
         model.set_dropout(config.dropout)  # (readings are made in eval mode: dropout only acts in training)
 
-    originals = [load_image(p) for p in unlabeled]
-    layout, layout_scores, preds = choose_layout(model, originals, synthetic, config, charset, height,
-                                                 device=device, method=method, lexicon=lexicon, charlm=charlm)
-    console.print(f"layout: {layout.kind} " + ("(mean confidence " + ", ".join(
-        f"{k} {v:.4f}" for k, v in layout_scores.items()) + ")" if layout_scores else "(as asked)"))
-    images = [layout(img) for img in originals]
-    del originals
-    inputs = [(to_model_input(img, height), None) for img in images]
-    val = [(to_model_input(layout(load_image(p)), height), text) for p, text in val_items]
-    meta = {**meta, "preprocessing": {**meta.get("preprocessing", {}), "layout": layout.to_dict()}}
-    fonts_used: list[str] = []
-    if config.match_fonts > 0:
-        synthetic, fonts_used = match_synthetic_fonts(model, inputs, synthetic, config, charset, height, device)
+    # one pool of search workers for every reading: they keep their character model's cache warm
+    searches = SearchPool(charset, lexicon, charlm, config.beam_width,
+                          search_workers(len(unlabeled) * (config.views + 1) * (method != "greedy")))
+    with searches:
+        originals = [load_image(p) for p in unlabeled]
+        layout, layout_scores, preds = choose_layout(model, originals, synthetic, config, charset, height,
+                                                     device=device, method=method, lexicon=lexicon, charlm=charlm,
+                                                     pool=searches)
+        console.print(f"layout: {layout.kind} " + ("(mean confidence " + ", ".join(
+            f"{k} {v:.4f}" for k, v in layout_scores.items()) + ")" if layout_scores else "(as asked)"))
+        images = [layout(img) for img in originals]
+        del originals
+        inputs = [(to_model_input(img, height), None) for img in images]
+        val = [(to_model_input(layout(load_image(p)), height), text) for p, text in val_items]
+        meta = {**meta, "preprocessing": {**meta.get("preprocessing", {}), "layout": layout.to_dict()}}
+        fonts_used: list[str] = []
+        if config.match_fonts > 0:
+            synthetic, fonts_used = match_synthetic_fonts(model, inputs, synthetic, config, charset, height, device)
 
-    def augmented_inputs(round_index: int, view: int) -> list:
-        """Model inputs of an augmented copy of every image (a fresh one per round and view)."""
-        return [(to_model_input(augment_real(img, np.random.default_rng([config.seed, round_index, view, i])), height),
-                 None) for i, img in enumerate(images)]
+        def augmented_inputs(round_index: int, view: int) -> list:
+            """Model inputs of an augmented copy of every image (a fresh one per round and view)."""
+            return [(to_model_input(augment_real(img, np.random.default_rng([config.seed, round_index, view, i])),
+                                    height), None) for i, img in enumerate(images)]
 
-    def label_and_score(round_index: int, share: float, selected: list[int], preds_before,
-                        preds=None) -> tuple[list[Prediction], RoundReport]:
-        """Label every image with the current model (unless ``preds`` already holds its labels) and
-        make the round's report row."""
-        started = time.perf_counter()
-        if config.views > 0:  # (round 0's labels from the layout choice are read again, with the copies)
-            preds = predict_views(model, [inputs] + [augmented_inputs(round_index, v) for v in range(config.views)],
-                                  charset, device=device, method=method, lexicon=lexicon,
-                                  beam_width=config.beam_width, charlm=charlm)
-        elif preds is None:
-            preds = predict(model, inputs, charset, device=device, method=method, lexicon=lexicon,
-                            beam_width=config.beam_width, charlm=charlm)
-        row = RoundReport(
-            round=round_index,
-            labeled=len(preds),
-            selected=len(selected),
-            share=share,
-            mean_confidence=float(np.mean([p.confidence for p in preds])) if preds else 0.0,
-            selected_confidence=float(np.mean([preds_before[i].confidence for i in selected])) if selected else 0.0,
-        )
-        row.seconds["labeling"] = round(time.perf_counter() - started, 1)
-        if val:
+        def label_and_score(round_index: int, share: float, selected: list[int], preds_before,
+                            preds=None) -> tuple[list[Prediction], RoundReport]:
+            """Label every image with the current model (unless ``preds`` already holds its labels) and
+            make the round's report row."""
             started = time.perf_counter()
-            refs = [t for _, t in val]
-            by_method = predictions_by_method(model, [val], charset, ("greedy", method), device=device, lexicon=lexicon,
-                                              beam_width=config.beam_width, charlm=charlm)
-            for m, vp in by_method.items():
-                s = score(refs, [p.text for p in vp])
-                suffix = {"greedy": "", "lexicon": "_lex", "charlm": "_lm"}[m]
-                row.val.update({f"cer{suffix}": s["cer"], f"wer{suffix}": s["wer"]})
-            row.seconds["report"] = round(time.perf_counter() - started, 1)
-        return preds, row
+            if config.views > 0:  # (round 0's labels from the layout choice are read again, with the copies)
+                copies = [augmented_inputs(round_index, v) for v in range(config.views)]
+                preds = predict_views(model, [inputs] + copies, charset, device=device, method=method,
+                                      lexicon=lexicon, beam_width=config.beam_width, charlm=charlm, pool=searches)
+            elif preds is None:
+                preds = predict(model, inputs, charset, device=device, method=method, lexicon=lexicon,
+                                beam_width=config.beam_width, charlm=charlm, pool=searches)
+            row = RoundReport(
+                round=round_index,
+                labeled=len(preds),
+                selected=len(selected),
+                share=share,
+                mean_confidence=float(np.mean([p.confidence for p in preds])) if preds else 0.0,
+                selected_confidence=float(np.mean([preds_before[i].confidence for i in selected])) if selected else 0.0,
+            )
+            row.seconds["labeling"] = round(time.perf_counter() - started, 1)
+            if val:
+                started = time.perf_counter()
+                refs = [t for _, t in val]
+                by_method = predictions_by_method(model, [val], charset, ("greedy", method), device=device,
+                                                  lexicon=lexicon, beam_width=config.beam_width, charlm=charlm,
+                                                  pool=searches)
+                for m, vp in by_method.items():
+                    s = score(refs, [p.text for p in vp])
+                    suffix = {"greedy": "", "lexicon": "_lex", "charlm": "_lm"}[m]
+                    row.val.update({f"cer{suffix}": s["cer"], f"wer{suffix}": s["wer"]})
+                row.seconds["report"] = round(time.perf_counter() - started, 1)
+            return preds, row
 
-    preds, row = label_and_score(0, 0.0, [], [], preds)  # the layout choice already labeled them
-    row.checkpoint = str(checkpoint)
-    rounds = [row]
-    if report:
-        report(row)
-    round_dirs = {0: Path(checkpoint)}
-    readings: dict[int, Counter] = {}  # round -> the pseudo-labels it trained on, and how often each
-    for r in range(1, config.rounds + 1):
-        share = config.share(r)
-        selected = select_by_rank(preds, share, charset)
-        if not selected:
-            console.print(f"[yellow]round {r}: no usable pseudo-label (all predictions empty); stopping")
-            break
-        write_pseudo_labels(out_dir / f"round{r}" / PSEUDO_LABELS, unlabeled, preds, selected)
-        readings[r] = Counter(preds[i].text for i in selected)
-        pseudo = LabeledImages([(images[i], preds[i].text) for i in selected], height, augment=AUGMENTS[config.augment],
-                               seed=config.seed + r)
-        sources = [Source(pseudo, share=1 - config.synthetic_share, name="pseudo")]
-        if config.synthetic_share > 0:
-            sources.append(Source(ModelInputs(synthetic, height), share=config.synthetic_share, infinite=True,
-                                  name="synthetic"))
-        train_config = TrainConfig(
-            steps=config.steps_per_round, batch_size=config.batch_size, lr=config.lr,
-            warmup_steps=config.warmup_steps, val_every=config.steps_per_round, num_workers=config.num_workers,
-            seed=config.seed * 1000 + r, phase=f"adapt-round-{r}",
-        )
-        round_meta = {**{k: v for k, v in meta.items() if k not in ("training", "metrics", DOMAIN_WORDS)},
-                      "adapt": {**asdict(config), "round": r, "selected": len(selected), "source": str(checkpoint),
-                                "fonts_used": fonts_used}}
-        trainer = Trainer(model, charset, sources, out_dir / f"round{r}", train_config, device=device, meta=round_meta)
-        trainer.fit()
-        before = preds
-        preds, row = label_and_score(r, share, selected, before)
-        row.seconds = {"training": round(trainer.seconds, 1), **row.seconds}
-        # store the label-free score (and the report-only validation numbers) with the round's checkpoint;
-        # a finished round needs no resume state, so it is written without it
-        save_checkpoint(out_dir / f"round{r}" / "last", model, charset,
-                        meta={**round_meta,
-                              "training": {"phase": f"adapt-round-{r}", "step": trainer.step,
-                                           "seconds": round(trainer.seconds, 1), "device": str(trainer.device)},
-                              "metrics": {"mean_confidence": row.mean_confidence,
-                                          **{f"val_{k}": v for k, v in row.val.items()}}})
-        row.checkpoint = str(out_dir / f"round{r}" / "last")
-        round_dirs[r] = out_dir / f"round{r}" / "last"
-        rounds.append(row)
+        preds, row = label_and_score(0, 0.0, [], [], preds)  # the layout choice already labeled them
+        row.checkpoint = str(checkpoint)
+        rounds = [row]
         if report:
             report(row)
+        round_dirs = {0: Path(checkpoint)}
+        readings: dict[int, Counter] = {}  # round -> the pseudo-labels it trained on, and how often each
+        for r in range(1, config.rounds + 1):
+            share = config.share(r)
+            selected = select_by_rank(preds, share, charset)
+            if not selected:
+                console.print(f"[yellow]round {r}: no usable pseudo-label (all predictions empty); stopping")
+                break
+            write_pseudo_labels(out_dir / f"round{r}" / PSEUDO_LABELS, unlabeled, preds, selected)
+            readings[r] = Counter(preds[i].text for i in selected)
+            pseudo = LabeledImages([(images[i], preds[i].text) for i in selected], height,
+                                   augment=AUGMENTS[config.augment], seed=config.seed + r)
+            sources = [Source(pseudo, share=1 - config.synthetic_share, name="pseudo")]
+            if config.synthetic_share > 0:
+                sources.append(Source(ModelInputs(synthetic, height), share=config.synthetic_share, infinite=True,
+                                      name="synthetic"))
+            train_config = TrainConfig(
+                steps=config.steps_per_round, batch_size=config.batch_size, lr=config.lr,
+                warmup_steps=config.warmup_steps, val_every=config.steps_per_round, num_workers=config.num_workers,
+                seed=config.seed * 1000 + r, phase=f"adapt-round-{r}",
+            )
+            round_meta = {**{k: v for k, v in meta.items() if k not in ("training", "metrics", DOMAIN_WORDS)},
+                          "adapt": {**asdict(config), "round": r, "selected": len(selected), "source": str(checkpoint),
+                                    "fonts_used": fonts_used}}
+            trainer = Trainer(model, charset, sources, out_dir / f"round{r}", train_config, device=device,
+                              meta=round_meta)
+            trainer.fit()
+            before = preds
+            preds, row = label_and_score(r, share, selected, before)
+            row.seconds = {"training": round(trainer.seconds, 1), **row.seconds}
+            # store the label-free score (and the report-only validation numbers) with the round's checkpoint;
+            # a finished round needs no resume state, so it is written without it
+            save_checkpoint(out_dir / f"round{r}" / "last", model, charset,
+                            meta={**round_meta,
+                                  "training": {"phase": f"adapt-round-{r}", "step": trainer.step,
+                                               "seconds": round(trainer.seconds, 1), "device": str(trainer.device)},
+                                  "metrics": {"mean_confidence": row.mean_confidence,
+                                              **{f"val_{k}": v for k, v in row.val.items()}}})
+            row.checkpoint = str(out_dir / f"round{r}" / "last")
+            round_dirs[r] = out_dir / f"round{r}" / "last"
+            rounds.append(row)
+            if report:
+                report(row)
 
     chosen = max(rounds, key=lambda x: (x.mean_confidence, -x.round)).round
     final = out_dir / "final"

@@ -12,8 +12,8 @@ from hwlearn.charlm import CharLM
 from hwlearn.corpus import CorpusStats
 from hwlearn.decode import Lexicon
 from hwlearn.errors import HwlearnError
-from hwlearn.inference import (PARALLEL_MIN_SEARCHES, _Searches, augmented_copies, predict, predict_views, predictions_by_method,
-                               search_workers)
+from hwlearn.inference import (PARALLEL_MIN_SEARCHES, SearchPool, augmented_copies, predict, predict_views,
+                               predictions_by_method, search_workers)
 from hwlearn.synth import available_cores, build_synthetic
 
 
@@ -91,6 +91,14 @@ def test_searches_in_worker_processes_read_as_one_process_does(words, tiny_asset
                                    workers=2)
     assert pooled == alone
     assert torch.get_num_threads() == threads  # the model read on one thread meanwhile, the count given back
+    with SearchPool(ckpt.charset, lexicon, lm, 10, workers=2) as pool:  # one pool for several calls
+        for _ in range(2):
+            assert predictions_by_method(ckpt.model, views, ckpt.charset, methods, batch_size=3, lexicon=lexicon,
+                                         charlm=lm, pool=pool) == alone
+        assert (predict(ckpt.model, views[0], ckpt.charset, method="charlm", charlm=lm, lexicon=lexicon, pool=pool)
+                == predict(ckpt.model, views[0], ckpt.charset, method="charlm", charlm=lm, lexicon=lexicon))
+        with pytest.raises(ValueError, match="another charset, lexicon, character model"):
+            predictions_by_method(ckpt.model, views, ckpt.charset, methods, lexicon=lexicon, pool=pool)
     assert search_workers(PARALLEL_MIN_SEARCHES - 1) == 1 and search_workers(PARALLEL_MIN_SEARCHES) == available_cores()
     with pytest.raises(HwlearnError, match="needs a lexicon"):  # a worker's error reaches the caller
         predictions_by_method(ckpt.model, views, ckpt.charset, ("lexicon",), batch_size=3, workers=2)
@@ -103,8 +111,8 @@ def test_spawned_search_workers_get_the_lexicon_and_character_model(words, tiny_
     lexicon, lm = Lexicon(words_of_corpus, ckpt.charset), CharLM(words_of_corpus)
     with torch.no_grad():
         log_probs, lengths = ckpt.model(*collate([(to_model_input(img, height), None) for img in images])[:2])
-    with _Searches(ckpt.charset, lexicon, lm, 5, workers=1) as here, \
-            _Searches(ckpt.charset, lexicon, lm, 5, workers=2, start_method="spawn") as spawned:
+    with SearchPool(ckpt.charset, lexicon, lm, 5, workers=1) as here, \
+            SearchPool(ckpt.charset, lexicon, lm, 5, workers=2, start_method="spawn") as spawned:
         for method in ("lexicon", "charlm"):
             assert spawned.submit(method, log_probs, lengths).result() == here.submit(method, log_probs, lengths).result()
 
