@@ -567,15 +567,8 @@ def decode_batch(
     return scored(log_probs, lengths, charset, ids, factors)
 
 
-def search(
-    log_probs,
-    lengths,
-    charset: Charset,
-    method: str = "greedy",
-    lexicon: Lexicon | None = None,
-    beam_width: int = 10,
-    charlm=None,
-) -> tuple[list[list[int]], list[float] | None]:
+def search(log_probs, lengths, charset: Charset, method: str = "greedy", lexicon: Lexicon | None = None,
+           beam_width: int = 10, charlm=None) -> tuple[list[list[int]], list[float] | None]:
     """The decoding half of :func:`decode_batch`: ``(class ids per sample, factors)``, ``factors``
     the lexicon decoder's per-sample confidence factor (a word's share among the words found, 0
     where none fits) and ``None`` for the other methods. Runs on the CPU, in this process."""
