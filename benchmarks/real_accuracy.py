@@ -151,13 +151,14 @@ class Profile:
 PROFILES = {
     "smoke": Profile(preset="small", pretrain_steps=20, batch_size=8, workers=1, val_every=20, val_size=16,
                      adapt_rounds=1, adapt_steps=5, finetune_steps=10, max_train_images=50, max_test_images=50),
-    # the 60-minute budget on 2 cores (GW): shorter pretraining, 4 shorter adaptation rounds read in 2 views
+    # the 60-minute budget on 2 cores (GW): 4 shorter adaptation rounds read in 2 views, shorter fine-tuning
     # (pretraining is where the minutes pay most: 7000 vs 3500 steps, same adaptation: 0.110 vs 0.169;
     # 5500 steps since batches are sorted by rendered width: a step takes ~0.78 of the time it did; 7500 since
     # GW took 38.6 of its 60 minutes with 5500: 46.9 min, label-free 0.112 -> 0.104, char model 0.087 -> 0.075)
     "cpu": Profile(preset="small", pretrain_steps=7500, batch_size=32, workers=1, val_every=500, val_size=500,
                    adapt_rounds=4, adapt_ramp_rounds=3, adapt_steps=300, adapt_views=2, finetune_steps=1000),
-    # hwlearn adapt's defaults on the small model: the best CPU numbers, ~1.5-3 h on 2 cores
+    # hwlearn adapt's defaults on the small model: the best CPU numbers, ~1.5-3 h on 2 cores (its 7000 pretraining
+    # steps are those its v9 results were made with; `cpu` now pretrains longer)
     "cpu-full": Profile(preset="small", pretrain_steps=7000, batch_size=32, workers=1, val_every=500, val_size=500,
                         adapt_steps=500, finetune_steps=2000),
     "gpu": Profile(preset="base", pretrain_steps=30000, batch_size=64, workers=12, val_every=1000, val_size=1000,
