@@ -141,7 +141,7 @@ def predictions_by_method(
     n = len(views[0])
     if pool is not None and not pool.serves(charset, lexicon, charlm, beam_width):
         raise ValueError("the search pool was made for another charset, lexicon, character model or beam width")
-    if workers is None:
+    if pool is None and workers is None:
         workers = search_workers(n * len(views) * sum(m != "greedy" for m in methods))
     results: dict[str, list] = {m: [None] * n for m in methods}
 
