@@ -81,6 +81,25 @@ def test_padding_does_not_change_a_sample():
         torch.testing.assert_close(alone[:, 0], batched[: lengths[b], b], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_cpu_bilstm_on_padded_frames_computes_what_the_packed_one_does(layers):
+    # The CPU reads padded sequences with each direction alone (fast oneDNN LSTM); the packed
+    # LSTM is the definition: same outputs on every sample's frames, 0 after, same gradients.
+    torch.manual_seed(0)
+    model = create_model("small", 30, lstm_layers=layers, lstm_hidden=24).train()
+    lengths = torch.tensor([17, 3, 1, 17, 9])
+    features = torch.randn(17, 5, model.lstm.input_size, requires_grad=True)
+    packed = model._bilstm_packed(features, lengths)
+    padded = model._bilstm_padded(features, lengths)
+    torch.testing.assert_close(padded, packed, atol=1e-5, rtol=1e-4)
+    assert padded[3:, 1].abs().max() == 0 and padded[1:, 2].abs().max() == 0
+    weights = [model.lstm.weight_hh_l0_reverse, getattr(model.lstm, f"weight_ih_l{layers - 1}")]
+    weighting = torch.randn_like(packed)  # any loss of the outputs; padded frames count for nothing
+    for a, b in zip(torch.autograd.grad((packed * weighting).sum(), [features, *weights]),
+                    torch.autograd.grad((padded * weighting).sum(), [features, *weights])):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+
+
 def test_eval_mode_is_deterministic():
     model = create_model("small", 30, dropout=0.5).eval()
     images, widths = _batch([60, 40], 32)
