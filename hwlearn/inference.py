@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import zlib
 from collections import deque
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
@@ -152,12 +152,10 @@ def predictions_by_method(
             for i, p in zip(idx, _agreed(readings, outputs)):
                 results[method][i] = p
 
-    threads = torch.get_num_threads()
-    try:
-        with nullcontext(pool) if pool is not None else SearchPool(charset, lexicon, charlm, beam_width,
-                                                                   workers) as searches:
-            if searches.workers > 1:  # the cores are the workers': torch threads would wait on each other
-                torch.set_num_threads(1)  # (2 cores: the model's run 2-3x slower)
+    with nullcontext(pool) if pool is not None else SearchPool(charset, lexicon, charlm, beam_width,
+                                                               workers) as searches:
+        # the cores are the workers': torch threads would wait on each other (2 cores: the model's run 2-3x slower)
+        with torch_threads(1 if searches.workers > 1 else None):
             pending: deque = deque()  # batches read by the model, their searches under way
             for idx, outputs in _model_outputs(model, views, device, batch_size):
                 pending.append((idx, outputs, {m: [searches.submit(m, lp, lengths) for lp, lengths in outputs]
@@ -166,9 +164,20 @@ def predictions_by_method(
                     finish(*pending.popleft())
             while pending:
                 finish(*pending.popleft())
-    finally:
-        torch.set_num_threads(threads)
     return results  # type: ignore[return-value]
+
+
+@contextmanager
+def torch_threads(count: int | None):
+    """Inside the block torch computes on ``count`` threads (None: as many as before); after it, on as
+    many as before, however the block ends."""
+    before = torch.get_num_threads()
+    try:
+        if count is not None:
+            torch.set_num_threads(count)
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def search_workers(searches: int) -> int:

@@ -39,7 +39,7 @@ from .checkpoint import load_checkpoint, load_train_state, save_checkpoint
 from .console import console
 from .data import collate, to_model_input
 from .errors import HwlearnError
-from .inference import materialize, predictions_by_method
+from .inference import materialize, predictions_by_method, torch_threads
 from .metrics import score
 from .synth import available_cores
 
@@ -505,11 +505,10 @@ class Trainer:
         bar = progress_bar(TextColumn("{task.fields[status]}"))
         if not progress:
             bar.disable = True
-        threads = torch.get_num_threads()  # what reading afterwards gets back (the loader's workers are gone then)
-        if self.device.type == "cpu":
-            torch.set_num_threads(cpu_threads(cfg))
+        # the training's threads end with it: reading afterwards gets all it had (the loader's workers are gone)
+        threads = cpu_threads(cfg) if self.device.type == "cpu" else None
         try:
-            with bar:
+            with torch_threads(threads), bar:
                 task = bar.add_task(cfg.phase, total=cfg.steps, completed=self.step, status="")
                 t_step = time.perf_counter()
                 for images, widths, texts in self._batches(stop):
@@ -542,8 +541,6 @@ class Trainer:
             self._save("last", {"interrupted_at_step": self.step}, with_state=True)
             console.print(f"[yellow]interrupted at step {self.step}; saved {self.out_dir / 'last'} (use --resume)")
             raise
-        finally:
-            torch.set_num_threads(threads)
         return TrainResult(self.step, self.best_cer, last_metrics, self.skipped_steps, self.nonfinite_samples, self.seconds)
 
     def _validate_and_checkpoint(self) -> dict:
