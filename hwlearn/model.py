@@ -255,12 +255,11 @@ class Recognizer(nn.Module):
             if layer > 0:
                 x = F.dropout(x, lstm.dropout, self.training)
             outputs = []
-            for suffix in ("", "_reverse"):
-                weights = [getattr(lstm, f"{name}_l{layer}{suffix}")
-                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-                inputs = x.gather(0, flip.expand(-1, -1, x.shape[2])) if suffix else x
+            for reverse in (False, True):
+                weights = lstm.all_weights[2 * layer + reverse]  # weight_ih, weight_hh, bias_ih, bias_hh
+                inputs = x.gather(0, flip.expand(-1, -1, x.shape[2])) if reverse else x
                 out = torch.lstm(inputs, (zeros, zeros), weights, True, 1, 0.0, self.training, False, False)[0]
-                outputs.append(out.gather(0, flip.expand(-1, -1, hidden)) if suffix else out)
+                outputs.append(out.gather(0, flip.expand(-1, -1, hidden)) if reverse else out)
             x = torch.cat(outputs, 2)
         return x * valid
 
