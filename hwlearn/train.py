@@ -200,6 +200,18 @@ class _Mixed(Dataset):
         return sample(i, salt) if sample is not None else dataset[i]
 
 
+def _as_arrays(samples: list) -> list:
+    """A step's samples with numpy images, as the DataLoader's workers send them: pickled arrays
+    cross the process boundary ~10x faster than tensors, each of which torch moves to its own shared
+    memory segment (32 samples of 32 x 170: 1.2 vs 13 ms of the training process's time per step)."""
+    return [(image.numpy(), x) for image, x in samples]
+
+
+def _as_tensors(samples: list) -> list:
+    """Inverse of :func:`_as_arrays` (no copy)."""
+    return [(torch.from_numpy(image), x) for image, x in samples]
+
+
 # --------------------------------------------------------------------------------------------
 # the loop
 
@@ -439,10 +451,10 @@ class Trainer:
             _Mixed(self.sources),
             batch_sampler=_WindowKeys(self.batches, first, last),
             num_workers=self.config.num_workers,
-            collate_fn=list,  # the samples as read: the trainer sorts and collates a window's batches
+            collate_fn=_as_arrays,  # the samples as read: the trainer sorts and collates a window's batches
             persistent_workers=False,
         )
-        chunks = iter(loader)
+        chunks = (_as_tensors(chunk) for chunk in loader)
         pending = [next(chunks) for _ in range(window)]
         for w in range(first, last + 1):
             batches = self.batches.arrange(w, [sample for chunk in pending for sample in chunk])
