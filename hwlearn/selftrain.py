@@ -2,7 +2,8 @@
 
 First the **layout** the images are read in is chosen (:func:`choose_layout`): as they are, or with
 their blank margins trimmed to those of the synthetic words at the sides or on all four sides
-(:mod:`hwlearn.layout`) — whichever the pretrained model labels with the highest mean confidence.
+(:mod:`hwlearn.layout`) — whichever the pretrained model labels with the highest mean confidence
+(on a seeded sample of :data:`LAYOUT_SAMPLE` images when there are more).
 It is recorded in every checkpoint written, so ``evaluate`` and ``recognize`` read images the same way.
 
 Each round:
@@ -159,30 +160,44 @@ def write_pseudo_labels(path: Path, images: Sequence[Path], predictions: Sequenc
     tmp.replace(path)
 
 
+#: The layout is chosen on at most this many of the unlabeled images (a seeded sample of larger sets):
+#: reading all of DHSD's 4745 under every candidate took ~43 s. On GW, whose two best layouts are
+#: close, 1000-image samples chose another layout than all 2375 images 1.75 % of the time, 2000-image
+#: ones never (benchmarks/EXPERIMENTS.md, session 24).
+LAYOUT_SAMPLE = 2000
+
+
 def choose_layout(model, images: Sequence[np.ndarray], synthetic: Dataset, config: AdaptConfig, charset: Charset,
                   height: int, *, device, method: str = "greedy", lexicon=None, charlm=None,
-                  margin_samples: int = 200, pool=None) -> tuple[Layout, dict[str, float], list[Prediction] | None]:
+                  margin_samples: int = 200, pool=None,
+                  sample: int = LAYOUT_SAMPLE) -> tuple[Layout, dict[str, float], list[Prediction] | None]:
     """The :class:`hwlearn.layout.Layout` the unlabeled ``images`` are read in, the mean confidence
-    of the model's labels under each candidate, and those labels under the chosen layout (None when
-    no candidate was tried), so the caller need not label the images again.
+    of the model's labels under each candidate, and those labels of all ``images`` under the chosen
+    layout (None when no candidate was tried or only a sample was read), so the caller need not
+    label the images again.
 
     The margins come from ``margin_samples`` synthetic words (what the model was trained on). With
-    ``config.layout == "auto"`` every layout of :data:`hwlearn.layout.LAYOUTS` is tried and the one
-    with the highest mean confidence wins (ties: the earlier, ``as-is`` first); otherwise the named
-    one is used without trying the others."""
+    ``config.layout == "auto"`` every layout of :data:`hwlearn.layout.LAYOUTS` is tried on ``sample``
+    of the images (all of them when there are no more; else a sample seeded by ``config.seed``) and
+    the one with the highest mean confidence wins (ties: the earlier, ``as-is`` first); otherwise the
+    named one is used without trying the others."""
     margins = synthetic_margins(synthetic[i][0] for i in range(min(margin_samples, len(synthetic))))
     kinds = LAYOUTS if config.layout == "auto" else (config.layout,)
     layouts = candidates(kinds, margins)
     if len(layouts) == 1:
         return layouts[0], {}, None
+    read = list(images)
+    if len(images) > sample:
+        pick = np.random.default_rng([config.seed, len(images)]).choice(len(images), size=sample, replace=False)
+        read = [images[i] for i in sorted(pick.tolist())]
     scores, labels = {}, {}
     for layout in layouts:
-        labels[layout.kind] = predict(model, [(to_model_input(layout(img), height), None) for img in images],
+        labels[layout.kind] = predict(model, [(to_model_input(layout(img), height), None) for img in read],
                                       charset, device=device, method=method, lexicon=lexicon,
                                       beam_width=config.beam_width, charlm=charlm, pool=pool)
-        scores[layout.kind] = float(np.mean([p.confidence for p in labels[layout.kind]])) if images else 0.0
+        scores[layout.kind] = float(np.mean([p.confidence for p in labels[layout.kind]])) if read else 0.0
     best = layouts[max(range(len(layouts)), key=lambda i: (scores[layouts[i].kind], -i))]
-    return best, scores, labels[best.kind]
+    return best, scores, labels[best.kind] if len(read) == len(images) else None
 
 
 def match_synthetic_fonts(model, inputs, synthetic, config: AdaptConfig, charset: Charset, height: int, device,
@@ -239,7 +254,7 @@ def adapt(
         originals = [load_image(p) for p in unlabeled]
         layout, layout_scores, preds = choose_layout(model, originals, synthetic, config, charset, height,
                                                      device=device, method=method, lexicon=lexicon, charlm=charlm,
-                                                     pool=searches)
+                                                     pool=searches, sample=LAYOUT_SAMPLE)
         console.print(f"layout: {layout.kind} " + ("(mean confidence " + ", ".join(
             f"{k} {v:.4f}" for k, v in layout_scores.items()) + ")" if layout_scores else "(as asked)"))
         images = [layout(img) for img in originals]
@@ -290,7 +305,7 @@ def adapt(
                 row.seconds["report"] = round(time.perf_counter() - started, 1)
             return preds, row
 
-        preds, row = label_and_score(0, 0.0, [], [], preds)  # the layout choice already labeled them
+        preds, row = label_and_score(0, 0.0, [], [], preds)  # the layout choice may have labeled them all
         row.checkpoint = str(checkpoint)
         rounds = [row]
         if report:

@@ -111,6 +111,14 @@ def test_choose_layout_prefers_trimming_words_cropped_with_wide_margins(tiny_run
     # the labels returned are the chosen layout's: adapt's round 0 reuses them
     assert len(labels) == len(wide)
     assert np.mean([p.confidence for p in labels]) == pytest.approx(scores[layout.kind])
+    # more images than the sample: the choice reads a seeded sample of them and labels none of the rest
+    sampled, sample_scores, unlabeled = choose_layout(ckpt.model, wide, synthetic, AdaptConfig(), ckpt.charset,
+                                                      ckpt.height, device="cpu", sample=12)
+    assert sampled.kind == layout.kind and unlabeled is None
+    assert sample_scores != scores and set(sample_scores) == set(scores)
+    again = choose_layout(ckpt.model, wide, synthetic, AdaptConfig(), ckpt.charset, ckpt.height, device="cpu",
+                          sample=12)[1]
+    assert again == sample_scores
 
 
 def test_adapted_checkpoint_reads_images_in_its_layout(tiny_run, tmp_path):
@@ -149,3 +157,26 @@ def test_adapted_checkpoint_reads_images_in_its_layout(tiny_run, tmp_path):
     as_is = evaluate(tiny_run / "best", tmp_path / "labels.tsv", device="cpu")["results"]["greedy"]["cer"]
     trimmed = evaluate(tmp_path / "trimmed", tmp_path / "labels.tsv", device="cpu")["results"]["greedy"]["cer"]
     assert trimmed < as_is
+
+
+def test_adapt_labels_every_image_when_the_layout_was_chosen_on_a_sample(tiny_run, tmp_path, monkeypatch):
+    """Round 0 reads all the images, not only the layout choice's sample (here without augmented views,
+    where round 0 would otherwise reuse the choice's labels)."""
+    from PIL import Image
+
+    import hwlearn.selftrain as selftrain
+    from hwlearn.recipes import adapt_folder
+
+    ckpt = load_checkpoint(tiny_run / "best")
+    synthetic = synthetic_like(ckpt, seed=13)
+    folder = tmp_path / "wide"
+    folder.mkdir()
+    for i in range(16):
+        Image.fromarray(_with_wide_margins(synthetic[i][0])).save(folder / f"w{i:02d}.png")
+    monkeypatch.setattr(selftrain, "LAYOUT_SAMPLE", 6)
+    result = adapt_folder(tiny_run / "best", folder, tmp_path / "adapt", device="cpu",
+                          config=AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0, views=0))
+    assert result.layout != "as-is" and set(result.layout_scores) == set(LAYOUTS)
+    assert [r.labeled for r in result.rounds] == [16, 16]
+    rows = (tmp_path / "adapt" / "round1" / "pseudo_labels.tsv").read_text().splitlines()[1:]
+    assert len(rows) == 16 and sum(row.endswith("\t1") for row in rows) == result.rounds[1].selected

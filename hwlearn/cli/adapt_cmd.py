@@ -38,7 +38,7 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
               help="Peak learning rate of each round (AdamW, warmup then cosine decay).")
 @click.option("--layout", default="auto", show_default=True, type=click.Choice(["auto", *LAYOUTS]),
               help="How the images' blank margins are trimmed before reading (auto: the layout the model is "
-                   "most confident with; see docs/adapting.md).")
+                   "most confident with, on up to 2000 of the images; see docs/adapting.md).")
 @click.option("--match-fonts", default=0, show_default=True, type=click.IntRange(min=0), metavar="K",
               help="Draw the synthetic words mixed into training from the K fonts whose words look most like "
                    "your images (0: all fonts).")
