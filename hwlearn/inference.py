@@ -42,7 +42,7 @@ class AugmentedCopy(Sequence):
     """An augmented copy (:func:`hwlearn.data.augment_real`) of every uint8 image, as model inputs
     ``(tensor (1, height, W), None)`` at ``height``, made when an item is read: the readings take them
     a batch at a time, so the copies of a large folder are never all in memory (as float32 inputs,
-    100,000 names in 4 copies would take ~9 GB). Item ``i`` is drawn with
+    100,000 DHSD-sized names in 4 copies would take ~8 GB). Item ``i`` is drawn with
     ``numpy.random.default_rng(seeds(i, images[i]))``: the same every time it is read."""
 
     def __init__(self, images, height: int, seeds: Callable[[int, np.ndarray], list[int]]):
