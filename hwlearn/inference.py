@@ -14,8 +14,10 @@ from __future__ import annotations
 import sys
 import zlib
 from collections import deque
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from multiprocessing import get_context
 
 import numpy as np
@@ -36,25 +38,47 @@ def materialize(dataset) -> list:
     return [dataset[i] for i in range(len(dataset))]
 
 
-def augmented_copies(images, count: int, height: int, seed: int = 0) -> list[list]:
-    """``count`` augmented copies (:func:`hwlearn.data.augment_real`) of every uint8 image, as
-    model inputs at ``height``: one list per copy, for :func:`predict_views`. Copy ``v`` of an image
-    depends only on its pixels, ``v`` and ``seed``, so an image reads the same alone or among others."""
-    def rng(img, v):
-        return np.random.default_rng([seed, v, zlib.crc32(img.tobytes()), *img.shape])
+class AugmentedCopy(Sequence):
+    """An augmented copy (:func:`hwlearn.data.augment_real`) of every uint8 image, as model inputs
+    ``(tensor (1, height, W), None)`` at ``height``, made when an item is read: the readings take them
+    a batch at a time, so the copies of a large folder are never all in memory (as float32 inputs,
+    100,000 DHSD-sized names in 4 copies would take ~8 GB). Item ``i`` is drawn with
+    ``numpy.random.default_rng(seeds(i, images[i]))``: the same every time it is read."""
 
-    return [[(to_model_input(augment_real(img, rng(img, v)), height), None) for img in images] for v in range(count)]
+    def __init__(self, images, height: int, seeds: Callable[[int, np.ndarray], list[int]]):
+        self.images, self.height, self.seeds = images, height, seeds
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        img = self.images[i]
+        return to_model_input(augment_real(img, np.random.default_rng(self.seeds(i, img))), self.height), None
+
+
+def augmented_copies(images, count: int, height: int, seed: int = 0) -> list[AugmentedCopy]:
+    """``count`` augmented copies of every uint8 image (one :class:`AugmentedCopy` each), for
+    :func:`predict_views`. Copy ``v`` of an image depends only on its pixels, ``v`` and ``seed``, so
+    an image reads the same alone or among others."""
+    return [AugmentedCopy(images, height, partial(_seeds_by_pixels, seed, v)) for v in range(count)]
+
+
+def _seeds_by_pixels(seed: int, view: int, _index: int, img: np.ndarray) -> list[int]:
+    return [seed, view, zlib.crc32(img.tobytes()), *img.shape]
 
 
 def _model_outputs(model, views, device, batch_size):
     """Per batch of items: their indices and, for each of ``views`` (datasets of the same items, e.g.
     the images and augmented copies of them), ``(log_probs (T, B, C) on the CPU, lengths)``. Batched
-    by the width of ``views[0]``, in eval mode (restored afterwards)."""
+    by the width of ``views[0]`` (read once, whole), in eval mode (restored afterwards); the other
+    views are read a batch at a time, when the model gets to it."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
     try:
-        views = [v if isinstance(v, list) else materialize(v) for v in views]
+        views = [views[0] if isinstance(views[0], list) else materialize(views[0]), *views[1:]]
         order = sorted(range(len(views[0])), key=lambda i: views[0][i][0].shape[-1])
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

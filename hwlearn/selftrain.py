@@ -56,7 +56,7 @@ from .data import LabeledImages, augment_real, augment_real_strong, load_image, 
 from .decode import Prediction, reading_method
 from .errors import HwlearnError
 from .fontmatch import closest_fonts, rank_fonts
-from .inference import SearchPool, predict, predict_views, predictions_by_method, search_workers
+from .inference import AugmentedCopy, SearchPool, predict, predict_views, predictions_by_method, search_workers
 from .layout import LAYOUTS, Layout, candidates, synthetic_margins
 from .metrics import score
 from .train import ModelInputs, Source, Trainer, TrainConfig
@@ -266,10 +266,10 @@ def adapt(
         if config.match_fonts > 0:
             synthetic, fonts_used = match_synthetic_fonts(model, inputs, synthetic, config, charset, height, device)
 
-        def augmented_inputs(round_index: int, view: int) -> list:
-            """Model inputs of an augmented copy of every image (a fresh one per round and view)."""
-            return [(to_model_input(augment_real(img, np.random.default_rng([config.seed, round_index, view, i])),
-                                    height), None) for i, img in enumerate(images)]
+        def augmented_inputs(round_index: int, view: int) -> AugmentedCopy:
+            """Model inputs of an augmented copy of every image (a fresh one per round and view, made as
+            the model reads them)."""
+            return AugmentedCopy(images, height, lambda i, _img: [config.seed, round_index, view, i])
 
         def label_and_score(round_index: int, share: float, selected: list[int], preds_before,
                             preds=None) -> tuple[list[Prediction], RoundReport]:

@@ -12,8 +12,8 @@ from hwlearn.charlm import CharLM
 from hwlearn.corpus import CorpusStats
 from hwlearn.decode import Lexicon
 from hwlearn.errors import HwlearnError
-from hwlearn.inference import (PARALLEL_MIN_SEARCHES, SearchPool, augmented_copies, predict, predict_views,
-                               predictions_by_method, search_workers)
+from hwlearn.inference import (PARALLEL_MIN_SEARCHES, AugmentedCopy, SearchPool, _model_outputs, augmented_copies,
+                               predict, predict_views, predictions_by_method, search_workers)
 from hwlearn.synth import available_cores, build_synthetic
 
 
@@ -126,3 +126,23 @@ def test_augmented_copies_depend_on_the_image_not_on_its_neighbours(words):
         assert torch.equal(together[v][4][0], alone[v][0][0])
     assert not torch.equal(together[0][4][0], together[1][4][0])  # two copies differ from each other ...
     assert not torch.equal(together[0][4][0], augmented_copies(images[4:5], 1, height, seed=4)[0][0][0])  # ... and by seed
+
+
+def test_copies_are_made_a_batch_at_a_time_as_the_model_reads_them(words):
+    ckpt, height, images = words
+    made: list[int] = []
+
+    def seeds(i, _img):
+        made.append(i)
+        return [7, i]
+
+    copy = AugmentedCopy(images, height, seeds)
+    assert made == []  # nothing is made before it is read
+    inputs = [(to_model_input(img, height), None) for img in images]
+    batches = _model_outputs(ckpt.model, [inputs, copy], "cpu", batch_size=4)
+    idx, _ = next(batches)
+    assert sorted(made) == sorted(idx)  # the first batch's copies only, not the folder's
+    rest = [j for later, _ in batches for j in later]
+    assert sorted(made) == list(range(len(images))) and len(rest) == len(images) - len(idx)
+    again = copy[3][0]  # made again when read again, the same
+    assert torch.equal(again, to_model_input(augment_real(images[3], np.random.default_rng([7, 3])), height))
