@@ -432,20 +432,24 @@ def charlm_decode(
     can_skip = weight >= 0 and all(len(ch) == 1 for ch in chars[1:])
     out = []
     for frames, n in zip(lp, lens):
+        frames = frames[:n]
+        # per frame the classes that may start a new character, most probable first (stable: ties by class)
+        allowed = frames[:, 1:] >= log_min
+        ranked = (np.argsort(-frames[:, 1:], axis=1, kind="stable") + 1).tolist()
+        cands_by_frame = [r[:k] for r, k in zip(ranked, allowed.sum(axis=1).tolist())]
         # text -> (pb, pnb, last class, LM state, total); a text's LM state is carried, not recomputed
         beams: dict[str, tuple] = {"": (0.0, NEG_INF, BLANK, lm.state(""), 0.0)}
-        for frame in frames[:n]:
-            row = frame.tolist()
+        for row, cands in zip(frames.tolist(), cands_by_frame):
             blank = row[BLANK]
-            cands = (np.flatnonzero(frame[1:] >= log_min) + 1).tolist()
             floor, extends = NEG_INF, {}
             if can_skip and cands and len(beams) >= beam_width:
                 # Every text staying in the beam scores at least this much at this frame (merging only
                 # adds probability), so ``beam_width`` texts score at least ``floor``: a new text
                 # scoring less cannot be kept. Unless it is another beam's text (then it adds to
-                # that one's score): ``extends[text]``, the characters that lead to one.
-                floor = sorted((_logaddexp(total + blank, pnb + row[last] if last != BLANK else NEG_INF)
-                                for _, pnb, last, _, total in beams.values()), reverse=True)[beam_width - 1]
+                # that one's score): ``extends[text]``, the characters that lead to one. (The beam
+                # holds ``beam_width`` texts: the floor is the lowest of their scores.)
+                floor = min(_logaddexp(total + blank, pnb + row[last] if last != BLANK else NEG_INF)
+                            for _, pnb, last, _, total in beams.values())
                 for text in beams:
                     if text and text[:-1] in beams:
                         extends.setdefault(text[:-1], set()).add(text[-1])
@@ -460,6 +464,8 @@ def charlm_decode(
                     entry[1] = _logaddexp(entry[1], stay_pnb)
                 kept = extends.get(text, ())
                 for c in cands:  # a new character: after a blank only when it repeats the last one
+                    if not kept and total + row[c] + bonus < floor:
+                        break  # (the candidates come most probable first: no later one reaches the beam)
                     base = (pb if c == last else total) + row[c]
                     if base + bonus < floor and chars[c] not in kept:  # (the character model only lowers it)
                         continue
@@ -474,9 +480,10 @@ def charlm_decode(
                     else:
                         e[1] = _logaddexp(e[1], score)
             texts = list(grown)
-            scores = [_logaddexp(e[0], e[1]) for e in grown.values()]
+            scores = [e[1] if e[0] == NEG_INF else _logaddexp(e[0], e[1]) for e in grown.values()]
+            # (heapq.nlargest's order, ties kept in order; sorting is faster for a few dozen texts)
             beams = {texts[i]: (*grown[texts[i]], scores[i])
-                     for i in heapq.nlargest(beam_width, range(len(texts)), key=scores.__getitem__)}
+                     for i in sorted(range(len(texts)), key=scores.__getitem__, reverse=True)[:beam_width]}
         def final(t: str) -> float:
             known = sum(k in words for k in word_keys(t)) if words else 0
             return beams[t][4] + weight * lm.end_step_log_prob(beams[t][3]) + word_bonus * known

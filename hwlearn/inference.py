@@ -51,9 +51,7 @@ class AugmentedCopy(Sequence):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
+    def __getitem__(self, i: int):
         img = self.images[i]
         return to_model_input(augment_real(img, np.random.default_rng(self.seeds(i, img))), self.height), None
 

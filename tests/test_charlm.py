@@ -94,6 +94,20 @@ def test_from_source_reads_corpus_statistics_and_word_lists(tmp_path):
         CharLM.from_source(tmp_path / "missing.json")
 
 
+def test_from_source_builds_a_file_once_until_it_changes(tmp_path):
+    import os
+
+    path = tmp_path / "w.txt"
+    path.write_text("house\nmouse\n", encoding="utf-8")
+    first = CharLM.from_source(path)
+    assert CharLM.from_source(str(path)) is first  # the same file, however named
+    assert CharLM.from_source(path, order=3) is not first
+    path.write_text("house\nmouse\nhorse\n", encoding="utf-8")
+    os.utime(path, ns=(1, 1))  # a new version, even within the file system's time resolution
+    changed = CharLM.from_source(path)
+    assert changed is not first and changed.num_words == 3
+
+
 def test_load_charlm_auto_uses_the_pretraining_corpus(tmp_path):
     (tmp_path / "w.txt").write_text("house\nmouse\n", encoding="utf-8")
     ckpt = SimpleNamespace(meta={"synthetic": {"corpus": str(tmp_path / "w.txt")}})
