@@ -161,7 +161,7 @@ class CharLM(_TextScores):
         lm = _BUILT.get(key)
         if lm is None:
             lm = cls._build(path, order)
-            while len(_BUILT) >= BUILT_KEPT:
+            if len(_BUILT) >= BUILT_KEPT:
                 _BUILT.pop(next(iter(_BUILT)))  # the oldest
             _BUILT[key] = lm
         return lm

@@ -434,9 +434,12 @@ def charlm_decode(
     for frames, n in zip(lp, lens):
         frames = frames[:n]
         # per frame the classes that may start a new character, most probable first (stable: ties by class)
-        allowed = frames[:, 1:] >= log_min
-        ranked = (np.argsort(-frames[:, 1:], axis=1, kind="stable") + 1).tolist()
-        cands_by_frame = [r[:k] for r, k in zip(ranked, allowed.sum(axis=1).tolist())]
+        symbols = frames[:, 1:]
+        at, cls = np.nonzero(symbols >= log_min)
+        order = np.lexsort((cls, -symbols[at, cls], at))  # by frame, then probability, then class
+        cands_by_frame: list[list[int]] = [[] for _ in range(len(frames))]
+        for t, c in zip(at[order].tolist(), (cls[order] + 1).tolist()):
+            cands_by_frame[t].append(c)
         # text -> (pb, pnb, last class, LM state, total); a text's LM state is carried, not recomputed
         beams: dict[str, tuple] = {"": (0.0, NEG_INF, BLANK, lm.state(""), 0.0)}
         for row, cands in zip(frames.tolist(), cands_by_frame):

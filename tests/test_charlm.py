@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -95,8 +96,6 @@ def test_from_source_reads_corpus_statistics_and_word_lists(tmp_path):
 
 
 def test_from_source_builds_a_file_once_until_it_changes(tmp_path):
-    import os
-
     path = tmp_path / "w.txt"
     path.write_text("house\nmouse\n", encoding="utf-8")
     first = CharLM.from_source(path)
