@@ -6,7 +6,9 @@ in the input order. Reading the same images with several decodings runs the mode
 
 The beam searches (beam, lexicon, character model) are Python loops that cost several times the
 model's run; over many images they run in worker processes, one per core, while the model reads
-the next batches (:func:`search_workers`). Their results are the same as in one process.
+the next batches (:func:`search_workers`). The same workers make the augmented copies of the
+images (:class:`AugmentedCopy`) a few batches ahead of the model. The results are the same as in
+one process.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class AugmentedCopy(Sequence):
     ``(tensor (1, height, W), None)`` at ``height``, made when an item is read: the readings take them
     a batch at a time, so the copies of a large folder are never all in memory (as float32 inputs,
     100,000 DHSD-sized names in 4 copies would take ~8 GB). Item ``i`` is drawn with
-    ``numpy.random.default_rng(seeds(i, images[i]))``: the same every time it is read."""
+    ``numpy.random.default_rng(seeds(i, images[i]))``: the same every time it is read, and the same
+    whether this process makes it or a search worker does (:meth:`SearchPool.read`)."""
 
     def __init__(self, images, height: int, seeds: Callable[[int, np.ndarray], list[int]]):
         self.images, self.height, self.seeds = images, height, seeds
@@ -52,8 +55,27 @@ class AugmentedCopy(Sequence):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        img = self.images[i]
-        return to_model_input(augment_real(img, np.random.default_rng(self.seeds(i, img))), self.height), None
+        return self.items([i])[0]
+
+    def items(self, indices: Sequence[int]) -> list:
+        """Items ``indices``, as ``[self[i] for i in indices]``."""
+        return _as_inputs(_augmented_inputs(*self.job(indices)))
+
+    def job(self, indices: Sequence[int]) -> tuple:
+        """The arguments of :func:`_augmented_inputs` that make items ``indices`` (what a worker is sent)."""
+        images = [self.images[i] for i in indices]
+        return images, [self.seeds(i, img) for i, img in zip(indices, images)], self.height
+
+
+def _augmented_inputs(images: list[np.ndarray], seeds: list[list[int]], height: int) -> list[np.ndarray]:
+    """Model inputs of augmented copies of ``images``, as arrays (they travel between processes
+    as numpy arrays, not as tensors)."""
+    return [to_model_input(augment_real(img, np.random.default_rng(s)), height).numpy()
+            for img, s in zip(images, seeds)]
+
+
+def _as_inputs(arrays: list[np.ndarray]) -> list:
+    return [(torch.from_numpy(a), None) for a in arrays]
 
 
 def augmented_copies(images, count: int, height: int, seed: int = 0) -> list[AugmentedCopy]:
@@ -67,22 +89,30 @@ def _seeds_by_pixels(seed: int, view: int, _index: int, img: np.ndarray) -> list
     return [seed, view, zlib.crc32(img.tobytes()), *img.shape]
 
 
-def _model_outputs(model, views, device, batch_size):
+def _model_outputs(model, views, device, batch_size, pool: SearchPool | None = None):
     """Per batch of items: their indices and, for each of ``views`` (datasets of the same items, e.g.
     the images and augmented copies of them), ``(log_probs (T, B, C) on the CPU, lengths)``. Batched
     by the width of ``views[0]`` (read once, whole), in eval mode (restored afterwards); the other
-    views are read a batch at a time, when the model gets to it."""
+    views are read a batch at a time, when the model gets to it — or, with a ``pool`` of worker
+    processes, a few batches ahead by the workers (augmented copies take about as long to make as
+    the model takes to read them)."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
     try:
         views = [views[0] if isinstance(views[0], list) else materialize(views[0]), *views[1:]]
         order = sorted(range(len(views[0])), key=lambda i: views[0][i][0].shape[-1])
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        ahead = pool.workers if pool is not None and pool.workers > 1 else 0
+        reading: deque = deque()  # per batch ahead: the items of each view, to come
+        for k, idx in enumerate(batches):
+            while len(reading) <= min(ahead, len(batches) - 1 - k):
+                later = batches[k + len(reading)]
+                reading.append([_Done([views[0][i] for i in later])]
+                               + [pool.read(v, later) if ahead else _Done([v[i] for i in later]) for v in views[1:]])
             outputs = []
-            for items in views:
-                images, widths, _ = collate([items[i] for i in idx])
+            for items in reading.popleft():
+                images, widths, _ = collate(items.result())
                 log_probs, lengths = model(images.to(device), widths.to(device))
                 outputs.append((log_probs.float().cpu(), lengths.cpu()))
             yield idx, outputs
@@ -179,7 +209,7 @@ def predictions_by_method(
         # the cores are the workers': torch threads would wait on each other (2 cores: the model's run 2-3x slower)
         with torch_threads(1 if searches.workers > 1 else None):
             pending: deque = deque()  # batches read by the model, their searches under way
-            for idx, outputs in _model_outputs(model, views, device, batch_size):
+            for idx, outputs in _model_outputs(model, views, device, batch_size, searches):
                 pending.append((idx, outputs, {m: [searches.submit(m, lp, lengths) for lp, lengths in outputs]
                                                for m in methods}))
                 while len(pending) > 2 * searches.workers:  # the model stays a few batches ahead (memory)
@@ -216,6 +246,16 @@ class _Done:
 
     def result(self):
         return self.value
+
+
+class _Inputs:
+    """Model inputs a worker makes (:func:`_augmented_inputs`), with a future's :meth:`result`."""
+
+    def __init__(self, future):
+        self.future = future
+
+    def result(self) -> list:
+        return _as_inputs(self.future.result())
 
 
 _SEARCH_ARGS: tuple = ()  # a worker's (charset, lexicon, charlm, beam_width)
@@ -263,6 +303,14 @@ class SearchPool:
             return _Done(search(log_probs, lengths, charset, method, lexicon=lexicon, beam_width=beam_width,
                                 charlm=charlm))
         return self.pool.submit(_search_in_worker, method, log_probs.numpy(), lengths.tolist())
+
+    def read(self, view, indices: Sequence[int]):
+        """Items ``indices`` of ``view``, to come (an object whose ``result()`` gives them): made
+        by a worker when the view says how (:meth:`AugmentedCopy.job`) and there are workers, else
+        read here at once."""
+        if self.pool is None or not hasattr(view, "job"):
+            return _Done([view[i] for i in indices])
+        return _Inputs(self.pool.submit(_augmented_inputs, *view.job(indices)))
 
     def close(self) -> None:
         if self.pool is not None:

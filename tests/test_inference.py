@@ -146,3 +146,12 @@ def test_copies_are_made_a_batch_at_a_time_as_the_model_reads_them(words):
     assert sorted(made) == list(range(len(images))) and len(rest) == len(images) - len(idx)
     again = copy[3][0]  # made again when read again, the same
     assert torch.equal(again, to_model_input(augment_real(images[3], np.random.default_rng([7, 3])), height))
+
+    # with worker processes the copies are made by them, a few batches ahead of the model, and the same
+    made.clear()
+    with SearchPool(ckpt.charset, workers=2) as pool:
+        batches = _model_outputs(ckpt.model, [inputs, copy], "cpu", batch_size=2, pool=pool)
+        idx, outputs = next(batches)
+        assert len(images) > 6 and len(made) == 2 * (1 + pool.workers)  # this batch and the next two only
+        with torch.no_grad():
+            assert torch.equal(outputs[1][0], ckpt.model(*collate(copy.items(idx))[:2])[0])  # (in eval mode now)
