@@ -108,8 +108,8 @@ def _model_outputs(model, views, device, batch_size, pool: SearchPool | None = N
         for k, idx in enumerate(batches):
             while len(reading) <= min(ahead, len(batches) - 1 - k):
                 later = batches[k + len(reading)]
-                reading.append([_Done([views[0][i] for i in later])]
-                               + [pool.read(v, later) if ahead else _Done([v[i] for i in later]) for v in views[1:]])
+                reading.append([_read_here(views[0], later)]
+                               + [(pool.read if ahead else _read_here)(v, later) for v in views[1:]])
             outputs = []
             for items in reading.popleft():
                 images, widths, _ = collate(items.result())
@@ -248,6 +248,11 @@ class _Done:
         return self.value
 
 
+def _read_here(view, indices: Sequence[int]) -> _Done:
+    """Items ``indices`` of ``view``, read in this process now."""
+    return _Done([view[i] for i in indices])
+
+
 class _Inputs:
     """Model inputs a worker makes (:func:`_augmented_inputs`), with a future's :meth:`result`."""
 
@@ -309,7 +314,7 @@ class SearchPool:
         by a worker when the view says how (:meth:`AugmentedCopy.job`) and there are workers, else
         read here at once."""
         if self.pool is None or not hasattr(view, "job"):
-            return _Done([view[i] for i in indices])
+            return _read_here(view, indices)
         return _Inputs(self.pool.submit(_augmented_inputs, *view.job(indices)))
 
     def close(self) -> None:
