@@ -156,9 +156,11 @@ PROFILES = {
     # (pretraining is where the minutes pay most: 7000 vs 3500 steps, same adaptation: 0.110 vs 0.169;
     # 5500 steps since batches are sorted by rendered width: a step takes ~0.78 of the time it did; 7500 since
     # GW took 38.6 of its 60 minutes with 5500: 46.9 min, label-free 0.112 -> 0.104, char model 0.087 -> 0.075;
-    # 10000 since GW took 32 min with 7500 and 10000 read GW's *train* labels better: char model 0.0833 -> 0.0787)
+    # 10000 since GW took 32 min with 7500 and 10000 read GW's *train* labels better: char model 0.0833 -> 0.0787;
+    # 6 rounds instead of 4 since DHSD took 45.5 min with 4 and rounds 5 and 6 read its train labels better:
+    # char model 0.0968 -> 0.0939 -> 0.0900, ~1.6 min a round)
     "cpu": Profile(preset="small", pretrain_steps=10000, batch_size=32, workers=1, val_every=500, val_size=500,
-                   adapt_rounds=4, adapt_ramp_rounds=3, adapt_steps=300, adapt_views=2, finetune_steps=1000),
+                   adapt_rounds=6, adapt_ramp_rounds=3, adapt_steps=300, adapt_views=2, finetune_steps=1000),
     # hwlearn adapt's defaults on the small model: the best CPU numbers, ~1.5-3 h on 2 cores (its 7000 pretraining
     # steps are those its v9 results were made with; `cpu` now pretrains longer)
     "cpu-full": Profile(preset="small", pretrain_steps=7000, batch_size=32, workers=1, val_every=500, val_size=500,
