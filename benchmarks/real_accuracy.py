@@ -35,7 +35,7 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 
 - ``smoke``: seconds; 50 train / 50 test images, a few steps per phase; checks the script works;
 - ``cpu``: the 60-minute budget on 2 CPU cores: small preset, batch 32, 10000 pretraining steps,
-  4 adaptation rounds x 300 steps (share ramp over 3) reading each image in 2 augmented views too,
+  6 adaptation rounds x 300 steps (share ramp over 3) reading each image in 2 augmented views too,
   1000 fine-tuning steps. Sized on GW (2375 / 3655 images to adapt to); DHSD has twice the images,
   wider ones, and its one-hour command sets 7000 pretraining steps of phrases (``--set
   pretrain_steps=7000 --set phrase_share=0.5 --set max_len=32``; benchmarks/README.md has the times);
@@ -152,7 +152,7 @@ class Profile:
 PROFILES = {
     "smoke": Profile(preset="small", pretrain_steps=20, batch_size=8, workers=1, val_every=20, val_size=16,
                      adapt_rounds=1, adapt_steps=5, finetune_steps=10, max_train_images=50, max_test_images=50),
-    # the 60-minute budget on 2 cores (GW): 4 shorter adaptation rounds read in 2 views, shorter fine-tuning
+    # the 60-minute budget on 2 cores (GW): 6 shorter adaptation rounds read in 2 views, shorter fine-tuning
     # (pretraining is where the minutes pay most: 7000 vs 3500 steps, same adaptation: 0.110 vs 0.169;
     # 5500 steps since batches are sorted by rendered width: a step takes ~0.78 of the time it did; 7500 since
     # GW took 38.6 of its 60 minutes with 5500: 46.9 min, label-free 0.112 -> 0.104, char model 0.087 -> 0.075;
