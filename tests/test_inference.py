@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -155,3 +157,25 @@ def test_copies_are_made_a_batch_at_a_time_as_the_model_reads_them(words):
         assert len(images) > 6 and len(made) == 2 * (1 + pool.workers)  # this batch and the next two only
         with torch.no_grad():
             assert torch.equal(outputs[1][0], ckpt.model(*collate(copy.items(idx))[:2])[0])  # (in eval mode now)
+
+
+def test_workers_read_the_copies_with_the_model_as_it_is_at_each_call(words):
+    # self-training keeps one pool over its rounds while the model learns: every reading uses the model of its call
+    ckpt, height, images = words
+    model = ckpt.model
+    views = [[(to_model_input(img, height), None) for img in images]] + augmented_copies(images, 2, height, seed=1)
+    here_before = predict_views(model, views, ckpt.charset, batch_size=4)
+    with SearchPool(ckpt.charset, workers=2) as pool:
+        assert predict_views(model, views, ckpt.charset, batch_size=4, pool=pool) == here_before
+        saved = {k: v.clone() for k, v in model.state_dict().items()}
+        try:
+            with torch.no_grad():
+                model.head.bias[1:] += torch.linspace(-3, 3, model.head.bias.numel() - 1)  # another model
+            here_after = predict_views(model, views, ckpt.charset, batch_size=4)
+            assert here_after != here_before
+            assert predict_views(model, views, ckpt.charset, batch_size=4, pool=pool) == here_after
+        finally:
+            model.load_state_dict(saved)
+        model_dir = pool.model_dir
+        assert model_dir is not None and len(list(Path(model_dir).iterdir())) == 1  # the last one only
+    assert not Path(model_dir).exists()  # the pool's snapshots go with it
