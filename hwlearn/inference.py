@@ -111,7 +111,8 @@ def _model_outputs(model, views, device, batch_size, pool: SearchPool | None = N
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         ahead = pool.workers if pool is not None and pool.workers > 1 else 0
         # on the CPU the workers read the copies they make with (a snapshot of) the model too
-        model_file = pool.share_model(model) if ahead and len(views) > 1 and device.type == "cpu" else None
+        copies_in_workers = ahead and any(hasattr(v, "job") for v in views[1:])  # (see SearchPool.read)
+        model_file = pool.share_model(model) if copies_in_workers and device.type == "cpu" else None
         reading: deque = deque()  # per batch ahead: the items (or model outputs) of each view, to come
         for k, idx in enumerate(batches):
             while len(reading) <= min(ahead, len(batches) - 1 - k):
@@ -121,15 +122,18 @@ def _model_outputs(model, views, device, batch_size, pool: SearchPool | None = N
                                   for v in views[1:]])
             outputs = []
             for items in reading.popleft():
-                if isinstance(items, _Outputs):
-                    outputs.append(items.result())
-                    continue
-                images, widths, _ = collate(items.result())
-                log_probs, lengths = model(images.to(device), widths.to(device))
-                outputs.append((log_probs.float().cpu(), lengths.cpu()))
+                outputs.append(items.result() if isinstance(items, _Outputs)
+                               else _run_model(model, items.result(), device))
             yield idx, outputs
     finally:
         model.train(was_training)
+
+
+def _run_model(model, items, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's ``(log_probs (T, B, C), lengths)`` for a batch of items, on the CPU."""
+    images, widths, _ = collate(items)
+    log_probs, lengths = model(images.to(device), widths.to(device))
+    return log_probs.float().cpu(), lengths.cpu()
 
 
 @torch.no_grad()
@@ -298,10 +302,9 @@ def _outputs_in_worker(model_file: str, images: list[np.ndarray], seeds: list[li
     global _WORKER_MODEL
     if _WORKER_MODEL[0] != model_file:
         _WORKER_MODEL = (model_file, torch.load(model_file, weights_only=False).eval())
-    images, widths, _ = collate(_as_inputs(_augmented_inputs(images, seeds, height)))
     with torch.no_grad():
-        log_probs, lengths = _WORKER_MODEL[1](images, widths)
-    return log_probs.float().numpy(), lengths.numpy()
+        log_probs, lengths = _run_model(_WORKER_MODEL[1], _as_inputs(_augmented_inputs(images, seeds, height)), "cpu")
+    return log_probs.numpy(), lengths.numpy()
 
 
 def _init_search_worker(*args) -> None:
