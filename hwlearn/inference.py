@@ -13,6 +13,7 @@ snapshot of the model (:meth:`SearchPool.share_model`). The results are the same
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 import sys
@@ -318,6 +319,33 @@ def _search_in_worker(method: str, log_probs: np.ndarray, lengths: list[int]):
     return search(log_probs, lengths, charset, method, lexicon=lexicon, beam_width=beam_width, charlm=charlm)
 
 
+#: :meth:`SearchPool.share_model`'s folders, in the temporary directory: ``hwlearn-model-<pid>-<random>``,
+#: named for the process that made them, so a later one can tell those whose process is gone
+MODEL_DIR_PREFIX = "hwlearn-model-"
+
+
+def remove_orphaned_model_dirs(tmp: str | Path | None = None) -> list[Path]:
+    """Removes (and returns) this user's model snapshot folders (:data:`MODEL_DIR_PREFIX`) in ``tmp``
+    (default: the temporary directory) whose process no longer runs: one killed outright could not
+    remove its own (~4 MB). POSIX only (elsewhere nothing is removed); a folder of a process that
+    runs, of another user, or not named by a pid is left alone."""
+    if os.name != "posix":
+        return []
+    removed = []
+    for entry in Path(tmp or tempfile.gettempdir()).glob(f"{MODEL_DIR_PREFIX}*-*"):
+        pid = entry.name[len(MODEL_DIR_PREFIX):].partition("-")[0]
+        try:
+            if not pid.isdigit() or not entry.is_dir() or entry.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+        except OSError:  # another user's process (PermissionError), or the folder went meanwhile
+            continue
+    return removed
+
+
 class SearchPool:
     """Runs :func:`hwlearn.decode.search` on model output batches, in ``workers`` processes (greedy,
     and everything when ``workers`` is 1, in this process at once); a context manager. On Linux the
@@ -367,9 +395,11 @@ class SearchPool:
     def share_model(self, model: torch.nn.Module) -> str | None:
         """Saves ``model`` as it is now (in eval mode) for the workers to read with (:meth:`read`):
         the file's path (None for a model that cannot be pickled: this process reads with it).
-        Each call writes a new file and removes the one before, whose readings must be done by then."""
+        Each call writes a new file and removes the one before, whose readings must be done by then;
+        the first also removes the folders killed processes left (:func:`remove_orphaned_model_dirs`)."""
         if self.model_dir is None:
-            self.model_dir = tempfile.mkdtemp(prefix="hwlearn-model-")
+            remove_orphaned_model_dirs()
+            self.model_dir = tempfile.mkdtemp(prefix=f"{MODEL_DIR_PREFIX}{os.getpid()}-")
         for old in Path(self.model_dir).iterdir():
             old.unlink()
         self.models_shared += 1

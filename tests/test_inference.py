@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +18,8 @@ from hwlearn.charlm import CharLM
 from hwlearn.corpus import CorpusStats
 from hwlearn.decode import Lexicon
 from hwlearn.errors import HwlearnError
-from hwlearn.inference import (PARALLEL_MIN_SEARCHES, AugmentedCopy, SearchPool, _model_outputs, augmented_copies,
-                               predict, predict_views, predictions_by_method, search_workers)
+from hwlearn.inference import (MODEL_DIR_PREFIX, PARALLEL_MIN_SEARCHES, AugmentedCopy, SearchPool, _model_outputs,
+                               augmented_copies, predict, predict_views, predictions_by_method, search_workers)
 from hwlearn.synth import available_cores, build_synthetic
 
 
@@ -179,3 +183,25 @@ def test_workers_read_the_copies_with_the_model_as_it_is_at_each_call(words):
         model_dir = pool.model_dir
         assert model_dir is not None and len(list(Path(model_dir).iterdir())) == 1  # the last one only
     assert not Path(model_dir).exists()  # the pool's snapshots go with it
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the sweep asks the OS about pids (POSIX only)")
+def test_a_pool_removes_the_model_folders_of_processes_that_are_gone(words, tmp_path, monkeypatch):
+    # a process killed outright cannot remove its model snapshots; the next pool that shares a model does
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = tmp_path / f"{MODEL_DIR_PREFIX}{gone.pid}-abc"
+    alive = tmp_path / f"{MODEL_DIR_PREFIX}{os.getpid()}-def"  # a running process's (this one's)
+    unnamed = tmp_path / f"{MODEL_DIR_PREFIX}notapid-ghi"
+    for folder in (orphan, alive, unnamed):
+        folder.mkdir()
+        (folder / "model-1.pt").write_bytes(b"x" * 10)
+    ckpt, _, _ = words
+    with SearchPool(ckpt.charset, workers=2) as pool:
+        pool.share_model(ckpt.model)
+        assert Path(pool.model_dir).parent == tmp_path and Path(pool.model_dir).name.startswith(
+            f"{MODEL_DIR_PREFIX}{os.getpid()}-")
+        assert not orphan.exists() and alive.exists() and unnamed.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, unnamed.name])
+
