@@ -186,6 +186,10 @@ class Recognizer(nn.Module):
             dropout=config.dropout if config.lstm_layers > 1 else 0.0,
         )
         self.head = nn.Linear(2 * config.lstm_hidden, self.num_classes)
+        #: where dropout draws its masks in training: None, torch's global generator; a
+        #: ``torch.Generator`` lets a copy of the model trained in a thread of its own draw its own
+        #: masks, so concurrent parts of a batch stay reproducible (:class:`hwlearn.train.BatchParts`)
+        self.dropout_generator: torch.Generator | None = None
         self.to(memory_format=torch.channels_last)  # see the module docstring; .to(device) keeps it
 
     def output_lengths(self, widths: torch.Tensor) -> torch.Tensor:
@@ -204,6 +208,13 @@ class Recognizer(nn.Module):
         if self.config.lstm_layers > 1:
             self.lstm.dropout = self.config.dropout
 
+    def _drop(self, x: torch.Tensor, p: float) -> torch.Tensor:
+        """Dropout with probability ``p`` in training (masks from :attr:`dropout_generator`)."""
+        if self.dropout_generator is None or not self.training or p == 0:
+            return F.dropout(x, p, self.training)
+        keep = torch.empty_like(x).bernoulli_(1 - p, generator=self.dropout_generator)
+        return x * keep / (1 - p)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -215,14 +226,14 @@ class Recognizer(nn.Module):
         x, lengths = self.conv_features(images, widths)
         b, c, h, t = x.shape
         x = x.reshape(b, c * h, t).permute(2, 0, 1)  # (T, B, features)
-        x = self.dropout(x)
+        x = self._drop(x, self.dropout.p)
 
         lengths_cpu = lengths.cpu()
         if x.device.type == "cpu":
             x = self._bilstm_padded(x, lengths_cpu)
         else:
             x = self._bilstm_packed(x, lengths_cpu)
-        x = self.dropout(x)
+        x = self._drop(x, self.dropout.p)
         logits = self.head(x)
         return logits.float().log_softmax(-1), lengths_cpu
 
@@ -253,7 +264,7 @@ class Recognizer(nn.Module):
         zeros = x.new_zeros(1, b, hidden)
         for layer in range(lstm.num_layers):
             if layer > 0:
-                x = F.dropout(x, lstm.dropout, self.training)
+                x = self._drop(x, lstm.dropout)
             outputs = []
             for reverse in (False, True):
                 weights = lstm.all_weights[2 * layer + reverse]  # weight_ih, weight_hh, bias_ih, bias_hh

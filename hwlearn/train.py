@@ -10,7 +10,8 @@ What it does, in order of a step:
    read, are sorted by width and cut into batches, so a batch holds images of similar width.
 2. Forward under autocast (bf16 on CUDA when supported, else fp16 with a grad scaler), CTC loss in
    float32, per sample; samples whose loss is NaN/inf are dropped and counted, a step with no
-   finite loss is skipped and counted.
+   finite loss is skipped and counted. On the CPU the batch is computed in two halves at once, one
+   thread each (:class:`BatchParts`: one thread cannot keep a second core busy with this model).
 3. Gradient clipping, AdamW, a warmup + cosine schedule.
 4. Every ``val_every`` steps: CER/WER on each validation set, a line in ``metrics.jsonl``, the
    ``last`` checkpoint (with optimizer/scheduler/RNG state for ``--resume``) and ``best`` when
@@ -41,6 +42,7 @@ from .data import collate, to_model_input
 from .errors import HwlearnError
 from .inference import materialize, predictions_by_method, torch_threads
 from .metrics import score
+from .model import Recognizer
 from .synth import available_cores
 
 # --------------------------------------------------------------------------------------------
@@ -235,17 +237,119 @@ class TrainConfig:
     phase: str = "pretrain"
     lexicon_for_val: bool = False
     threads: int | None = None  # CPU threads for torch; None = cores left over by the data workers
+    parts: int | None = None  # a batch computed in this many parts at once (BatchParts); None = batch_parts()
 
 
 def cpu_threads(config: TrainConfig) -> int:
     """Torch threads for CPU training: the cores the DataLoader workers leave free (at least 1),
     and never more than torch is already allowed (``torch.set_num_threads`` / ``OMP_NUM_THREADS``).
 
-    Oversubscribing the cores is far worse than leaving one idle: with two torch threads and two
-    busy rendering workers on 2 cores, a step took ~40x the CPU time (measured)."""
+    Oversubscribing the cores with torch's own threads is far worse than leaving one idle: with two
+    torch threads and two busy rendering workers on 2 cores, a step took ~40x the CPU time
+    (measured). The parts of a batch (:class:`BatchParts`) share these threads."""
     if config.threads:
         return config.threads
     return max(1, min(torch.get_num_threads(), available_cores() - config.num_workers))
+
+
+#: On the CPU a training batch is computed in this many parts at once (:class:`BatchParts`).
+CPU_BATCH_PARTS = 2
+
+#: ... when every part gets at least this many samples (BatchNorm normalizes each part alone).
+MIN_PART_SIZE = 8
+
+
+def batch_parts(config: TrainConfig, device: torch.device) -> int:
+    """How many parts a training batch is computed in: ``config.parts`` when set, else
+    :data:`CPU_BATCH_PARTS` on the CPU (fewer when a part would hold under :data:`MIN_PART_SIZE`
+    samples) and 1 elsewhere. It depends on the device, never on the number of cores, so the same
+    seed gives the same model on any CPU."""
+    if device.type != "cpu":
+        return 1
+    if config.parts is not None:
+        return max(1, int(config.parts))
+    return max(1, min(CPU_BATCH_PARTS, config.batch_size // MIN_PART_SIZE))
+
+
+class BatchParts:
+    """The loss gradient of a training batch computed in ``n`` parts at once, each on a copy of the
+    model in a thread of its own (CPU training).
+
+    One thread runs this model's training step at about the speed of torch's whole thread pool on
+    2 cores (its small convolutions and LSTM do not spread across cores), so the second core idles;
+    two threads each computing half of the batch take ~0.5x the time (forward + backward, small
+    preset, batch 32, 2-core VM; benchmarks/EXPERIMENTS.md, session 33). The parts' gradients
+    add up to the batch's (the loss is the mean over its finite samples); BatchNorm normalizes
+    each part over its own samples and the running statistics are the parts' mean. Each part
+    draws its dropout masks from a generator seeded by ``(seed, step, part)``: the same seed gives
+    the same model, and a resumed run continues as the uninterrupted one would."""
+
+    def __init__(self, model: Recognizer, n: int, seed: int):
+        import copy
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.model = model
+        self.replicas = [copy.deepcopy(model) for _ in range(n)]
+        self.seed = seed
+        self.pool = ThreadPoolExecutor(n, thread_name_prefix="hwlearn-batch-part")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def _sync(self, replica: torch.nn.Module) -> None:
+        with torch.no_grad():
+            for mine, theirs in ((replica.parameters(), self.model.parameters()),
+                                 (replica.buffers(), self.model.buffers())):
+                torch._foreach_copy_(list(mine), list(theirs))
+        replica.config = self.model.config  # set_dropout may have changed the dropout since the copy
+        replica.dropout.p, replica.lstm.dropout = self.model.dropout.p, self.model.lstm.dropout
+        replica.train()
+
+    def gradients(self, images: torch.Tensor, widths: torch.Tensor, texts: Sequence[str], charset: Charset,
+                  step: int) -> tuple[torch.Tensor, int, int]:
+        """Sets the model's ``.grad`` to the gradient of the batch's mean finite loss and its BatchNorm
+        statistics to the parts' mean; returns ``(summed finite loss, finite samples, non-finite
+        samples)`` (no gradient is set when no sample is finite)."""
+        bounds = np.linspace(0, len(texts), len(self.replicas) + 1).round().astype(int)
+        parts = [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+        for k in range(len(parts)):
+            self._sync(self.replicas[k])
+            self.replicas[k].dropout_generator = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([self.seed, step, k]).generate_state(1)[0]))
+        futures = [self.pool.submit(self._part, self.replicas[k], images[a:b], widths[a:b], texts[a:b], charset)
+                   for k, (a, b) in enumerate(parts)]
+        results = [f.result() for f in futures]
+        finite = sum(r[1] for r in results)
+        bad = sum(r[2] for r in results)
+        total = sum(r[0] for r in results)
+        if finite:
+            for i, param in enumerate(self.model.parameters()):
+                grads = [r[3][i] for r in results if r[3] is not None and r[3][i] is not None]
+                param.grad = torch.stack(grads).sum(0) / finite if grads else None
+        with torch.no_grad():
+            used = self.replicas[: len(parts)]
+            for name, buffer in self.model.named_buffers():
+                theirs = [dict(r.named_buffers())[name] for r in used]
+                if buffer.is_floating_point():
+                    buffer.copy_(torch.stack(theirs).mean(0))
+                else:
+                    buffer.copy_(theirs[0])
+        for r in used:
+            r.dropout_generator = None
+        return total, finite, bad
+
+    @staticmethod
+    def _part(replica, images, widths, texts, charset):
+        images = images[..., : max(int(widths.max()), 1)]  # this part's own padding only
+        log_probs, lengths = replica(images, widths)
+        losses = ctc_losses(log_probs, lengths, texts, charset)
+        finite = torch.isfinite(losses)
+        n = int(finite.sum())
+        if n == 0:
+            return torch.zeros(()), 0, len(texts), None
+        total = losses[finite].sum()
+        grads = torch.autograd.grad(total, list(replica.parameters()), allow_unused=True)
+        return total.detach(), n, len(texts) - n, grads
 
 
 @dataclass
@@ -336,6 +440,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.amp_dtype = autocast_dtype(self.device, config.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.parts = batch_parts(config, self.device) if isinstance(model, Recognizer) else 1
+        self._batch_parts: BatchParts | None = None  # made when the first step needs it
         self.step = 0
         self.best_cer: float | None = None
         self.skipped_steps = 0
@@ -478,18 +584,29 @@ class Trainer:
         self.model.train()
         images = images.to(self.device, non_blocking=True)
         widths = widths.to(self.device)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            log_probs, lengths = self.model(images, widths)
-        losses = ctc_losses(log_probs, lengths, texts, self.charset)
-        finite = torch.isfinite(losses)
-        n_bad = int((~finite).sum())
-        self.nonfinite_samples += n_bad
-        if n_bad == len(texts):
-            self._skip_step()
-            return None
-        loss = losses[finite].mean()  # dropped samples have a zero gradient (see ctc_losses)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        if self.parts > 1:
+            if self._batch_parts is None:
+                self._batch_parts = BatchParts(self.model, self.parts, self.config.seed)
+            total, n_finite, n_bad = self._batch_parts.gradients(images, widths, texts, self.charset, self.step)
+            self.nonfinite_samples += n_bad
+            if n_finite == 0:
+                self._skip_step()
+                return None
+            loss = total / n_finite
+        else:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                log_probs, lengths = self.model(images, widths)
+            losses = ctc_losses(log_probs, lengths, texts, self.charset)
+            finite = torch.isfinite(losses)
+            n_bad = int((~finite).sum())
+            self.nonfinite_samples += n_bad
+            if n_bad == len(texts):
+                self._skip_step()
+                return None
+            loss = losses[finite].mean()  # dropped samples have a zero gradient (see ctc_losses)
+            self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         if not torch.isfinite(grad_norm):
@@ -553,6 +670,10 @@ class Trainer:
             self._save("last", {"interrupted_at_step": self.step}, with_state=True)
             console.print(f"[yellow]interrupted at step {self.step}; saved {self.out_dir / 'last'} (use --resume)")
             raise
+        finally:
+            if self._batch_parts is not None:  # its threads and model copies end with the training
+                self._batch_parts.close()
+                self._batch_parts = None
         return TrainResult(self.step, self.best_cer, last_metrics, self.skipped_steps, self.nonfinite_samples, self.seconds)
 
     def _validate_and_checkpoint(self) -> dict:

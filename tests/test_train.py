@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from hwlearn.charset import Charset
 from hwlearn.checkpoint import load_checkpoint
 from hwlearn.errors import HwlearnError
 from hwlearn.model import create_model
-from hwlearn.train import Source, StepBatches, Trainer, TrainConfig, _allocate, lr_lambda
+from hwlearn.data import collate
+from hwlearn.train import (BatchParts, Source, StepBatches, Trainer, TrainConfig, _allocate, batch_parts,
+                           ctc_losses, lr_lambda)
 
 from conftest import TINY_MODEL, tiny_pretrain
 
@@ -215,3 +218,62 @@ def test_allocation_and_schedule():
     f = lr_lambda(TrainConfig(steps=1000, warmup_steps=100, min_lr_ratio=0.1))
     assert f(0) == pytest.approx(0.01) and f(99) == pytest.approx(1.0)
     assert f(1000) == pytest.approx(0.1) and f(550) == pytest.approx(0.55)
+
+
+def test_a_batch_in_parts_gets_the_gradient_of_its_parts(tmp_path):
+    """Computed in parts (in threads), a batch's gradient is that of its mean loss over the parts'
+    samples, each part normalized by BatchNorm on its own; the running statistics are the parts' mean."""
+    charset = Charset("ab")
+    torch.manual_seed(0)
+    model = create_model("small", charset.num_classes, **TINY_MODEL)
+    images, widths, texts = collate([_VaryingWidths()[i] for i in range(8)])
+    references = [copy.deepcopy(model).train() for _ in range(2)]
+    total, count = 0.0, 0
+    for reference, part in zip(references, (slice(0, 4), slice(4, 8))):
+        w = widths[part]
+        log_probs, lengths = reference(images[part][..., : int(w.max())], w)
+        losses = ctc_losses(log_probs, lengths, texts[part], charset)
+        losses[torch.isfinite(losses)].sum().backward()
+        total += float(losses[torch.isfinite(losses)].sum().detach())
+        count += int(torch.isfinite(losses).sum())
+    parts = BatchParts(model, 2, seed=0)
+    try:
+        got, finite, bad = parts.gradients(images, widths, texts, charset, step=0)
+    finally:
+        parts.close()
+    assert (finite, bad) == (count, 8 - count) and float(got) == pytest.approx(total, rel=1e-5)
+    for name, p, q, r in zip(dict(model.named_parameters()), model.parameters(), references[0].parameters(),
+                             references[1].parameters()):
+        assert torch.allclose(p.grad, (q.grad + r.grad) / count, atol=1e-6), name
+    for (name, buffer), q, r in zip(model.named_buffers(), references[0].buffers(), references[1].buffers()):
+        expected = (q + r) / 2 if buffer.is_floating_point() else q
+        assert torch.allclose(buffer, expected, atol=1e-6), name
+
+
+def test_training_in_parts_with_dropout_repeats_and_leaves_the_global_generator_alone(tmp_path):
+    """The parts draw their dropout masks from generators of their own (seed, step, part): two runs
+    give the same model bit for bit however the threads interleave."""
+    charset = Charset("ab")
+    weights = []
+    for run in ("a", "b"):
+        torch.manual_seed(0)
+        model = create_model("small", charset.num_classes, **{**TINY_MODEL, "lstm_layers": 2, "dropout": 0.3})
+        trainer = Trainer(model, charset, [Source(_VaryingWidths(), infinite=True)], tmp_path / run,
+                          TrainConfig(steps=6, batch_size=16, val_every=100, num_workers=0, parts=2), device="cpu")
+        assert trainer.parts == 2
+        batches = list(trainer._batches(6))  # (the DataLoader draws its base seed from the global generator)
+        state = torch.get_rng_state()
+        for images, w, texts in batches:
+            trainer.train_step(images, w, texts)
+            trainer.step += 1
+        assert torch.equal(torch.get_rng_state(), state)
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_batch_parts_by_device_and_batch_size():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert batch_parts(TrainConfig(batch_size=32), cpu) == 2
+    assert batch_parts(TrainConfig(batch_size=8), cpu) == 1  # parts of 4 would normalize too few samples
+    assert batch_parts(TrainConfig(batch_size=32), cuda) == 1
+    assert batch_parts(TrainConfig(batch_size=32, parts=1), cpu) == 1
