@@ -160,7 +160,7 @@ PROFILES = {
     # 6 rounds instead of 4 since DHSD took 45.5 min with 4 and rounds 5 and 6 read its train labels better:
     # char model 0.0968 -> 0.0939 -> 0.0900, ~1.6 min a round; 15000 pretraining steps since GW took 28-31 min with
     # 10000 and 15000 read its train labels better: seed 1 greedy 0.0935 -> 0.0908, char model 0.0847 -> 0.0794,
-    # seed 0 0.0870 -> 0.0813, 0.0794 -> 0.0716; 38.8 min)
+    # seed 0 0.0870 -> 0.0813, 0.0794 -> 0.0716; 38.8 min; the end share is hwlearn adapt's, 0.9 since session 33)
     "cpu": Profile(preset="small", pretrain_steps=15000, batch_size=32, workers=1, val_every=500, val_size=500,
                    adapt_rounds=6, adapt_ramp_rounds=3, adapt_steps=300, adapt_views=2, finetune_steps=1000),
     # hwlearn adapt's defaults on the small model: the best CPU numbers, ~1.5-3 h on 2 cores (its 7000 pretraining

@@ -13,9 +13,10 @@ def test_share_ramps_then_holds_at_the_end_share():
 
 
 def test_fewer_rounds_than_the_ramp_still_reach_the_end_share():
-    assert [AdaptConfig(rounds=3, ramp_rounds=5).share(r) for r in (1, 2, 3)] == pytest.approx([0.4, 0.6, 0.8])
-    assert AdaptConfig(rounds=1).share(1) == pytest.approx(0.8)
-    assert AdaptConfig(rounds=4, ramp_rounds=1).share(1) == pytest.approx(0.8)
+    assert [AdaptConfig(rounds=3, ramp_rounds=5, end_share=0.8).share(r) for r in (1, 2, 3)] == pytest.approx(
+        [0.4, 0.6, 0.8])
+    assert AdaptConfig(rounds=1).share(1) == pytest.approx(0.9)
+    assert AdaptConfig(rounds=4, ramp_rounds=1).share(1) == pytest.approx(0.9)
 
 
 def test_adapt_command_defaults_are_the_library_defaults():

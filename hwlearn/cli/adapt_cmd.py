@@ -29,7 +29,7 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
 @click.option("--steps-per-round", default=500, show_default=True, type=click.IntRange(min=1))
 @click.option("--start-share", default=0.4, show_default=True, type=click.FloatRange(0.01, 1.0),
               help="Share of the images (most confident first) used as pseudo-labels in round 1.")
-@click.option("--end-share", default=0.8, show_default=True, type=click.FloatRange(0.01, 1.0),
+@click.option("--end-share", default=0.9, show_default=True, type=click.FloatRange(0.01, 1.0),
               help="Share used from round --ramp-rounds on (grows linearly until then).")
 @click.option("--synthetic-share", default=0.1, show_default=True, type=click.FloatRange(0.0, 0.95),
               help="Share of each batch taken from synthetic words.")
