@@ -246,7 +246,8 @@ def cpu_threads(config: TrainConfig) -> int:
 
     Oversubscribing the cores with torch's own threads is far worse than leaving one idle: with two
     torch threads and two busy rendering workers on 2 cores, a step took ~40x the CPU time
-    (measured). The parts of a batch (:class:`BatchParts`) share these threads."""
+    (measured). The parts of a batch (:class:`BatchParts`) share these threads: each part's thread
+    gets ``threads // parts`` of them (at least 1)."""
     if config.threads:
         return config.threads
     return max(1, min(torch.get_num_threads(), available_cores() - config.num_workers))
@@ -636,6 +637,8 @@ class Trainer:
             bar.disable = True
         # the training's threads end with it: reading afterwards gets all it had (the loader's workers are gone)
         threads = cpu_threads(cfg) if self.device.type == "cpu" else None
+        if threads is not None and self.parts > 1:  # each part's thread runs its own team of torch threads
+            threads = max(1, threads // self.parts)
         try:
             with torch_threads(threads), bar:
                 task = bar.add_task(cfg.phase, total=cfg.steps, completed=self.step, status="")

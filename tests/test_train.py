@@ -277,3 +277,19 @@ def test_batch_parts_by_device_and_batch_size():
     assert batch_parts(TrainConfig(batch_size=8), cpu) == 1  # parts of 4 would normalize too few samples
     assert batch_parts(TrainConfig(batch_size=32), cuda) == 1
     assert batch_parts(TrainConfig(batch_size=32, parts=1), cpu) == 1
+
+
+def test_the_parts_of_a_batch_share_the_training_threads(tmp_path):
+    """Each part's thread runs a team of torch threads of its own: together they get the threads
+    training may use, not that many each (oversubscribed cores are far slower than idle ones)."""
+    charset, data = Charset("ab"), _ThreadsSeen()
+    before = torch.get_num_threads()
+    try:
+        trainer = Trainer(create_model("small", charset.num_classes, **TINY_MODEL), charset,
+                          [Source(data, infinite=True)], tmp_path,
+                          TrainConfig(steps=2, batch_size=16, val_every=100, num_workers=0, threads=4, parts=2),
+                          device="cpu")
+        trainer.fit(progress=False)
+        assert data.threads == {2} and torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
