@@ -329,8 +329,7 @@ class BatchParts:
                 param.grad = torch.stack(grads).sum(0) / finite if grads else None
         with torch.no_grad():
             used = self.replicas[: len(parts)]
-            for name, buffer in self.model.named_buffers():
-                theirs = [dict(r.named_buffers())[name] for r in used]
+            for buffer, *theirs in zip(self.model.buffers(), *(r.buffers() for r in used)):
                 if buffer.is_floating_point():
                     buffer.copy_(torch.stack(theirs).mean(0))
                 else:
