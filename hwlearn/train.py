@@ -283,7 +283,9 @@ class BatchParts:
     add up to the batch's (the loss is the mean over its finite samples); BatchNorm normalizes
     each part over its own samples and the running statistics are the parts' mean. Each part
     draws its dropout masks from a generator seeded by ``(seed, step, part)``: the same seed gives
-    the same model, and a resumed run continues as the uninterrupted one would."""
+    the same model, and a resumed run continues as the uninterrupted one would — except that, now
+    and then, a float32 rounding differs: two 15000-step GW pretrainings agreed to the last digit
+    for 11810 steps, then drifted apart (benchmarks/EXPERIMENTS.md, session 34; cause not found)."""
 
     def __init__(self, model: Recognizer, n: int, seed: int):
         import copy
