@@ -42,8 +42,10 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 - ``cpu-full``: hwlearn adapt's defaults (7 rounds x 500 steps, 4 views) on the small preset, 7000
   pretraining steps, 2000 fine-tuning steps: the best CPU numbers, about 1.5 h (GW) to 3 h (DHSD)
   on 2 cores;
-- ``gpu``: ``base`` preset (height 64), 30k pretraining steps of batch 64 with 12 rendering
-  workers, 7 x 2000 adaptation steps (4 views), 5000 fine-tuning steps: for a lent GPU machine.
+- ``gpu``: ``base`` preset (height 64), 10000 pretraining steps of batch 64 with 14 rendering
+  workers, 6 x 500 adaptation steps (2 views), 1500 fine-tuning steps: sized so that a lent GPU
+  machine (one H200, 16 cores, a 15-minute lease) runs both datasets in one call
+  (``benchmarks/gpu_session.sh``); the sizes are estimates until a lent machine measures them.
 
 ``--systems`` limits the run to some of the models (the synthetic-only one is always scored), e.g.
 ``--skip-pretrain RUN/pretrain/best --systems label_free --out-dir runs/exp1 --set adapt_lr=0.001``
@@ -75,6 +77,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import socket
@@ -167,8 +170,11 @@ PROFILES = {
     # steps are those its v9 results were made with; `cpu` now pretrains longer)
     "cpu-full": Profile(preset="small", pretrain_steps=7000, batch_size=32, workers=1, val_every=500, val_size=500,
                         adapt_steps=500, finetune_steps=2000),
-    "gpu": Profile(preset="base", pretrain_steps=30000, batch_size=64, workers=12, val_every=1000, val_size=1000,
-                   adapt_steps=2000, finetune_steps=5000),
+    # sized to a device lease (benchmarks/gpu_session.sh: both datasets in one <= 10-minute call on one H200 with
+    # 16 cores; not yet measured): pretraining is bound by rendering (~440 words/s a core at height 64), ~6000
+    # words/s with 14 workers -> 10000 steps of 64 in ~2 min; adaptation and fine-tuning scaled as in `cpu`
+    "gpu": Profile(preset="base", pretrain_steps=10000, batch_size=64, workers=14, val_every=1000, val_size=1000,
+                   adapt_rounds=6, adapt_ramp_rounds=3, adapt_steps=500, adapt_views=2, finetune_steps=1500),
 }
 
 # settings that change no result (only speed): a run directory may be continued with other values
@@ -432,7 +438,8 @@ def git_state() -> dict:
     def git(*cmd):
         return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD") or "unknown",
+    # a device machine gets the working tree without .git: benchmarks/gpu_session.sh passes the commit along
+    return {"commit": git("rev-parse", "HEAD") or os.environ.get("HWLEARN_COMMIT", "unknown"),
             "dirty": bool(git("status", "--porcelain", "--", "hwlearn", "benchmarks", ":!benchmarks/results"))}
 
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The real-accuracy benchmark's `gpu` profile on a lent device machine, prepared ahead so that a
+# lease (one H200, 16 cores, Python 3.12 with torch; 15 minutes of device time, at most 10 a call)
+# goes to the runs. Two halves:
+#
+#   bash benchmarks/gpu_session.sh prepare     # here, before asking for the machine (~2 minutes)
+#       packs GW and DHSD as grayscale PNGs under .device/data (benchmarks/pack_dataset.py: the
+#       device gets only the working tree, 64 MiB with what it carries; the data stays ignored),
+#       builds the German corpus statistics (runs/corpora/de_ngerman.json) if missing, downloads
+#       the wheels the machine lacks (nltk, editdistance for CPython 3.12) into .whl, records the
+#       commit (the tree must be clean) and checks the size of what travels.
+#
+#   then one device call, from the repository root:
+#       run(command="bash benchmarks/gpu_session.sh", carry=[".whl", ".device", "runs/corpora"], timeout_s=600)
+#
+# On the machine it installs the wheels, writes the environment to $OUT/env.txt, runs a smoke
+# benchmark on the GPU (stops there if that fails), the training-speed benchmark on cuda, then the
+# `gpu` profile on GW and on DHSD (label-free on the train images, and the supervised bound),
+# each under the time left of BUDGET_S (default 560 s). Calling it again on the same warm machine
+# (within its 30 s idle) continues: finished steps are reused, an interrupted pretraining resumes
+# from its last checkpoint. Results come back in $OUT (8 files at most): env.txt, the logs, the
+# result JSONs, and runs.tgz (steps, settings, evaluations, the smoke result; no checkpoints).
+# Copy the JSONs to benchmarks/results/.
+#
+# A dry run on a CPU (no GPU, no Python 3.12) checks the script itself:
+#   DEVICE=cpu PROFILE=smoke DHSD_SET="--set phrase_share=0.5" WHEELS=DIR_OF_CP311_WHEELS \
+#       bash benchmarks/gpu_session.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "prepare" ]; then
+    set -e
+    if [ -n "$(git status --porcelain -- hwlearn benchmarks fonts corpora pyproject.toml)" ]; then
+        echo "error: commit first: the device run records the commit it runs" >&2
+        exit 1
+    fi
+    python benchmarks/pack_dataset.py ../shared/data/gw_words .device/data/gw_words
+    python benchmarks/pack_dataset.py ../shared/data/dhsd .device/data/dhsd
+    if [ ! -f runs/corpora/de_ngerman.json ]; then
+        mkdir -p runs/corpora
+        hwlearn corpus --wordlist ../shared/corpora/wordlists/ngerman.txt -o runs/corpora/de_ngerman.json
+    fi
+    rm -rf .whl && mkdir -p .whl
+    python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d .whl "nltk==$(python -c 'import nltk; print(nltk.__version__)')" \
+        "editdistance==$(python -c 'import importlib.metadata as m; print(m.version("editdistance"))')"
+    git rev-parse HEAD > .device/COMMIT
+    tracked=$(git ls-files -z | xargs -0 cat | wc -c)
+    carried=$(cat .device/COMMIT .whl/* runs/corpora/de_ngerman.json $(find .device/data -type f) | wc -c)
+    echo "travels: $(( (tracked + carried) / 1048576 )) MiB of at most 64 (tracked $((tracked / 1048576)), carried $((carried / 1048576)))"
+    [ $((tracked + carried)) -lt $((64 * 1048576)) ] || { echo "error: too much to carry" >&2; exit 1; }
+    exit 0
+fi
+
+OUT=${OUT:-runs/gpu_session_out}
+DEVICE=${DEVICE:-cuda}
+PROFILE=${PROFILE:-gpu}
+WHEELS=${WHEELS:-.whl}
+DHSD_SET=${DHSD_SET:---set pretrain_steps=7000 --set phrase_share=0.5 --set max_len=32}  # as in DHSD's `cpu` command
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export HWLEARN_COMMIT=$(cat .device/COMMIT 2>/dev/null || echo unknown)
+deadline=$((SECONDS + ${BUDGET_S:-560}))
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
+    || { echo "error: could not install the carried wheels ($WHEELS: run 'prepare' here first)"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD
+
+{
+    echo "commit $HWLEARN_COMMIT"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    python3 - <<'EOF'
+import os, platform
+import numpy, PIL, PIL.features, torch
+print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name() if torch.cuda.is_available() else "-", "bf16", torch.cuda.is_bf16_supported())
+print("numpy", numpy.__version__, "pillow", PIL.__version__, "raqm", PIL.features.check("raqm"), "cpus", os.cpu_count())
+EOF
+} 2>&1 | tee "$OUT/env.txt"
+
+left() { echo $((deadline - SECONDS)); }  # seconds of BUDGET_S left
+
+# 1. the GPU code paths at once (pretraining, adaptation, fine-tuning, evaluation; ~1 minute)
+timeout "$(left)" python3 benchmarks/real_accuracy.py .device/data/gw_words --profile smoke --device "$DEVICE" \
+    --lexicon corpora/en_default.json --adapt-lexicon --out-dir "runs/real_accuracy/gw_words-smoke-$DEVICE" \
+    --json "runs/real_accuracy/gw_words-smoke-$DEVICE.json" > "$OUT/smoke.log" 2>&1
+rc=$?
+tail -n 25 "$OUT/smoke.log"
+if [ $rc -ne 0 ]; then
+    echo "error: the smoke run failed on $DEVICE (rc $rc): $OUT/smoke.log"
+    exit $rc
+fi
+
+# 2. training and recognition speed per preset on cuda (rendering excluded; ~1 minute)
+timeout "$(left)" python3 benchmarks/train_speed.py --devices "$DEVICE" --presets small,base --batch-size 32 --steps 30 \
+    --out "$OUT/train_speed.json" 2>&1 | tail -n 12
+
+# 3. the `gpu` profile, GW then DHSD (each continues where an earlier call stopped)
+[ "$(left)" -gt 60 ] || { echo "no time left for the benchmark runs"; exit 0; }
+timeout "$(($(left) - 15))" python3 benchmarks/real_accuracy.py .device/data/gw_words --profile "$PROFILE" --device "$DEVICE" \
+    --lexicon corpora/en_default.json --adapt-lexicon --systems label_free,supervised \
+    --out-dir "runs/real_accuracy/gw_words-$PROFILE" --json "$OUT/real_accuracy-gw_words-$PROFILE.json" 2>&1 \
+    | grep -v "━" > "$OUT/gw_words.log"
+echo "GW rc ${PIPESTATUS[0]}"; tail -n 20 "$OUT/gw_words.log"
+if [ "$(left)" -gt 60 ]; then
+    timeout "$(($(left) - 15))" python3 benchmarks/real_accuracy.py .device/data/dhsd --profile "$PROFILE" --device "$DEVICE" \
+        --corpus runs/corpora/de_ngerman.json $DHSD_SET \
+        --systems label_free,supervised \
+        --out-dir "runs/real_accuracy/dhsd-$PROFILE" --json "$OUT/real_accuracy-dhsd-$PROFILE.json" 2>&1 \
+        | grep -v "━" > "$OUT/dhsd.log"
+    echo "DHSD rc ${PIPESTATUS[0]}"; tail -n 20 "$OUT/dhsd.log"
+fi
+tar czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.npy' \
+    "runs/real_accuracy/gw_words-smoke-$DEVICE" "runs/real_accuracy/gw_words-smoke-$DEVICE.json" \
+    "runs/real_accuracy/gw_words-$PROFILE" "runs/real_accuracy/dhsd-$PROFILE" 2>/dev/null
+ls -la "$OUT"
