@@ -80,8 +80,8 @@ left() { echo $((deadline - SECONDS)); }  # seconds of BUDGET_S left
 
 if [ ! -f runs/corpora/de_ngerman.json ]; then  # DHSD's corpus, as benchmarks/README.md builds it (~5 s)
     mkdir -p runs/corpora
-    python3 -m hwlearn corpus --wordlist .device/ngerman.txt -o runs/corpora/de_ngerman.json > /dev/null \
-        || { echo "error: could not build the German corpus statistics"; exit 1; }
+    python3 -m hwlearn corpus --wordlist .device/ngerman.txt -o runs/corpora/de_ngerman.json > /tmp/corpus.log 2>&1 \
+        || { tail -n 5 /tmp/corpus.log; echo "error: could not build the German corpus statistics"; exit 1; }
 fi
 
 # 1. the GPU code paths at once (pretraining, adaptation, fine-tuning, evaluation; ~1 minute)
