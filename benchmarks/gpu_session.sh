@@ -84,9 +84,11 @@ if [ ! -f runs/corpora/de_ngerman.json ]; then  # DHSD's corpus, as benchmarks/R
         || { tail -n 5 /tmp/corpus.log; echo "error: could not build the German corpus statistics"; exit 1; }
 fi
 
-# 1. the GPU code paths at once (pretraining, adaptation, fine-tuning, evaluation; ~1 minute)
+# 1. the GPU code paths at once (pretraining, adaptation, fine-tuning, evaluation, with enough images that
+#    the search workers start: inference.PARALLEL_MIN_SEARCHES; ~1 minute)
 timeout "$(left)" python3 benchmarks/real_accuracy.py .device/data/gw_words --profile smoke --device "$DEVICE" \
     --lexicon corpora/en_default.json --adapt-lexicon --out-dir "runs/real_accuracy/gw_words-smoke-$DEVICE" \
+    --set max_train_images=100 --set max_test_images=150 \
     --json "runs/real_accuracy/gw_words-smoke-$DEVICE.json" > "$OUT/smoke.log" 2>&1
 rc=$?
 tail -n 25 "$OUT/smoke.log"
