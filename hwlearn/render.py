@@ -7,9 +7,10 @@ operations:
 
 1. **glyphs** — pick a covering font and a size (so that the font's line height is about the
    output height), draw the word with Pillow (RAQM layout, so cursive joins and contextual forms
-   work; occasionally per character with extra tracking) onto a generous canvas, crop it to the
-   ink, then move the stroke edges towards a random pen width (dilation by blur + shifted
-   threshold, thinning by lowering the anti-aliased coverage);
+   work; occasionally per character with extra tracking, or with trailing punctuation set a gap
+   apart) onto a generous canvas, crop it to the ink, then move the stroke edges towards a
+   random pen width (dilation by blur + shifted threshold, thinning by lowering the
+   anti-aliased coverage);
 2. **geometry** — one inverse warp (``scipy.ndimage.map_coordinates``) combining horizontal
    stretch, slant (shear), a perspective-like taper, rotation, baseline waviness and a smooth
    elastic displacement field;
@@ -61,6 +62,8 @@ class RenderStyle:
     stroke_width: Range = (0.03, 0.075)  # pen width, line (bundled fonts' own: 0.03..0.12; 0 = keep)
     tracking_prob: float = 0.15  # chance of per-character layout with extra letter spacing
     tracking: Range = (0.0, 0.12)  # extra space between characters, em
+    mark_gap_prob: float = 0.5  # chance of a gap before trailing punctuation (``day ,``: pens lift, fonts don't)
+    mark_gap: Range = (0.05, 0.4)  # that gap, em
     # geometry
     stretch: Range = (0.9, 1.6)  # horizontal scale factor
     slant: Range = (-10.0, 25.0)  # shear angle in degrees, > 0 leans right
@@ -132,7 +135,7 @@ PRESETS: dict[str, RenderStyle] = {
         noise=(0.01, 0.05),
     ),
     "clean": RenderStyle(
-        font_scale=(1.0, 1.0), stroke_width=(0.0, 0.0), tracking_prob=0.0, stretch=(1.0, 1.0),
+        font_scale=(1.0, 1.0), stroke_width=(0.0, 0.0), tracking_prob=0.0, mark_gap_prob=0.0, stretch=(1.0, 1.0),
         slant=(0.0, 0.0), rotation=(0.0, 0.0), taper=(0.0, 0.0), wave_amplitude=(0.0, 0.0),
         elastic_amplitude=(0.0, 0.0), line_box=(1.0, 1.0), margin_x=(0.1, 0.1), margin_y=(0.05, 0.05),
         paper=(1.0, 1.0), paper_texture=(0.0, 0.0), contrast=(1.0, 1.0), ink_fade=(0.0, 0.0),
@@ -264,8 +267,15 @@ def _reference_lines(path: str, size: int) -> tuple[float, float]:
     return float(np.median(tops)), float(np.median(bottoms))
 
 
+#: Punctuation that may stand apart from the word it ends (``RenderStyle.mark_gap``).
+TRAILING_MARKS = ",.;:"
+
+
 def _draw_word(word: str, info: FontInfo, size: int, rng: np.random.Generator, s: RenderStyle) -> _Glyphs:
     """Draw ``word``, then crop the canvas to its ink plus a margin for the later stroke dilation.
+
+    Trailing punctuation is sometimes drawn a gap apart (``mark_gap``): handwriting's commas and
+    periods often stand well after the word, a font's right after its last letter.
 
     The canvas is the layout box (``getbbox``) grown by half an em on every side, because the
     swashes of script fonts reach well outside the box Pillow reports.
@@ -279,6 +289,9 @@ def _draw_word(word: str, info: FontInfo, size: int, rng: np.random.Generator, s
             x += font.getlength(ch) + extra
     else:
         pieces = [(0.0, word)]
+        body = word.rstrip(TRAILING_MARKS)
+        if body.strip() and body != word and rng.random() < s.mark_gap_prob:
+            pieces = [(0.0, body), (font.getlength(body) + _u(rng, s.mark_gap) * size, word[len(body):])]
     boxes = [font.getbbox(text, anchor="ls") for _, text in pieces]
     left = min(x + b[0] for (x, _), b in zip(pieces, boxes))
     right = max(x + b[2] for (x, _), b in zip(pieces, boxes))

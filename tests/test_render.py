@@ -127,6 +127,18 @@ def test_slant_shears_the_ink(fonts):
     assert lean(30.0) > upright + 10 and lean(-30.0) < upright - 10
 
 
+def test_trailing_punctuation_may_stand_apart(fonts):
+    """mark_gap widens a word that ends in punctuation by the gap before the mark, nothing else."""
+    base = RenderStyle.preset("clean")
+    apart = Renderer(fonts, 64, base.replace(mark_gap_prob=1.0, mark_gap=(0.6, 0.6)))
+    together = Renderer(fonts, 64, base)
+    for i, font in enumerate(fonts):
+        gap = apart.render_with_font("day,", font, rng(i)).shape[1] - together.render_with_font("day,", font, rng(i)).shape[1]
+        assert gap > 0.3 * 64, (font.name, gap)  # 0.6 em at a font size of roughly the output height
+        for word in ("day", ",", "e.g"):  # no trailing mark, or nothing before it: drawn as before
+            assert np.array_equal(apart.render_with_font(word, font, rng(i)), together.render_with_font(word, font, rng(i)))
+
+
 def test_style_validation_presets_and_frozen():
     assert RenderStyle.preset("default") == RenderStyle()
     hard, default = RenderStyle.preset("hard"), RenderStyle()
