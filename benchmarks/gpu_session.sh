@@ -8,7 +8,8 @@
 #       device gets only the working tree, 64 MiB with what it carries; the data stays ignored),
 #       copies the German word list (its statistics are built there: 7.2 MiB would not fit), downloads
 #       the wheels the machine lacks (nltk, editdistance for CPython 3.12) into .whl, records the
-#       commit (the tree must be clean) and checks the size of what travels.
+#       commit (the tree must be clean: prepare again after each commit) and checks the size of
+#       what travels.
 #
 #   then one device call, from the repository root:
 #       run(command="bash benchmarks/gpu_session.sh", carry=[".whl", ".device"], timeout_s=600)
@@ -34,8 +35,9 @@ if [ "${1:-}" = "prepare" ]; then
         echo "error: commit first: the device run records the commit it runs" >&2
         exit 1
     fi
-    python benchmarks/pack_dataset.py ../shared/data/gw_words .device/data/gw_words
-    python benchmarks/pack_dataset.py ../shared/data/dhsd .device/data/dhsd
+    for name in gw_words dhsd; do  # packed once (~1 minute); delete .device/data to pack again
+        [ -f ".device/data/$name/test.tsv" ] || python benchmarks/pack_dataset.py "../shared/data/$name" ".device/data/$name"
+    done
     cp ../shared/corpora/wordlists/ngerman.txt .device/ngerman.txt  # 4.5 MiB; its statistics (7.2) are built there
     rm -rf .whl && mkdir -p .whl
     python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
