@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from hwlearn.data import load_image
 from hwlearn.errors import HwlearnError
-from hwlearn.paths import REPO_ROOT
 
+from conftest import load_benchmark
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("pack_dataset", REPO_ROOT / "benchmarks" / "pack_dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pack_dataset"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pack_dataset = _load_script()
+pack_dataset = load_benchmark("pack_dataset")
 
 
 def _dataset(root):

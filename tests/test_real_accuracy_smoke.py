@@ -6,29 +6,17 @@ round trains."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from hwlearn.errors import HwlearnError
-from hwlearn.paths import REPO_ROOT
 from hwlearn.synth import build_synthetic, write_dataset
 
-from conftest import TINY_WORDS, tiny_pretrain
+from conftest import TINY_WORDS, load_benchmark, tiny_pretrain
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("real_accuracy", REPO_ROOT / "benchmarks" / "real_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["real_accuracy"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ra = _load_script()
+ra = load_benchmark("real_accuracy")
 
 
 @pytest.fixture(scope="module")
