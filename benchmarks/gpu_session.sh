@@ -100,6 +100,7 @@ if [ $rc -ne 0 ]; then
 fi
 
 # 2. training and recognition speed per preset on cuda (rendering excluded; ~1 minute)
+[ "$(left)" -gt 60 ] || { echo "no time left after the smoke run"; exit 0; }  # (timeout 0 would mean no limit)
 timeout "$(left)" python3 benchmarks/train_speed.py --devices "$DEVICE" --presets small,base --batch-size 32 --steps 30 \
     --out "$OUT/train_speed.json" 2>&1 | tail -n 12
 
