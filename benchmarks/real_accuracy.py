@@ -50,7 +50,8 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 ``--systems`` limits the run to some of the models (the synthetic-only one is always scored), e.g.
 ``--skip-pretrain RUN/pretrain/best --systems label_free --out-dir runs/exp1 --set adapt_lr=0.001``
 tries one adaptation setting on an existing pretrained model in minutes; ``gap_closed`` is then
-left out (it needs the supervised model).
+left out (it needs the supervised model), and the result goes to ``RUN/real_accuracy.json`` rather
+than ``benchmarks/results/`` unless ``--json`` says otherwise.
 
 **Resuming.** Each step's output in ``RUN`` is reused when it is complete (a finished
 ``pretrain`` or ``finetune`` run, an adaptation's ``final``, an evaluation of the same checkpoint
@@ -500,7 +501,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--systems", default=",".join(SYSTEMS), metavar="NAME[,NAME...]",
                     help="which models to train and score (default all: " + ",".join(SYSTEMS) + "); "
                          "e.g. label_free alone for an adaptation experiment on a reused pretrained model")
-    ap.add_argument("--json", type=Path, default=None, help="result file (default benchmarks/results/...)")
+    ap.add_argument("--json", type=Path, default=None, help="result file (default benchmarks/results/...; RUN/real_accuracy.json with --systems short of all)")
     args = ap.parse_args(argv)
     if args.adapt_lexicon and args.lexicon is None:
         ap.error("--adapt-lexicon needs --lexicon")
@@ -594,8 +595,12 @@ def run(args: argparse.Namespace) -> dict:
                        if key in results and "supervised" in results},
         "adaptation": adapted,
     }
-    out = args.json or (REPO / "benchmarks" / "results" /
-                        f"real_accuracy-{name}-{args.profile}-{socket.gethostname()}-{result['date']}.json")
+    if args.json:
+        out = args.json
+    elif set(args.systems) == set(SYSTEMS):
+        out = REPO / "benchmarks" / "results" / f"real_accuracy-{name}-{args.profile}-{socket.gethostname()}-{result['date']}.json"
+    else:  # a partial run is an experiment, not a benchmark record: its result stays with its run
+        out = run_dir / "real_accuracy.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print_table(result)

@@ -125,9 +125,13 @@ def test_a_setting_added_since_a_run_counts_as_its_default(tmp_path):
 
 
 def test_systems_limits_the_run_to_the_models_asked_for(barely_trained, dataset, tmp_path):
-    run_dir, out = tmp_path / "run", tmp_path / "result.json"
+    run_dir = tmp_path / "run"
+    records = set((ra.REPO / "benchmarks" / "results").glob("*"))
     saved = ra.main([dataset, "--profile", "smoke", "--skip-pretrain", barely_trained, "--out-dir", run_dir,
-                     "--json", out, "--device", "cpu", "--systems", "label_free", "--set", "adapt_steps=2"])
+                     "--device", "cpu", "--systems", "label_free", "--set", "adapt_steps=2"])
+    # a partial run is no benchmark record: without --json its result stays in its run directory
+    assert json.loads((run_dir / "real_accuracy.json").read_text(encoding="utf-8"))["results"] == saved["results"]
+    assert set((ra.REPO / "benchmarks" / "results").glob("*")) == records
     assert set(saved["results"]) == {"synthetic_only", "label_free"}
     assert saved["systems"] == ["label_free"] and saved["gap_closed"] == {}
     assert set(saved["adaptation"]) == {"label_free"}
