@@ -501,7 +501,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--systems", default=",".join(SYSTEMS), metavar="NAME[,NAME...]",
                     help="which models to train and score (default all: " + ",".join(SYSTEMS) + "); "
                          "e.g. label_free alone for an adaptation experiment on a reused pretrained model")
-    ap.add_argument("--json", type=Path, default=None, help="result file (default benchmarks/results/...; RUN/real_accuracy.json with --systems short of all)")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="result file (default benchmarks/results/...; RUN/real_accuracy.json when --systems "
+                         "leaves a model out)")
     args = ap.parse_args(argv)
     if args.adapt_lexicon and args.lexicon is None:
         ap.error("--adapt-lexicon needs --lexicon")
@@ -597,8 +599,9 @@ def run(args: argparse.Namespace) -> dict:
     }
     if args.json:
         out = args.json
-    elif set(args.systems) == set(SYSTEMS):
-        out = REPO / "benchmarks" / "results" / f"real_accuracy-{name}-{args.profile}-{socket.gethostname()}-{result['date']}.json"
+    elif set(results) == set(SYSTEMS):
+        out = (REPO / "benchmarks" / "results" /
+               f"real_accuracy-{name}-{args.profile}-{socket.gethostname()}-{result['date']}.json")
     else:  # a partial run is an experiment, not a benchmark record: its result stays with its run
         out = run_dir / "real_accuracy.json"
     out.parent.mkdir(parents=True, exist_ok=True)
