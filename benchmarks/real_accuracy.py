@@ -145,7 +145,6 @@ class Profile:
     adapt_views: int = AdaptConfig.views  # augmented copies of each image read too (hwlearn.decode.consensus)
     adapt_augment: str = AdaptConfig.augment  # augmentation of the pseudo-labeled images in training
     adapt_dropout: float = AdaptConfig.dropout  # dropout while training on pseudo-labels (whatever the preset has)
-    adapt_by_form: bool = AdaptConfig.by_form  # the selected share taken within each form of label (case, digit, mark)
     finetune_steps: int = 2000
     finetune_lr: float = TrainConfig.lr  # hwlearn train's default
     finetune_synthetic_share: float = 0.0
@@ -183,14 +182,6 @@ PROFILES = {
 SPEED_ONLY = ("workers",)
 
 
-def parse_bool(value: str) -> bool:
-    """``true``/``false`` (or ``1``/``0``, ``yes``/``no``) as a bool; ValueError for anything else."""
-    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-    if value.strip().lower() not in words:
-        raise ValueError(value)
-    return words[value.strip().lower()]
-
-
 def with_overrides(profile: Profile, assignments: list[str]) -> Profile:
     """``profile`` with ``KEY=VALUE`` assignments applied (values cast to the setting's type)."""
     types = {f.name: type(getattr(profile, f.name)) for f in fields(profile)}
@@ -201,7 +192,7 @@ def with_overrides(profile: Profile, assignments: list[str]) -> Profile:
         if not sep or key not in types:
             raise HwlearnError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
         try:
-            changes[key] = parse_bool(value) if types[key] is bool else types[key](value.strip())
+            changes[key] = types[key](value.strip())
         except ValueError:
             raise HwlearnError(f"--set {item!r}: {value!r} is not a valid {types[key].__name__}") from None
     return replace(profile, **changes)
@@ -358,8 +349,7 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                          seed=args.seed, layout=profile.adapt_layout, match_fonts=profile.adapt_match_fonts,
                          start_share=profile.adapt_start_share, end_share=profile.adapt_end_share,
                          synthetic_share=profile.adapt_synthetic_share, views=profile.adapt_views,
-                         augment=profile.adapt_augment, dropout=profile.adapt_dropout,
-                         by_form=profile.adapt_by_form)
+                         augment=profile.adapt_augment, dropout=profile.adapt_dropout)
 
     def report(row):
         val = "  ".join(f"test {k} {v:.4f}" for k, v in row.val.items())

@@ -83,7 +83,6 @@ class AdaptConfig:
     views: int = 4  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
     augment: str = "strong"  # augmentation of the pseudo-labeled images in training: "strong" or "light" (AUGMENTS)
     dropout: float | None = 0.2  # dropout while training on the pseudo-labels (None: the model's own; see adapt())
-    by_form: bool = False  # select the share within each form of label (case, digit, trailing mark): select_by_rank
 
     def share(self, round_index: int) -> float:
         """Share of the unlabeled images selected in round ``round_index`` (1-based): growing
@@ -129,40 +128,12 @@ class AdaptResult:
     layout_scores: dict[str, float] = field(default_factory=dict)
 
 
-def label_form(text: str) -> tuple[str, bool, str]:
-    """What :func:`select_by_rank` balances: the case of a label's first character (``"upper"``,
-    ``"lower"`` or ``"other"``), whether it holds a digit, and its trailing mark (its last character
-    when that is neither a letter nor a digit, else ``""``): ``"Letters,"`` -> ``("upper", False, ",")``."""
-    first = text[:1]
-    case = "upper" if first.isupper() else "lower" if first.islower() else "other"
-    last = text[-1:]
-    return case, any(c.isdigit() for c in text), "" if last.isalnum() else last
-
-
-def select_by_rank(predictions: Sequence[Prediction], share: float, charset: Charset,
-                   by_form: bool = False) -> list[int]:
-    """Indices of the ``share`` most confident non-empty predictions (ties broken by index).
-
-    With ``by_form`` the share is taken within each :func:`label_form` of the labels, so that a
-    form the model reads less confidently keeps its share of the selection: a capital, a digit or a
-    trailing comma is a few uncertain frames that lower a label's length-normalized confidence, and
-    a selection by rank alone under-represents them (GW round 1: 12 % capitalized labels selected,
-    24 % left out; 4 % against 12 % ending in a comma), so the model trains on words without them
-    and unlearns them round by round (benchmarks/EXPERIMENTS.md, session 38)."""
+def select_by_rank(predictions: Sequence[Prediction], share: float, charset: Charset) -> list[int]:
+    """Indices of the ``share`` most confident non-empty predictions (ties broken by index)."""
     usable = [i for i, p in enumerate(predictions) if p.text.strip() and charset.covers(p.text)]
-    if not usable:
-        return []
-    groups: dict = {}
-    for i in usable:
-        groups.setdefault(label_form(predictions[i].text) if by_form else None, []).append(i)
-    chosen = []
-    for members in groups.values():
-        members.sort(key=lambda i: (-predictions[i].confidence, i))
-        k = int(round(share * (len(members) if by_form else len(predictions))))
-        chosen += members[: min(k, len(members))]
-    if not chosen:  # a share too small to round to one image
-        chosen = [min(usable, key=lambda i: (-predictions[i].confidence, i))]
-    return sorted(chosen)
+    usable.sort(key=lambda i: (-predictions[i].confidence, i))
+    k = int(round(share * len(predictions)))
+    return sorted(usable[: max(1, min(k, len(usable)))]) if usable else []
 
 
 #: Key of the final checkpoint's meta holding the pseudo-labels the chosen round trained on, ``{text: count}``.
@@ -343,7 +314,7 @@ def adapt(
         readings: dict[int, Counter] = {}  # round -> the pseudo-labels it trained on, and how often each
         for r in range(1, config.rounds + 1):
             share = config.share(r)
-            selected = select_by_rank(preds, share, charset, by_form=config.by_form)
+            selected = select_by_rank(preds, share, charset)
             if not selected:
                 console.print(f"[yellow]round {r}: no usable pseudo-label (all predictions empty); stopping")
                 break
