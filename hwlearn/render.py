@@ -8,7 +8,7 @@ operations:
 1. **glyphs** — pick a covering font and a size (so that the font's line height is about the
    output height), draw the word with Pillow (RAQM layout, so cursive joins and contextual forms
    work; occasionally per character with extra tracking, or with trailing punctuation set a gap
-   apart, or with a trailing comma drawn as a pen stroke) onto a generous canvas, crop it to the ink, then move the stroke edges towards a
+   apart) onto a generous canvas, crop it to the ink, then move the stroke edges towards a
    random pen width (dilation by blur + shifted threshold, thinning by lowering the
    anti-aliased coverage);
 2. **geometry** — one inverse warp (``scipy.ndimage.map_coordinates``) combining horizontal
@@ -64,9 +64,6 @@ class RenderStyle:
     tracking: Range = (0.0, 0.12)  # extra space between characters, em
     mark_gap_prob: float = 0.5  # chance of a gap before trailing punctuation (``day ,``: pens lift, fonts don't)
     mark_gap: Range = (0.05, 0.4)  # that gap, em
-    pen_comma_prob: float = 0.5  # chance that a trailing comma is a pen stroke reaching below the line, not the font's
-    pen_comma_gap: Range = (0.0, 0.25)  # space before that stroke, em
-    pen_comma_depth: Range = (0.4, 1.1)  # how far it reaches below the baseline, in the font's descender depths
     # geometry
     stretch: Range = (0.9, 1.6)  # horizontal scale factor
     slant: Range = (-10.0, 25.0)  # shear angle in degrees, > 0 leans right
@@ -138,8 +135,7 @@ PRESETS: dict[str, RenderStyle] = {
         noise=(0.01, 0.05),
     ),
     "clean": RenderStyle(
-        font_scale=(1.0, 1.0), stroke_width=(0.0, 0.0), tracking_prob=0.0, mark_gap_prob=0.0, pen_comma_prob=0.0,
-        stretch=(1.0, 1.0),
+        font_scale=(1.0, 1.0), stroke_width=(0.0, 0.0), tracking_prob=0.0, mark_gap_prob=0.0, stretch=(1.0, 1.0),
         slant=(0.0, 0.0), rotation=(0.0, 0.0), taper=(0.0, 0.0), wave_amplitude=(0.0, 0.0),
         elastic_amplitude=(0.0, 0.0), line_box=(1.0, 1.0), margin_x=(0.1, 0.1), margin_y=(0.05, 0.05),
         paper=(1.0, 1.0), paper_texture=(0.0, 0.0), contrast=(1.0, 1.0), ink_fade=(0.0, 0.0),
@@ -279,16 +275,12 @@ def _draw_word(word: str, info: FontInfo, size: int, rng: np.random.Generator, s
     """Draw ``word``, then crop the canvas to its ink plus a margin for the later stroke dilation.
 
     Trailing punctuation is sometimes drawn a gap apart (``mark_gap``): handwriting's commas and
-    periods often stand well after the word, a font's right after its last letter. A trailing comma
-    is sometimes a pen stroke instead (``pen_comma_prob``, :func:`_pen_comma`): handwriting's comma
-    is a stroke reaching well below the line, most fonts' a dot with a short tail that a reader of
-    small images cannot tell from a period.
+    periods often stand well after the word, a font's right after its last letter.
 
     The canvas is the layout box (``getbbox``) grown by half an em on every side, because the
     swashes of script fonts reach well outside the box Pillow reports.
     """
     font = _font(str(info.path), size)
-    comma = None
     if rng.random() < s.tracking_prob and len(word) > 1:
         extra = _u(rng, s.tracking) * size
         pieces, x = [], 0.0
@@ -298,15 +290,9 @@ def _draw_word(word: str, info: FontInfo, size: int, rng: np.random.Generator, s
     else:
         pieces = [(0.0, word)]
         body = word.rstrip(TRAILING_MARKS)
-        if body.strip() and word[len(body):] == "," and rng.random() < s.pen_comma_prob:
-            pieces = [(0.0, body)]
-            comma = _pen_comma(str(info.path), size, font.getlength(body) + _u(rng, s.pen_comma_gap) * size, rng, s)
-        elif body.strip() and body != word and rng.random() < s.mark_gap_prob:
+        if body.strip() and body != word and rng.random() < s.mark_gap_prob:
             pieces = [(0.0, body), (font.getlength(body) + _u(rng, s.mark_gap) * size, word[len(body):])]
     boxes = [font.getbbox(text, anchor="ls") for _, text in pieces]
-    if comma is not None:
-        boxes.append(comma.box)
-        pieces.append((0.0, ""))
     left = min(x + b[0] for (x, _), b in zip(pieces, boxes))
     right = max(x + b[2] for (x, _), b in zip(pieces, boxes))
     top, bottom = min(b[1] for b in boxes), max(b[3] for b in boxes)
@@ -315,10 +301,7 @@ def _draw_word(word: str, info: FontInfo, size: int, rng: np.random.Generator, s
     draw = ImageDraw.Draw(image)
     ox, oy = spill - left, spill - top  # where the baseline origin lands
     for x, text in pieces:
-        if text:
-            draw.text((ox + x, oy), text, fill=255, font=font, anchor="ls")
-    if comma is not None:
-        comma.draw(draw, ox, oy)
+        draw.text((ox + x, oy), text, fill=255, font=font, anchor="ls")
     ink = np.asarray(image)
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
@@ -330,44 +313,6 @@ def _draw_word(word: str, info: FontInfo, size: int, rng: np.random.Generator, s
     box = (float(cols[0] - x0), float(rows[0] - y0), float(cols[-1] + 1 - x0), float(rows[-1] + 1 - y0))
     asc, desc = _reference_lines(str(info.path), size)
     return _Glyphs(mask, box, oy - y0 + asc, oy - y0 + desc)
-
-
-@dataclass
-class _PenComma:
-    """A comma drawn as a tapering pen stroke: ``points`` ``(x, y)`` from head to tail relative to
-    the baseline origin (y down), each with the ``radii`` of the pen there."""
-
-    points: np.ndarray
-    radii: np.ndarray
-
-    @property
-    def box(self) -> tuple[float, float, float, float]:
-        """Ink box ``(left, top, right, bottom)`` relative to the baseline origin, as ``getbbox``."""
-        r = float(self.radii.max())
-        return (float(self.points[:, 0].min()) - r, float(self.points[:, 1].min()) - r,
-                float(self.points[:, 0].max()) + r, float(self.points[:, 1].max()) + r)
-
-    def draw(self, draw: ImageDraw.ImageDraw, ox: float, oy: float) -> None:
-        for (x, y), r in zip(self.points, self.radii):
-            draw.ellipse((ox + x - r, oy + y - r, ox + x + r, oy + y + r), fill=255)
-
-
-def _pen_comma(path: str, size: int, x: float, rng: np.random.Generator, s: RenderStyle) -> _PenComma:
-    """A comma as a pen draws it at ``x`` (px after the origin): a stroke from a little above the
-    baseline curving down and to the left to ``pen_comma_depth`` of the font's descender depth below
-    it, the font's own pen width at its head, tapering to a third of it (on GW's letters such a
-    comma is ~half a descender long; a font's comma is a dot with a short tail)."""
-    ascender, descender = _reference_lines(path, size)
-    line_per_em, native_stroke = _font_metrics(path)
-    width = max(1.0, native_stroke * line_per_em * size)
-    depth = max(2.0, _u(rng, s.pen_comma_depth) * descender)
-    head = (x, -rng.uniform(0.0, 0.12) * -ascender)
-    tail = (x - rng.uniform(0.1, 0.6) * depth, depth)
-    bend = (0.5 * (head[0] + tail[0]) + rng.uniform(0.0, 0.3) * depth, 0.5 * (head[1] + tail[1]))
-    t = np.linspace(0.0, 1.0, max(4, int(2 * (depth - head[1]) / max(1.0, 0.5 * width))))[:, None]
-    points = (1 - t) ** 2 * np.array(head) + 2 * (1 - t) * t * np.array(bend) + t ** 2 * np.array(tail)
-    radii = 0.5 * width * (1.3 - t[:, 0] * rng.uniform(0.5, 0.9))
-    return _PenComma(points, radii)
 
 
 def _shift_weight(mask: np.ndarray, offset: float) -> np.ndarray:

@@ -139,25 +139,6 @@ def test_trailing_punctuation_may_stand_apart(fonts):
             assert np.array_equal(apart.render_with_font(word, font, rng(i)), together.render_with_font(word, font, rng(i)))
 
 
-def test_trailing_comma_may_be_a_pen_stroke_below_the_line(fonts):
-    """pen_comma_prob draws a trailing comma as a stroke reaching below the baseline; words without
-    a trailing comma are drawn as before."""
-    base = RenderStyle.preset("clean")
-    pen = Renderer(fonts, 64, base.replace(pen_comma_prob=1.0))
-    font_comma = Renderer(fonts, 64, base)
-    for i, font in enumerate(fonts):
-        img = pen.render_with_font("man,", font, rng(i))
-        ink = img < 128
-        cols = np.flatnonzero(ink.any(axis=0))
-        letters = ink[:, : cols[0] + int(0.6 * (cols[-1] - cols[0]))]
-        baseline = np.flatnonzero(letters.any(axis=1))[-1]  # "man" has no descender
-        reach = np.flatnonzero(ink.any(axis=1))[-1]  # the comma's tail
-        assert reach > baseline + 4, (font.name, reach, baseline)
-        assert not np.array_equal(img, font_comma.render_with_font("man,", font, rng(i)))
-        for word in ("day", "day.", ",", "e.g"):
-            assert np.array_equal(pen.render_with_font(word, font, rng(i)), font_comma.render_with_font(word, font, rng(i)))
-
-
 def test_style_validation_presets_and_frozen():
     assert RenderStyle.preset("default") == RenderStyle()
     hard, default = RenderStyle.preset("hard"), RenderStyle()
