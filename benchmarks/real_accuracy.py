@@ -2,7 +2,7 @@
 
     python benchmarks/real_accuracy.py DATASET_DIR [--profile smoke|cpu|cpu-full|gpu] [--corpus STATS.json]
         [--lexicon WORDS] [--adapt-lexicon] [--out-dir RUN] [--seed 0] [--device auto]
-        [--skip-pretrain CKPT] [--set KEY=VALUE ...] [--systems NAME,...] [--json PATH]
+        [--skip-pretrain CKPT] [--set KEY=VALUE ...] [--systems NAME,...] [--speed-check-steps 30] [--json PATH]
 
 ``DATASET_DIR`` holds ``train.tsv`` and ``test.tsv`` (``relative/path.png<TAB>text``, paths
 relative to ``DATASET_DIR``). Into the run directory ``RUN`` (default
@@ -21,10 +21,15 @@ relative to ``DATASET_DIR``). Into the run directory ``RUN`` (default
    chose (``hwlearn.layout``; labels are then the only difference) -> ``RUN/finetune`` ->
    **supervised** CER/WER, the upper bound;
 5. print a table and write ``benchmarks/results/real_accuracy-<dataset>-<profile>-<host>-<date>.json``
-   (commit, machine, device, profile settings, command, wall time of each step, CER/WER case-sensitive
+   (commit, machine, ``host_speed``, device, profile settings, command, wall time of each step, CER/WER case-sensitive
    and not, greedy and — with ``--lexicon`` — lexicon-constrained, and
    ``gap_closed = (synthetic - label_free) / (synthetic - supervised)``, null when the
    denominator is <= 0).
+
+Before step 1 the run times ``--speed-check-steps`` training steps and a recognition pass of the
+profile's model on pre-rendered words (``benchmarks/train_speed.py``, a subprocess; ~15 s on 2
+cores) and records them as ``host_speed``: the same VM type has run the same code 1.4-2x slower
+from one day to the next, so a run's minutes are comparable across hosts only with it.
 
 No leakage: test labels are read only for scoring (the evaluations, and the per-round CER that
 adaptation prints). Adaptation selects pseudo-labels and its final round by model confidence on the
@@ -84,6 +89,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from datetime import date
@@ -476,6 +482,30 @@ def print_table(result: dict) -> None:
 # main
 
 
+def measure_host_speed(profile: Profile, device: str, steps: int) -> dict | None:
+    """How fast this host trains and runs the profile's model: ``benchmarks/train_speed.py`` for
+    ``steps`` steps of ``profile.batch_size`` (rendering excluded), in a subprocess so that it
+    leaves this process's torch state alone. The same code on a host that trains at half the
+    images/s takes about twice as long, so a run's minutes can be compared across hosts. None when
+    ``steps`` is 0; ``{"error": ...}`` when the check fails (the run goes on)."""
+    if steps <= 0:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "speed.json"
+        done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--presets", profile.preset,
+                               "--devices", device, "--batch-size", str(profile.batch_size), "--steps", str(steps),
+                               "--out", str(out)], capture_output=True, text=True)
+        if done.returncode != 0 or not out.exists():
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            console.print(f"[yellow]host speed check failed: {lines[-1] if lines else done.returncode}")
+            return {"error": lines[-1] if lines else f"exit status {done.returncode}"}
+        speed = {**json.loads(out.read_text(encoding="utf-8"))["results"][0], "steps": steps}
+    console.print(f"host speed: the {speed['preset']} model trains {speed['train_images_per_s']} images/s and "
+                  f"recognizes {speed['recognize_words_per_s']} words/s here ({device}, batch {speed['batch_size']}, "
+                  f"rendering excluded)")
+    return speed
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dataset_dir", type=Path, metavar="DATASET_DIR", help="directory with train.tsv and test.tsv")
@@ -501,6 +531,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--systems", default=",".join(SYSTEMS), metavar="NAME[,NAME...]",
                     help="which models to train and score (default all: " + ",".join(SYSTEMS) + "); "
                          "e.g. label_free alone for an adaptation experiment on a reused pretrained model")
+    ap.add_argument("--speed-check-steps", type=int, default=30, metavar="N",
+                    help="first time N training steps and a recognition pass of the profile's model on 512 "
+                         "pre-rendered words (benchmarks/train_speed.py, in a subprocess), recorded as host_speed: "
+                         "how fast this host runs torch, to compare run times across hosts (0: skip)")
     ap.add_argument("--json", type=Path, default=None,
                     help="result file (default benchmarks/results/...; RUN/real_accuracy.json when --systems "
                          "leaves a model out)")
@@ -528,6 +562,7 @@ def run(args: argparse.Namespace) -> dict:
             setattr(args, attr, getattr(args, attr).resolve())
     device = str(resolve_device(args.device))
     code = git_state()  # the code that runs (read now: commits made while it runs are not it)
+    host_speed = measure_host_speed(profile, device, args.speed_check_steps)
 
     train = read_split(dataset_dir, "train", profile.max_train_images, args.seed)
     test = read_split(dataset_dir, "test", profile.max_test_images, args.seed)
@@ -579,6 +614,7 @@ def run(args: argparse.Namespace) -> dict:
         "date": date.today().isoformat(),
         **code,
         "machine": machine(),
+        "host_speed": host_speed,
         "device": device,
         "command": shlex.join(["python", *sys.argv]) if args.command is None else args.command,
         "dataset": {"name": name, "dir": str(dataset_dir), "train_images": len(train), "test_images": len(test),

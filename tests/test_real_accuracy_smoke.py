@@ -45,7 +45,7 @@ def test_runs_every_step_then_reuses_them(barely_trained, dataset, tmp_path):
     lexicon.write_text("\n".join(sorted(set(TINY_WORDS.split()))), encoding="utf-8")
     argv = [dataset, "--profile", "smoke", "--skip-pretrain", barely_trained, "--out-dir", run_dir,
             "--json", out, "--device", "cpu", "--lexicon", lexicon, "--adapt-lexicon",
-            "--set", "adapt_steps=3", "--set", "finetune_steps=4"]
+            "--set", "adapt_steps=3", "--set", "finetune_steps=4", "--speed-check-steps", "2"]
     first = ra.main(argv)
 
     saved = json.loads(out.read_text(encoding="utf-8"))
@@ -55,6 +55,10 @@ def test_runs_every_step_then_reuses_them(barely_trained, dataset, tmp_path):
     assert saved["profile"]["name"] == "smoke" and saved["profile"]["finetune_steps"] == 4
     assert saved["device"] == "cpu" and saved["commit"] and saved["machine"]["cores"] >= 1
     assert "--skip-pretrain" in saved["command"]
+    # the host's speed, measured on the profile's model before the run
+    speed = saved["host_speed"]
+    assert speed["preset"] == "small" and speed["batch_size"] == 8 and speed["steps"] == 2, speed
+    assert speed["train_images_per_s"] > 0 and speed["recognize_words_per_s"] > 0
     # every model was scored on the 8 test images, greedy, with the lexicon and with the character
     # model of the pretraining corpus (--char-lm auto)
     for system, res in saved["results"].items():
@@ -128,12 +132,14 @@ def test_systems_limits_the_run_to_the_models_asked_for(barely_trained, dataset,
     run_dir = tmp_path / "run"
     records = set((ra.REPO / "benchmarks" / "results").glob("*"))
     saved = ra.main([dataset, "--profile", "smoke", "--skip-pretrain", barely_trained, "--out-dir", run_dir,
-                     "--device", "cpu", "--systems", "label_free", "--set", "adapt_steps=2"])
+                     "--device", "cpu", "--systems", "label_free", "--set", "adapt_steps=2",
+                     "--speed-check-steps", "0"])
     # a partial run is no benchmark record: without --json its result stays in its run directory
     assert json.loads((run_dir / "real_accuracy.json").read_text(encoding="utf-8"))["results"] == saved["results"]
     assert set((ra.REPO / "benchmarks" / "results").glob("*")) == records
     assert set(saved["results"]) == {"synthetic_only", "label_free"}
     assert saved["systems"] == ["label_free"] and saved["gap_closed"] == {}
+    assert saved["host_speed"] is None  # --speed-check-steps 0
     assert set(saved["adaptation"]) == {"label_free"}
     assert not (run_dir / "finetune").exists() and not (run_dir / "adapt_train_test").exists()
     with pytest.raises(SystemExit) as exc:
