@@ -497,8 +497,9 @@ def measure_host_speed(profile: Profile, device: str, steps: int) -> dict | None
                                "--out", str(out)], capture_output=True, text=True)
         if done.returncode != 0 or not out.exists():
             lines = (done.stderr or done.stdout).strip().splitlines()
-            console.print(f"[yellow]host speed check failed: {lines[-1] if lines else done.returncode}")
-            return {"error": lines[-1] if lines else f"exit status {done.returncode}"}
+            reason = lines[-1] if lines else f"exit status {done.returncode}"
+            console.print(f"[yellow]host speed check failed: {reason}")
+            return {"error": reason}
         speed = {**json.loads(out.read_text(encoding="utf-8"))["results"][0], "steps": steps}
     console.print(f"host speed: the {speed['preset']} model trains {speed['train_images_per_s']} images/s and "
                   f"recognizes {speed['recognize_words_per_s']} words/s here ({device}, batch {speed['batch_size']}, "
@@ -562,7 +563,6 @@ def run(args: argparse.Namespace) -> dict:
             setattr(args, attr, getattr(args, attr).resolve())
     device = str(resolve_device(args.device))
     code = git_state()  # the code that runs (read now: commits made while it runs are not it)
-    host_speed = measure_host_speed(profile, device, args.speed_check_steps)
 
     train = read_split(dataset_dir, "train", profile.max_train_images, args.seed)
     test = read_split(dataset_dir, "test", profile.max_test_images, args.seed)
@@ -587,6 +587,8 @@ def run(args: argparse.Namespace) -> dict:
     console.print(f"{name}: {len(train)} train images ({len(finetune_items)} with labels the model can write), "
                   f"{len(test)} test images; run directory {run_dir}")
     log = StepLog(run_dir / "steps.json")
+    # (after the checks above: a refused run does not wait for it)
+    host_speed = measure_host_speed(profile, device, args.speed_check_steps)
 
     pretrained = pretrain_step(run_dir, profile, args, log)
     # the synthetic-only model is always scored: every other number is read against it
