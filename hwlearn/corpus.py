@@ -542,21 +542,6 @@ MAX_AFFIX_LEN = 3  #: longer runs of attached punctuation ("?--") are not sample
 MAX_AFFIX_PAIRS = 64  #: the most frequent (prefix, suffix) pairs are sampled, the rest dropped
 
 
-#: Share of a text's words of 4+ letters that end a written line cut by a hyphen (``particu-``): what
-#: :class:`WordSampler` draws by default and what a lexicon's fragments are weighted by
-#: (:func:`hwlearn.recipes.lexicon_words`). A round figure; GW's train words hold 2.1 % of such fragments.
-HYPHEN_SHARE = 0.03
-
-
-def line_end_fragments(word: str) -> list[str]:
-    """The forms ``word`` takes when a line ends inside it: its first 2 to ``len - 2`` letters and a
-    hyphen (``part-`` ... ``particu-`` of ``particular``); none for a word under 4 letters or one with
-    other characters than letters."""
-    if len(word) < 4 or not word.isalpha():
-        return []
-    return [word[:k] + "-" for k in range(2, len(word) - 1)]
-
-
 class WordSampler:
     """Draws training words from corpus statistics; picklable, a few microseconds per word.
 
@@ -598,7 +583,7 @@ class WordSampler:
         case_share: float = 0.10,
         phrase_share: float = 0.0,
         phrase_joiners: str = " -",
-        hyphen_share: float = HYPHEN_SHARE,
+        hyphen_share: float = 0.03,
     ):
         _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
                       phrase_share, hyphen_share)
@@ -669,10 +654,8 @@ class WordSampler:
             token = self._draw_word(rng)
             if self.phrase_share and self.phrase_joiners and rng.random() < self.phrase_share:
                 token = self._extend_phrase(token, rng)
-            elif self.hyphen_share and rng.random() < self.hyphen_share:
-                fragments = line_end_fragments(token)
-                if fragments:
-                    return fragments[int(rng.integers(len(fragments)))]
+            elif self.hyphen_share and rng.random() < self.hyphen_share and len(token) >= 4 and token.isalpha():
+                return token[: int(rng.integers(2, len(token) - 1))] + "-"  # a line-end hyphenation
         if self._affix_cdf is not None and self.punct_share and rng.random() < self.punct_share:
             prefix, suffix = self._affixes[_draw_index(self._affix_cdf, rng)]
             if len(prefix) + len(token) + len(suffix) <= self.max_len:

@@ -294,9 +294,8 @@ class Lexicon:
     @cached_property
     def word_keys(self) -> frozenset[str]:
         """The lexicon's words as :func:`word_keys` finds them in a text (lowercase, without the
-        punctuation around them), for :func:`charlm_decode`'s word bonus; not its line-end fragments
-        (``particu-``: the part of a word before a hyphen, which :func:`word_keys` reads as a word)."""
-        return frozenset(k for w in self.words if not _is_fragment(w) for k in word_keys(w))
+        punctuation around them), for :func:`charlm_decode`'s word bonus."""
+        return frozenset(k for w in self.words for k in word_keys(w))
 
     @property
     def num_nodes(self) -> int:
@@ -330,11 +329,6 @@ class Lexicon:
             if n is not None:
                 out.append((c, n))
         return out
-
-
-def _is_fragment(word: str) -> bool:
-    """True for a line-end fragment (:func:`hwlearn.corpus.line_end_fragments`): letters and a hyphen."""
-    return word.endswith("-") and word[:-1].isalpha()
 
 
 class LexiconMatch(NamedTuple):

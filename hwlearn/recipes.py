@@ -46,8 +46,7 @@ def number_forms(limit: int = NUMBER_LIMIT) -> list[str]:
 
 
 def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_000,
-                  variant_words: int = VARIANT_WORDS, suffixes: int = VARIANT_SUFFIXES,
-                  hyphen_share: float | None = None) -> dict[str, float]:
+                  variant_words: int = VARIANT_WORDS, suffixes: int = VARIANT_SUFFIXES) -> dict[str, float]:
     """The words of a lexicon with their counts, most frequent first: the ``max_words``
     most frequent of ``counts`` (word -> count) that ``charset`` covers, and — for the
     ``variant_words`` most frequent of them — the forms a word crop shows in running text:
@@ -60,12 +59,6 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     the corpus's number tokens equally (each far rarer than a common word: the image has to show
     a number clearly to win).
 
-    With ``hyphen_share`` > 0 and a hyphen in ``charset``, each of the ``max_words`` words and its
-    Capitalized form also gives its line-end fragments (:func:`hwlearn.corpus.line_end_fragments`: ``particu-``), each
-    with the form's count times ``hyphen_share`` spread evenly over its cut points (fragments that
-    several words share add up): a crop of a line's last word shows one, and a pseudo-label can only
-    be a lexicon entry.
-
     The counts are the lexicon's word prior (:class:`hwlearn.decode.Lexicon`). A variant has the
     count of the form it was made from, a Capitalized form (also one the corpus lists) the larger
     of its own count and its word's: the prior says which word an image shows, the image alone
@@ -76,10 +69,7 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     if len({c for _, c in ranked}) <= 1:
         return dict(ranked)  # a plain word list: all of it, as it is
     words = dict(ranked[:max_words])
-    from .corpus import FALLBACK_AFFIXES, HYPHEN_SHARE, line_end_fragments
-
-    hyphen_share = HYPHEN_SHARE if hyphen_share is None else hyphen_share
-    fragments: dict[str, float] = {}
+    from .corpus import FALLBACK_AFFIXES
 
     marks = [suf for (pre, suf), _ in sorted((affixes or FALLBACK_AFFIXES).items(), key=lambda kv: -kv[1])
              if not pre and suf and charset.covers(suf)][:suffixes]
@@ -94,14 +84,6 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
         for form, count in list(forms.items())[1:] + [(f + m, c) for f, c in forms.items() for m in marks]:
             if form not in words and form not in extra and charset.covers(form):
                 extra[form] = count
-    if hyphen_share > 0 and "-" in charset:
-        for word, count in words.items():
-            forms = [word, word[0].upper() + word[1:]] if word[:1].islower() else [word]
-            for form in forms:
-                cuts = line_end_fragments(form)
-                for fragment in cuts:
-                    fragments[fragment] = fragments.get(fragment, 0.0) + count * hyphen_share / len(cuts)
-        extra.update((f, c) for f, c in fragments.items() if f not in words and f not in extra)
     numbers = [f for f in number_forms() if charset.covers(f)]
     number_tokens = sum(c for w, c in counts.items() if any(ch.isdigit() for ch in w))
     if numbers and number_tokens > 0:

@@ -270,27 +270,6 @@ def test_lexicon_words_add_the_written_forms_of_frequent_words(tmp_path):
     assert {"the", "The", "the,", "house."} <= set(lexicon.words)
 
 
-def test_lexicon_words_add_line_end_fragments_and_lexicon_decoding_finds_them():
-    from collections import Counter
-
-    from hwlearn.recipes import lexicon_words
-
-    charset = Charset("aehlmorsuH-")
-    counts = Counter({"house": 60, "horse": 20, "hose": 10, "use": 5})
-    entries = lexicon_words(counts, charset, {}, hyphen_share=0.03)
-    # a word's count times the share, spread over its cuts; "ho-" is a cut of three words
-    assert entries["hou-"] == entries["Hou-"] == pytest.approx(60 * 0.03 / 2)
-    assert entries["ho-"] == pytest.approx((60 / 2 + 20 / 2 + 10 / 1) * 0.03)
-    assert entries["house"] == 60 and "us-" not in entries and "h-" not in entries  # "use": too short
-    assert not any(w.endswith("-") for w in lexicon_words(counts, charset, {}, hyphen_share=0.0))
-    assert not any(w.endswith("-") for w in lexicon_words(counts, Charset("aehlmorsuH"), {}))
-    lexicon = Lexicon(entries, charset)
-    assert "hou-" in lexicon and "hou" not in lexicon.word_keys and "house" in lexicon.word_keys
-    # a crop showing "hou-" reads as the fragment, a crop of "house" as the word
-    lp, lengths = _log_probs(_spell("hh_o_u__-", charset), _spell("hh_o_u_s_e", charset))
-    assert [m.word for m in lexicon_decode(lp, lengths, lexicon)] == ["hou-", "house"]
-
-
 def test_consensus_averages_over_views_and_keeps_the_decoders_factor():
     # lexicon readings: "cat" read in views 0 and 2 with share 0.5, "cot" in view 1 with share 1
     readings = [Prediction("cat", 0.4, [1, 2, 3]), Prediction("cot", 0.6, [1, 4, 3]), Prediction("cat", 0.3, [1, 2, 3])]
