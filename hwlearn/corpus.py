@@ -562,10 +562,7 @@ class WordSampler:
     attached punctuation (about the rate in running English text and in real word crops).
     With ``phrase_share`` (default 0) a plain word is joined with one or two more words by a
     character of ``phrase_joiners`` (space, hyphen): for crops that hold several words, such as
-    street names or form fields. With probability ``hyphen_share`` (default 3 %) a plain word of at
-    least 4 letters that is not joined is cut as at a line end: its first 2 to ``len - 2`` letters
-    and a hyphen (``particu-``), without other punctuation; a crop of a written line's last word
-    holds such a fragment, and no corpus token ends in a hyphen (needs ``-`` in the charset).
+    street names or form fields.
     ``charset=None`` means :data:`hwlearn.charset.DEFAULT_CHARSET`.
     """
 
@@ -583,10 +580,9 @@ class WordSampler:
         case_share: float = 0.10,
         phrase_share: float = 0.0,
         phrase_joiners: str = " -",
-        hyphen_share: float = 0.03,
     ):
         _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
-                      phrase_share, hyphen_share)
+                      phrase_share)
         self.charset = charset if charset is not None else DEFAULT_CHARSET
         self.max_len = max_len
         self.temperature = float(temperature)
@@ -594,7 +590,6 @@ class WordSampler:
         self.case_share = float(case_share)
         self.phrase_share = float(phrase_share)
         self.phrase_joiners = [j for j in dict.fromkeys(phrase_joiners) if j in self.charset]
-        self.hyphen_share = float(hyphen_share) if "-" in self.charset else 0.0
 
         words = [
             (w, c)
@@ -654,8 +649,6 @@ class WordSampler:
             token = self._draw_word(rng)
             if self.phrase_share and self.phrase_joiners and rng.random() < self.phrase_share:
                 token = self._extend_phrase(token, rng)
-            elif self.hyphen_share and rng.random() < self.hyphen_share and len(token) >= 4 and token.isalpha():
-                return token[: int(rng.integers(2, len(token) - 1))] + "-"  # a line-end hyphenation
         if self._affix_cdf is not None and self.punct_share and rng.random() < self.punct_share:
             prefix, suffix = self._affixes[_draw_index(self._affix_cdf, rng)]
             if len(prefix) + len(token) + len(suffix) <= self.max_len:
@@ -691,7 +684,7 @@ class WordSampler:
 
 
 def _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
-                  phrase_share=0.0, hyphen_share=0.0) -> None:
+                  phrase_share=0.0) -> None:
     if max_len < 1:
         raise HwlearnError(f"max_len must be at least 1, got {max_len}")
     if min_count < 1:
@@ -704,7 +697,6 @@ def _check_params(max_len, min_count, temperature, number_share, date_share, pun
         ("punct_share", punct_share),
         ("case_share", case_share),
         ("phrase_share", phrase_share),
-        ("hyphen_share", hyphen_share),
     ):
         if not 0.0 <= share <= 1.0:
             raise HwlearnError(f"{name} must be between 0 and 1, got {share}")

@@ -267,9 +267,8 @@ def _reference_lines(path: str, size: int) -> tuple[float, float]:
     return float(np.median(tops)), float(np.median(bottoms))
 
 
-#: Punctuation that may stand apart from the word it ends (``RenderStyle.mark_gap``), the hyphen of a
-#: line-end hyphenation (``particu-``, :class:`hwlearn.corpus.WordSampler`'s ``hyphen_share``) too.
-TRAILING_MARKS = ",.;:-"
+#: Punctuation that may stand apart from the word it ends (``RenderStyle.mark_gap``).
+TRAILING_MARKS = ",.;:"
 
 
 def _draw_word(word: str, info: FontInfo, size: int, rng: np.random.Generator, s: RenderStyle) -> _Glyphs:

@@ -227,8 +227,8 @@ def test_sampler_with_charset_covering_no_word_raises(tmp_path):
 
 
 def plain_sampler(stats, **kw):
-    """A sampler without numbers, dates, punctuation, re-casing or hyphenated fragments."""
-    shares = dict(number_share=0.0, date_share=0.0, punct_share=0.0, case_share=0.0, hyphen_share=0.0)
+    """A sampler without numbers, dates, punctuation or re-casing."""
+    shares = dict(number_share=0.0, date_share=0.0, punct_share=0.0, case_share=0.0)
     return WordSampler(stats, **{**shares, **kw})
 
 
@@ -255,7 +255,7 @@ def test_number_date_and_punctuation_shares():
     stats = CorpusStats.from_text("A day, the dog. Sir; well: (the the the" * 20)
     sampler = WordSampler(
         stats, Charset(LOWER + LOWER.upper() + "0123456789.,;:()/-"),
-        number_share=0.2, date_share=0.1, punct_share=0.3, case_share=0.0, hyphen_share=0.0,
+        number_share=0.2, date_share=0.1, punct_share=0.3, case_share=0.0,
     )
     n = 5000
     words = sampler.sample_many(n, np.random.default_rng(2))
@@ -295,25 +295,6 @@ def test_phrases_join_words_with_space_or_hyphen_within_max_len():
     assert all(w in no_joiners.vocabulary for w in no_joiners.sample_many(500, np.random.default_rng(4)))
 
 
-def test_line_end_fragments():
-    stats = words_stats({"particular": 50, "immediately": 50, "day": 50, "don't": 50})
-    sampler = plain_sampler(stats, charset=Charset(LOWER + "'-"), hyphen_share=0.5, punct_share=0.5)
-    words = sampler.sample_many(4000, np.random.default_rng(6))
-    fragments = [w for w in words if w.endswith("-")]
-    long_words = [w for w in words if w in ("particular", "immediately")]
-    # half of the long plain words are cut; never "day" (too short) or "don't" (not letters only)
-    assert len(fragments) / (len(fragments) + len(long_words)) == pytest.approx(0.5, abs=0.04)
-    assert {f[:-1] for f in fragments} == {w[:k] for w in ("particular", "immediately") for k in range(2, len(w) - 1)}
-    assert "day" in words and "don't" in words and not any(w.startswith(("da-", "do-")) for w in words)
-    assert all(w.count("-") == 1 and w[-2] != "-" for w in fragments)  # no punctuation after the hyphen
-    # no fragments by default without a hyphen in the charset, about 3 % of long words with one
-    assert not any("-" in w for w in WordSampler(stats, Charset(LOWER + "'")).sample_many(500, np.random.default_rng(6)))
-    default = WordSampler(stats, Charset(LOWER + "'-"), punct_share=0.0, case_share=0.0)
-    words = default.sample_many(20000, np.random.default_rng(7))
-    cut = sum(w.endswith("-") for w in words) / sum(w.endswith("-") or w in ("particular", "immediately") for w in words)
-    assert cut == pytest.approx(0.03, abs=0.01)
-
-
 def test_sampler_is_picklable():
     stats = CorpusStats.from_text(TEXT * 3)
     sampler = WordSampler(stats)
@@ -324,7 +305,7 @@ def test_sampler_is_picklable():
 
 @pytest.mark.parametrize(
     "kwargs", [dict(temperature=0), dict(max_len=0), dict(punct_share=1.5), dict(number_share=0.7, date_share=0.5),
-               dict(phrase_share=-0.1), dict(hyphen_share=1.5)]
+               dict(phrase_share=-0.1)]
 )
 def test_sampler_rejects_bad_parameters(kwargs):
     with pytest.raises(HwlearnError):

@@ -133,9 +133,8 @@ def test_trailing_punctuation_may_stand_apart(fonts):
     apart = Renderer(fonts, 64, base.replace(mark_gap_prob=1.0, mark_gap=(0.6, 0.6)))
     together = Renderer(fonts, 64, base)
     for i, font in enumerate(fonts):
-        for marked in ("day,", "parti-"):  # a mark, or the hyphen of a line-end hyphenation
-            gap = apart.render_with_font(marked, font, rng(i)).shape[1] - together.render_with_font(marked, font, rng(i)).shape[1]
-            assert gap > 0.3 * 64, (font.name, marked, gap)  # 0.6 em at a font size of roughly the output height
+        gap = apart.render_with_font("day,", font, rng(i)).shape[1] - together.render_with_font("day,", font, rng(i)).shape[1]
+        assert gap > 0.3 * 64, (font.name, gap)  # 0.6 em at a font size of roughly the output height
         for word in ("day", ",", "e.g"):  # no trailing mark, or nothing before it: drawn as before
             assert np.array_equal(apart.render_with_font(word, font, rng(i)), together.render_with_font(word, font, rng(i)))
 
