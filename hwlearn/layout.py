@@ -25,7 +25,10 @@ or below does not stretch it) and every column with ink of a connected ink blob 
 columns keep *all* the ink because what sits at a word's ends is part of it: a trailing period or
 comma can hold less than 0.5 % of a long word's ink, and cutting columns by ink share (as hwlearn
 did before) removed it from the image while the label kept it (GW's ``Instructions.`` lost its
-period). Margins are in units of the resulting image height; their values
+period). The one exception is a **form rule** (:func:`edge_rules`): a thin vertical line at the
+left or right end, apart from the word, running at least the whole height of the rest of the ink.
+Crops cut from forms keep pieces of the boxes' borders (92 of DHSD's 4,745 train names, none of
+GW's words), and a recognizer reads them as ``I`` or ``l``. Margins are in units of the resulting image height; their values
 are the medians measured on synthetic words (:func:`synthetic_margins`), so they follow the
 renderer. A layout is stored in a checkpoint's ``meta["preprocessing"]["layout"]`` and applied to
 every real image the checkpoint reads (``evaluate``, ``recognize``, fine-tuning, adaptation).
@@ -46,29 +49,80 @@ LAYOUTS = ("as-is", "trim-sides", "trim-all")
 ROW_MASS = 0.01  # share of ink pixels allowed above and below the ink box (each side)
 MIN_BLOB = 3  # ink blobs (8-connected) smaller than this many pixels do not widen the ink box
 INK_THRESHOLD = 0.5
+RULE_WIDTH = 0.03  # a form rule is at most this many image heights wide (and at least 2 pixels may be)
+RULE_INK = 0.35  # ink level that counts for a rule's rows (scanned rules are often faint)
 
 
 def ink_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
     """``(top, bottom, left, right)`` (inclusive rows/columns) of the ink in uint8 ``img``: the
     rows without the outermost 1 % of ink pixels at the top and the bottom, the columns from the
     first to the last holding ink of a blob of at least :data:`MIN_BLOB` pixels (of any ink, when
-    there is no such blob); None when there is no ink."""
+    there is no such blob), less the form rules at either end (:func:`edge_rules`); None when there
+    is no ink."""
     from scipy.ndimage import label
 
     from .data import ink_map
 
-    ink = ink_map(img) > INK_THRESHOLD
-    total = int(ink.sum())
-    if total == 0:
+    level = ink_map(img)
+    ink = level > INK_THRESHOLD
+    if not ink.any():
         return None
-    rows = np.cumsum(ink.sum(axis=1)) / total
-    top, bottom = int(np.searchsorted(rows, ROW_MASS)), int(np.searchsorted(rows, 1.0 - ROW_MASS))
     blobs, _ = label(ink, structure=np.ones((3, 3), bool))
     sizes = np.bincount(blobs.ravel())
     sizes[0] = 0  # the paper
     solid = sizes[blobs] >= MIN_BLOB
+    for _side, first, last in edge_rules(level, solid):
+        ink[:, first : last + 1] = solid[:, first : last + 1] = False
+    total = int(ink.sum())
+    rows = np.cumsum(ink.sum(axis=1)) / total
+    top, bottom = int(np.searchsorted(rows, ROW_MASS)), int(np.searchsorted(rows, 1.0 - ROW_MASS))
     columns = np.flatnonzero((solid if solid.any() else ink).any(axis=0))
-    return top, min(bottom, img.shape[0] - 1), int(columns[0]), int(columns[-1])
+    left, right = int(columns[0]), int(columns[-1])
+    return top, min(bottom, img.shape[0] - 1), left, right
+
+
+def _column_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``(first, last)`` of each run of consecutive True entries of the 1-D ``mask``."""
+    x = np.flatnonzero(mask)
+    if len(x) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(x) > 1)
+    return list(zip(x[np.r_[0, breaks + 1]].tolist(), x[np.r_[breaks, len(x) - 1]].tolist()))
+
+
+def edge_rules(ink_level: np.ndarray, solid: np.ndarray) -> list[tuple[str, int, int]]:
+    """``(side, first column, last column)`` of the form rules at the ends of a word image.
+
+    ``ink_level`` is :func:`hwlearn.data.ink_map` of the image, ``solid`` the ink pixels that count
+    (blobs of at least :data:`MIN_BLOB` pixels). A rule is the outermost run of inked columns on its
+    side, at most ``max(2 px, RULE_WIDTH image heights)`` wide, with at least two blank columns
+    between it and the rest; its rows with ink above :data:`RULE_INK` span at least half the image
+    height and at least every row of the rest's ink, and fill at least half of that span. A
+    handwritten ``I`` or ``l`` apart from the next letter is seldom so thin, and in a crop with room
+    above and below the word it does not reach past the other letters at both ends; a period or
+    comma is short. Measured: 92 of DHSD's 4,745 train names (all true rules), none of GW's 3,655
+    words, 1 of 10,000 synthetic words."""
+    height = ink_level.shape[0]
+    runs = _column_runs(solid.any(axis=0))
+    found = []
+    for side in ("left", "right"):
+        if len(runs) < 2:
+            break
+        (first, last), neighbour = (runs[0], runs[1]) if side == "left" else (runs[-1], runs[-2])
+        gap = neighbour[0] - last - 1 if side == "left" else first - neighbour[1] - 1
+        rows = np.flatnonzero((ink_level[:, first : last + 1] > RULE_INK).any(axis=1))
+        rest = solid.copy()
+        for _side, a, b in found + [(side, first, last)]:
+            rest[:, a : b + 1] = False
+        rest_rows = np.flatnonzero(rest.any(axis=1))
+        if len(rows) == 0 or len(rest_rows) == 0:
+            continue
+        span = rows[-1] - rows[0] + 1
+        if (last - first + 1 <= max(2, RULE_WIDTH * height) and gap >= 2 and span >= 0.5 * height
+                and rows[0] <= rest_rows[0] and rows[-1] >= rest_rows[-1] and len(rows) >= 0.5 * span):
+            found.append((side, int(first), int(last)))
+            runs = runs[1:] if side == "left" else runs[:-1]
+    return found
 
 
 @dataclass(frozen=True)

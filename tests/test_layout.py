@@ -45,6 +45,29 @@ def test_ink_box_keeps_thin_strokes_at_the_ends():
     assert ink_box(np.full((30, 40), 200, np.uint8)) is None
 
 
+def test_ink_box_leaves_out_form_rules_at_the_ends():
+    img = _page(h=64, w=256, box=(24, 40, 60, 200))  # a name in a form's box
+    img[2:62, 30] = 20  # the box's left border, one pixel wide, far taller than the name
+    img[10:30, 240] = img[33:56, 240] = 120  # a fainter, broken border on the right
+    assert ink_box(img) == (24, 40, 60, 200)
+    assert Layout("trim-sides", left=0.1, right=0.1)(img).shape == (64, 6 + 141 + 6)
+    touching = _page(h=64, w=256, box=(24, 40, 60, 200))
+    touching[2:62, 58] = 20  # one blank column from the name: it may be part of the first letter
+    assert ink_box(touching)[2] == 58
+
+
+def test_ink_box_keeps_strokes_that_could_be_letters():
+    img = _page(h=64, w=256, box=(24, 40, 60, 200))
+    img[20:44, 50] = 20  # a thin "l" apart from the word, but within the word's height
+    assert ink_box(img)[2] == 50
+    img = _page(h=64, w=256, box=(24, 40, 60, 200))
+    img[2:62, 50:53] = 20  # a full-height stroke three pixels wide: a pen, not a rule
+    assert ink_box(img)[2] == 50
+    img = _page(h=64, w=256, box=(24, 40, 60, 200))
+    img[36:44, 204:206] = 20  # a thin trailing comma: short
+    assert ink_box(img)[3] == 205
+
+
 def test_trim_sides_keeps_rows_and_sets_side_margins():
     img = _page()
     out = Layout("trim-sides", left=0.1, right=0.2)(img)
