@@ -563,6 +563,12 @@ class WordSampler:
     With ``phrase_share`` (default 0) a plain word is joined with one or two more words by a
     character of ``phrase_joiners`` (space, hyphen): for crops that hold several words, such as
     street names or form fields.
+    With ``char_floor`` (default 0) the words holding a rare character are drawn more often, so
+    that every character some word has occurs in at least that share of the word draws
+    (:func:`floor_char_shares`): a character that running text seldom has (German ``Ä`` is in
+    0.06 % of the draws from a German word list) is otherwise barely learned, and self-training
+    on pseudo-labels then drives it out of the model altogether (DHSD's ``Äußere`` read as
+    ``Außere``; see benchmarks/EXPERIMENTS.md).
     ``charset=None`` means :data:`hwlearn.charset.DEFAULT_CHARSET`.
     """
 
@@ -580,9 +586,10 @@ class WordSampler:
         case_share: float = 0.10,
         phrase_share: float = 0.0,
         phrase_joiners: str = " -",
+        char_floor: float = 0.0,
     ):
         _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
-                      phrase_share)
+                      phrase_share, char_floor)
         self.charset = charset if charset is not None else DEFAULT_CHARSET
         self.max_len = max_len
         self.temperature = float(temperature)
@@ -604,7 +611,11 @@ class WordSampler:
         #: The words that can be drawn, most frequent first (a lexicon for decoding).
         self.vocabulary: list[str] = [w for w, _ in words]
         counts = np.array([c for _, c in words], dtype=np.float64)
-        self._word_cdf = _cdf(np.exp((np.log(counts) - np.log(counts.max())) / self.temperature))
+        weights = np.exp((np.log(counts) - np.log(counts.max())) / self.temperature)
+        self.char_floor = float(char_floor)
+        if self.char_floor:
+            weights = floor_char_shares(self.vocabulary, weights, self.char_floor)
+        self._word_cdf = _cdf(weights)
 
         self._numbers = self._formats(NUMBER_FORMATS)
         self._dates = self._formats(DATE_FORMATS)
@@ -683,8 +694,39 @@ class WordSampler:
         return word
 
 
+def floor_char_shares(words: list[str], weights: np.ndarray, floor: float, rounds: int = 10) -> np.ndarray:
+    """``weights`` (one per word of ``words``; any scale) changed so that each character of the
+    words occurs in at least ``floor`` of the draws, where it can: the words holding a character
+    that falls short are all weighted up by the same factor, character after character, the
+    rarest first, for ``rounds`` passes (raising one character lowers the others' shares a little;
+    a few passes settle it). A character in more than a ``floor`` share already keeps its words'
+    relative weights; a character no word has stays absent. Returns new weights summing to 1."""
+    if not 0.0 < floor < 1.0:
+        raise HwlearnError(f"char_floor must be between 0 and 1, got {floor}")
+    holding: dict[str, list[int]] = {}
+    for i, word in enumerate(words):
+        for ch in set(word):
+            holding.setdefault(ch, []).append(i)
+    index = {ch: np.asarray(ids) for ch, ids in holding.items()}
+    p = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
+    for _ in range(rounds):
+        shares = {ch: float(p[ids].sum()) for ch, ids in index.items()}
+        short = sorted((share, ch) for ch, share in shares.items() if share < floor * (1.0 - 1e-6))
+        if not short:
+            break
+        for _, ch in short:
+            ids = index[ch]
+            share = float(p[ids].sum())
+            if share >= floor or share >= 1.0:
+                continue
+            # weight the holders by k so that k*share / (1 - share + k*share) = floor
+            p[ids] *= floor * (1.0 - share) / (share * (1.0 - floor))
+            p /= p.sum()
+    return p
+
+
 def _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
-                  phrase_share=0.0) -> None:
+                  phrase_share=0.0, char_floor=0.0) -> None:
     if max_len < 1:
         raise HwlearnError(f"max_len must be at least 1, got {max_len}")
     if min_count < 1:
@@ -697,6 +739,7 @@ def _check_params(max_len, min_count, temperature, number_share, date_share, pun
         ("punct_share", punct_share),
         ("case_share", case_share),
         ("phrase_share", phrase_share),
+        ("char_floor", char_floor),
     ):
         if not 0.0 <= share <= 1.0:
             raise HwlearnError(f"{name} must be between 0 and 1, got {share}")

@@ -17,6 +17,7 @@ from hwlearn.corpus import (
     CorpusStats,
     WordSampler,
     case_class,
+    floor_char_shares,
     load_default_corpus,
     read_wordlist,
     strip_gutenberg,
@@ -295,6 +296,34 @@ def test_phrases_join_words_with_space_or_hyphen_within_max_len():
     assert all(w in no_joiners.vocabulary for w in no_joiners.sample_many(500, np.random.default_rng(4)))
 
 
+def test_char_floor_draws_words_with_rare_characters_more_often():
+    # "Äpfel" is 1 of ~2000 draws at temperature 1; a floor of 5 % puts Ä in about 5 % of them,
+    # keeps the common words' relative frequencies, and cannot invent a character no word has
+    stats = words_stats({"apfel": 1000, "arger": 600, "auto": 400, "Äpfel": 1})
+    charset = Charset(LOWER + "Ä")
+    plain = plain_sampler(stats, charset=charset, temperature=1.0)
+    floored = plain_sampler(stats, charset=charset, temperature=1.0, char_floor=0.05)
+    rng = np.random.default_rng(7)
+    before = Counter(plain.sample_many(20000, rng))
+    after = Counter(floored.sample_many(20000, rng))
+    assert before["Äpfel"] < 40
+    assert after["Äpfel"] / 20000 == pytest.approx(0.05, abs=0.008)
+    assert after["apfel"] / after["auto"] == pytest.approx(1000 / 400, rel=0.1)
+    assert set(after) == set(stats.word_counts)
+
+
+def test_floor_char_shares_meets_every_floor_it_can():
+    words = ["ab", "ac", "ad", "bx", "yz"]
+    weights = np.array([1000.0, 500.0, 200.0, 1.0, 1.0])
+    p = floor_char_shares(words, weights, 0.1)
+    assert p.sum() == pytest.approx(1.0)
+    for ch in "abcdxyz":
+        assert sum(pi for w, pi in zip(words, p) if ch in w) >= 0.1 - 1e-3
+    assert p[0] > p[1] > p[2]  # the common characters' words keep their order
+    with pytest.raises(HwlearnError):
+        floor_char_shares(words, weights, 1.0)
+
+
 def test_sampler_is_picklable():
     stats = CorpusStats.from_text(TEXT * 3)
     sampler = WordSampler(stats)
@@ -305,7 +334,7 @@ def test_sampler_is_picklable():
 
 @pytest.mark.parametrize(
     "kwargs", [dict(temperature=0), dict(max_len=0), dict(punct_share=1.5), dict(number_share=0.7, date_share=0.5),
-               dict(phrase_share=-0.1)]
+               dict(phrase_share=-0.1), dict(char_floor=1.0), dict(char_floor=-0.01)]
 )
 def test_sampler_rejects_bad_parameters(kwargs):
     with pytest.raises(HwlearnError):
