@@ -267,3 +267,18 @@ def test_demo_runs_end_to_end_on_a_tiny_setting(tmp_path):
     res = json.loads((out / "demo_result.json").read_text())
     assert {"cer", "wer"} <= set(res["before"]) and {"cer", "wer"} <= set(res["after"])
     assert "adapted without labels" in result.output
+
+
+def test_pretrain_cli_records_sampler_options_and_rejects_a_floor_of_one(tmp_path, tiny_assets):
+    from hwlearn.checkpoint import read_meta
+
+    fonts, corpus = tiny_assets
+    out = tmp_path / "pre"
+    result = _invoke(["pretrain", "-o", out, "--fonts", fonts, "--corpus", corpus, "--steps", "2", "--batch-size", "4",
+                      "--val-every", "2", "--val-size", "4", "--workers", "0", "--device", "cpu", "--max-len", "9",
+                      "--phrase-share", "0.3", "--char-floor", "0.05"])
+    assert result.exit_code == 0, result.output
+    options = read_meta(out / "best")["synthetic"]["sampler_options"]
+    assert options == {"max_len": 9, "phrase_share": 0.3, "char_floor": 0.05}
+    result = _invoke(["pretrain", "-o", tmp_path / "bad", "--fonts", fonts, "--corpus", corpus, "--char-floor", "1"])
+    assert result.exit_code == 2 and "--char-floor" in result.output and not (tmp_path / "bad").exists()
