@@ -56,7 +56,7 @@ OUT=${OUT:-runs/gpu_session_out}
 DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-gpu}
 WHEELS=${WHEELS:-.whl}
-DHSD_SET=${DHSD_SET:---set pretrain_steps=7000 --set phrase_share=0.5 --set max_len=32}  # as in DHSD's `cpu` command
+DHSD_SET=${DHSD_SET:---set pretrain_steps=7000 --set phrase_share=0.5 --set max_len=32 --set char_floor=0.01}  # as in DHSD's `cpu` command
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export HWLEARN_COMMIT=$(cat .device/COMMIT 2>/dev/null || echo unknown)
