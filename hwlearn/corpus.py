@@ -699,10 +699,10 @@ def floor_char_shares(words: list[str], weights: np.ndarray, floor: float, round
     words occurs in at least ``floor`` of the draws, where it can: the words holding a character
     that falls short are all weighted up by the same factor, character after character, the
     rarest first, for ``rounds`` passes (raising one character lowers the others' shares a little;
-    a few passes settle it). A character in more than a ``floor`` share already keeps its words'
-    relative weights; a character no word has stays absent. Returns new weights summing to 1."""
+    a few passes settle it). Words holding only characters above the floor keep their relative
+    weights; a character no word has stays absent. Returns new weights summing to 1."""
     if not 0.0 < floor < 1.0:
-        raise HwlearnError(f"char_floor must be between 0 and 1, got {floor}")
+        raise HwlearnError(f"char_floor must be above 0 and below 1, got {floor}")
     holding: dict[str, list[int]] = {}
     for i, word in enumerate(words):
         for ch in set(word):
@@ -717,7 +717,7 @@ def floor_char_shares(words: list[str], weights: np.ndarray, floor: float, round
         for _, ch in short:
             ids = index[ch]
             share = float(p[ids].sum())
-            if share >= floor or share >= 1.0:
+            if share >= floor:
                 continue
             # weight the holders by k so that k*share / (1 - share + k*share) = floor
             p[ids] *= floor * (1.0 - share) / (share * (1.0 - floor))
@@ -743,6 +743,8 @@ def _check_params(max_len, min_count, temperature, number_share, date_share, pun
     ):
         if not 0.0 <= share <= 1.0:
             raise HwlearnError(f"{name} must be between 0 and 1, got {share}")
+    if char_floor >= 1.0:
+        raise HwlearnError(f"char_floor must be below 1, got {char_floor}")
     if number_share + date_share > 1.0:
         raise HwlearnError(f"number_share + date_share must be at most 1, got {number_share + date_share}")
 
