@@ -75,6 +75,30 @@ def train_loop_options(f):
     return f
 
 
+def word_mix_options(f):
+    """--max-len --phrase-share --char-floor (the word sampler's options, same for synth and pretrain),
+    passed to the command as one ``sampler_options`` dict."""
+    import functools
+
+    @functools.wraps(f)
+    def command(*args, max_len, phrase_share, char_floor, **kwargs):
+        return f(*args, sampler_options={"max_len": max_len, "phrase_share": phrase_share, "char_floor": char_floor},
+                 **kwargs)
+
+    for opt in reversed([
+        click.option("--max-len", default=20, show_default=True, type=click.IntRange(min=1),
+                     help="Longest sampled word (characters)."),
+        click.option("--phrase-share", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+                     help="Share of samples that join 2-3 words with a space or hyphen (street names, form fields)."),
+        click.option("--char-floor", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True),
+                     help="Draw words holding rare characters more often, so that every character some corpus word "
+                          "has is in at least this share of the words (e.g. 0.01; German capital umlauts are in "
+                          "0.06 %)."),
+    ]):
+        command = opt(command)
+    return command
+
+
 def print_train_result(result, out_dir: Path) -> None:
     from ..console import console
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import amp_option, device_option, print_train_result, seed_option, train_loop_options, workers_option
+from .options import (amp_option, device_option, print_train_result, seed_option, train_loop_options, word_mix_options,
+                      workers_option)
 
 
 @click.command()
@@ -15,12 +16,7 @@ from .options import amp_option, device_option, print_train_result, seed_option,
 @click.option("--fonts", "fonts_dir", type=click.Path(path_type=Path), default=None, help="Fonts directory. [default: bundled fonts/]")
 @click.option("--corpus", type=click.Path(path_type=Path), default=None, help="Corpus statistics JSON. [default: bundled English]")
 @click.option("--style", default="default", show_default=True, help="Render style preset (default, hard).")
-@click.option("--max-len", default=20, show_default=True, type=click.IntRange(min=1), help="Longest sampled word (characters).")
-@click.option("--phrase-share", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="Share of samples that join 2-3 words with a space or hyphen (street names, form fields).")
-@click.option("--char-floor", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True),
-              help="Draw words holding rare characters more often, so that every character some corpus word has "
-                   "is in at least this share of the words (e.g. 0.01; German capital umlauts are in 0.06 %).")
+@word_mix_options
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Train on a dataset written by `hwlearn synth` instead of rendering on the fly.")
 @click.option("--val", "val_labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -31,7 +27,7 @@ from .options import amp_option, device_option, print_train_result, seed_option,
 @amp_option
 @workers_option
 @seed_option
-def pretrain(out, preset, fonts_dir, corpus, style, max_len, phrase_share, char_floor, data_dir, val_labels, val_size, steps, batch_size, lr, val_every,
+def pretrain(out, preset, fonts_dir, corpus, style, sampler_options, data_dir, val_labels, val_size, steps, batch_size, lr, val_every,
              resume, overwrite, device, amp, workers, seed):
     """Pretrain a CTC recognizer on synthetic handwritten words.
 
@@ -51,5 +47,5 @@ def pretrain(out, preset, fonts_dir, corpus, style, max_len, phrase_share, char_
                          num_workers=workers, seed=seed, phase="pretrain")
     result = run(out, preset=preset, fonts_dir=fonts_dir, corpus=corpus, style=style, data_dir=data_dir, config=config,
                  val_labels=val_labels, val_size=val_size, device=device, resume=resume, overwrite=overwrite,
-                 sampler_options={"max_len": max_len, "phrase_share": phrase_share, "char_floor": char_floor})
+                 sampler_options=sampler_options)
     print_train_result(result, out)

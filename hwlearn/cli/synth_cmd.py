@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import HwlearnError
+from .options import word_mix_options
 
 #: How many of the first samples the preview sheet shows.
 PREVIEW_COUNT = 32
@@ -31,8 +32,9 @@ PREVIEW_COUNT = 32
               help="Render style preset: default, hard (stronger distortion) or clean.")
 @click.option("--preview", type=click.Path(path_type=Path), default=None,
               help=f"Also write a contact sheet of the first {PREVIEW_COUNT} samples (PNG).")
+@word_mix_options
 @click.option("--overwrite", is_flag=True, help="Replace a dataset already in the output directory.")
-def synth(fonts_dir, corpus, count, output, height, workers, seed, style, preview, overwrite) -> None:
+def synth(fonts_dir, corpus, count, output, height, workers, seed, style, preview, sampler_options, overwrite) -> None:
     """Render COUNT synthetic word images with their labels into OUTPUT.
 
     Words are sampled from the corpus statistics; each is drawn with a font that covers all of
@@ -51,7 +53,7 @@ def synth(fonts_dir, corpus, count, output, height, workers, seed, style, previe
 
     dataset = build_synthetic(
         fonts_dir=fonts_dir, corpus=corpus, height=height, style=style, seed=seed,
-        length=max(count, PREVIEW_COUNT),
+        length=max(count, PREVIEW_COUNT), **sampler_options,
     )
     report = None
     if count > 0:
