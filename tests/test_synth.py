@@ -182,6 +182,7 @@ def test_cli_synth_end_to_end(assets, tmp_path):
                                        "--phrase-share", "1", "--char-floor", "0.05"])
     assert result.exit_code == 0, result.output
     assert read_meta(mixed)["sampler_options"] == {"max_len": 30, "phrase_share": 1.0, "char_floor": 0.05}
+    assert "char_floor 0.05" in " ".join(result.output.split())
     words = [line.split("\t")[1] for line in (mixed / "labels.tsv").read_text(encoding="utf-8").splitlines()]
     assert sum(" " in w or "-" in w for w in words) >= 6  # phrases (punctuation may crowd out a joiner)
 

@@ -90,5 +90,8 @@ def _summary(dataset, report, preview):
     table.add_row("seed / height / style", f"{dataset.seed} / {info['height']} px / {info['style']}")
     table.add_row("fonts", f"{info['num_fonts']} in {info['fonts']}")
     table.add_row("corpus", f"{info['corpus']} ({info['vocabulary']:,} words)")
+    mix = info.get("sampler_options", {})
+    if mix:
+        table.add_row("word mix", ", ".join(f"{k} {v}" for k, v in mix.items()))
     table.add_row("charset", f"{len(info['charset'])} symbols")
     return table
