@@ -29,9 +29,10 @@ period). The one exception is a **form rule** (:func:`edge_rules`): a thin verti
 left or right end, apart from the word, running at least the whole height of the rest of the ink.
 Crops cut from forms keep pieces of the boxes' borders (92 of DHSD's 4,745 train names, none of
 GW's words), and a recognizer reads them as ``I`` or ``l``. Margins are in units of the resulting
-image height; their values are the medians measured on synthetic words (:func:`synthetic_margins`), so they follow the
-renderer. A layout is stored in a checkpoint's ``meta["preprocessing"]["layout"]`` and applied to
-every real image the checkpoint reads (``evaluate``, ``recognize``, fine-tuning, adaptation).
+image height; their values are the medians measured on synthetic words
+(:func:`synthetic_margins`), so they follow the renderer. A layout is stored in a checkpoint's
+``meta["preprocessing"]["layout"]`` and applied to every real image the checkpoint reads
+(``evaluate``, ``recognize``, fine-tuning, adaptation).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -78,8 +79,6 @@ def train_loop_options(f):
 def word_mix_options(f):
     """--max-len --phrase-share --char-floor (the word sampler's options, same for synth and pretrain),
     passed to the command as one ``sampler_options`` dict."""
-    import functools
-
     @functools.wraps(f)
     def command(*args, max_len, phrase_share, char_floor, **kwargs):
         return f(*args, sampler_options={"max_len": max_len, "phrase_share": phrase_share, "char_floor": char_floor},
@@ -92,7 +91,7 @@ def word_mix_options(f):
                      help="Share of samples that join 2-3 words with a space or hyphen (street names, form fields)."),
         click.option("--char-floor", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True),
                      help="Draw words holding rare characters more often, so that every character some corpus word "
-                          "has is in at least this share of the words (e.g. 0.01; German capital umlauts are in "
+                          "has is in at least this share of the words (e.g. 0.01; from a German word list Ä is in "
                           "0.06 %)."),
     ]):
         command = opt(command)
