@@ -564,8 +564,8 @@ class WordSampler:
     character of ``phrase_joiners`` (space, hyphen): for crops that hold several words, such as
     street names or form fields.
     With ``char_floor`` (default 0) the words holding a rare character are drawn more often, so
-    that every character some word has occurs in at least that share of the word draws
-    (:func:`floor_char_shares`): a character that running text seldom has (German ``Ä`` is in
+    that every letter at least :data:`FLOOR_MIN_WORDS` words have occurs in at least that share
+    of the word draws (:func:`floor_char_shares`): a character that running text seldom has (German ``Ä`` is in
     0.06 % of the draws from a German word list) is otherwise barely learned, and self-training
     on pseudo-labels then drives it out of the model altogether (DHSD's ``Äußere`` read as
     ``Außere``; see benchmarks/EXPERIMENTS.md).
@@ -694,20 +694,32 @@ class WordSampler:
         return word
 
 
-def floor_char_shares(words: list[str], weights: np.ndarray, floor: float, rounds: int = 10) -> np.ndarray:
-    """``weights`` (one per word of ``words``; any scale) changed so that each character of the
-    words occurs in at least ``floor`` of the draws, where it can: the words holding a character
+#: A character held by fewer words than this is not raised by :func:`floor_char_shares`: it would
+#: draw those few words over and over (from the bundled English, ``Cæsar`` alone would be 1 % of
+#: the draws and ``Lemaître`` another 1 %; from the German word list, ``voilà``).
+FLOOR_MIN_WORDS = 20
+
+
+def floor_char_shares(words: list[str], weights: np.ndarray, floor: float, rounds: int = 10,
+                      min_words: int = FLOOR_MIN_WORDS) -> np.ndarray:
+    """``weights`` (one per word of ``words``; any scale) changed so that each letter of the
+    words occurs in at least ``floor`` of the draws, where it can: the words holding a letter
     that falls short are all weighted up by the same factor, character after character, the
     rarest first, for ``rounds`` passes (raising one character lowers the others' shares a little;
     a few passes settle it). Words holding only characters above the floor keep their relative
-    weights; a character no word has stays absent. Returns new weights summing to 1."""
+    weights; a letter no word has stays absent, and one that fewer than ``min_words`` words hold
+    keeps its share. Only letters are raised: the sampler's digits and marks come mostly from
+    its numbers, dates and punctuation, not from the words (raising the digits of the bundled
+    English would draw numbers such as ``97,500`` more often than ``the``). Returns new weights
+    summing to 1."""
     if not 0.0 < floor < 1.0:
         raise HwlearnError(f"char_floor must be above 0 and below 1, got {floor}")
     holding: dict[str, list[int]] = {}
     for i, word in enumerate(words):
         for ch in set(word):
             holding.setdefault(ch, []).append(i)
-    index = {ch: np.asarray(ids) for ch, ids in holding.items()}
+    index = {ch: np.asarray(ids) for ch, ids in holding.items()
+             if ch.isalpha() and len(ids) >= min_words}
     p = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
     for _ in range(rounds):
         shares = {ch: float(p[ids].sum()) for ch, ids in index.items()}

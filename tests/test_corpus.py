@@ -297,17 +297,19 @@ def test_phrases_join_words_with_space_or_hyphen_within_max_len():
 
 
 def test_char_floor_draws_words_with_rare_characters_more_often():
-    # "Äpfel" is 1 of ~2000 draws at temperature 1; a floor of 5 % puts Ä in about 5 % of them,
-    # keeps the common words' relative frequencies, and cannot invent a character no word has
-    stats = words_stats({"apfel": 1000, "arger": 600, "auto": 400, "Äpfel": 1})
+    # 20 words with Ä share 20 of ~2020 draws at temperature 1; a floor of 5 % puts Ä in about 5 %
+    # of them, keeps the common words' relative frequencies, and cannot invent a character no
+    # word has
+    rare = {f"Äpfel{chr(97 + i)}": 1 for i in range(20)}
+    stats = words_stats({"apfel": 1000, "arger": 600, "auto": 400, **rare})
     charset = Charset(LOWER + "Ä")
     plain = plain_sampler(stats, charset=charset, temperature=1.0)
     floored = plain_sampler(stats, charset=charset, temperature=1.0, char_floor=0.05)
     rng = np.random.default_rng(7)
     before = Counter(plain.sample_many(20000, rng))
     after = Counter(floored.sample_many(20000, rng))
-    assert before["Äpfel"] < 40
-    assert after["Äpfel"] / 20000 == pytest.approx(0.05, abs=0.008)
+    assert sum(before[w] for w in rare) < 280
+    assert sum(after[w] for w in rare) / 20000 == pytest.approx(0.05, abs=0.008)
     assert after["apfel"] / after["auto"] == pytest.approx(1000 / 400, rel=0.1)
     assert set(after) == set(stats.word_counts)
 
@@ -315,13 +317,25 @@ def test_char_floor_draws_words_with_rare_characters_more_often():
 def test_floor_char_shares_meets_every_floor_it_can():
     words = ["ab", "ac", "ad", "bx", "yz"]
     weights = np.array([1000.0, 500.0, 200.0, 1.0, 1.0])
-    p = floor_char_shares(words, weights, 0.1)
+    p = floor_char_shares(words, weights, 0.1, min_words=1)
     assert p.sum() == pytest.approx(1.0)
     for ch in "abcdxyz":
         assert sum(pi for w, pi in zip(words, p) if ch in w) >= 0.1 - 1e-3
     assert p[0] > p[1] > p[2]  # the common characters' words keep their order
     with pytest.raises(HwlearnError):
         floor_char_shares(words, weights, 1.0)
+
+
+def test_floor_char_shares_leaves_a_character_that_few_words_hold():
+    # one word with æ is not drawn 10 % of the time: that would repeat the one word, not teach æ
+    words = ["Cæsar"] + [f"x{'a' * i}" for i in range(30)] + [f"yb{'a' * i}" for i in range(30)]
+    weights = np.array([1.0] + [1000.0] * 30 + [10.0] * 30)
+    p = floor_char_shares(words, weights, 0.1, min_words=20)
+    assert p[0] == pytest.approx(1.0 / weights.sum(), rel=0.2)
+    assert p[31:].sum() >= 0.1 - 1e-3  # y and b, held by 30 words, are raised
+    digits = [f"{i},500" for i in range(30)]  # numbers come from the sampler's formats
+    p = floor_char_shares(words + digits, np.concatenate([weights, np.ones(30)]), 0.1, min_words=20)
+    assert p[61:].sum() == pytest.approx(30 / (weights.sum() + 30), rel=0.2)
 
 
 def test_sampler_is_picklable():

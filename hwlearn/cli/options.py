@@ -90,9 +90,9 @@ def word_mix_options(f):
         click.option("--phrase-share", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
                      help="Share of samples that join 2-3 words with a space or hyphen (street names, form fields)."),
         click.option("--char-floor", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0, max_open=True),
-                     help="Draw words holding rare characters more often, so that every character some corpus word "
-                          "has is in at least this share of the words (e.g. 0.01; from a German word list Ä is in "
-                          "0.06 %)."),
+                     help="Draw words holding rare letters more often, so that every letter that 20 or more corpus "
+                          "words have is in at least this share of the words (e.g. 0.01; from a German word list Ä "
+                          "is in 0.06 %)."),
     ]):
         command = opt(command)
     return command
