@@ -563,9 +563,9 @@ class WordSampler:
     With ``phrase_share`` (default 0) a plain word is joined with one or two more words by a
     character of ``phrase_joiners`` (space, hyphen): for crops that hold several words, such as
     street names or form fields.
-    With ``char_floor`` (default 0) the words holding a rare character are drawn more often, so
-    that every letter at least :data:`FLOOR_MIN_WORDS` words have occurs in at least that share
-    of the word draws (:func:`floor_char_shares`): a character that running text seldom has (German ``Ä`` is in
+    With ``char_floor`` (default 0) the words holding a rare letter are drawn more often, so that
+    every letter at least :data:`FLOOR_MIN_WORDS` words have occurs in at least that share of the
+    word draws (:func:`floor_char_shares`): a letter that running text seldom has (German ``Ä`` is in
     0.06 % of the draws from a German word list) is otherwise barely learned, and self-training
     on pseudo-labels then drives it out of the model altogether (DHSD's ``Äußere`` read as
     ``Außere``; see benchmarks/EXPERIMENTS.md).
