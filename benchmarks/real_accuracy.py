@@ -153,6 +153,7 @@ class Profile:
     adapt_views: int = AdaptConfig.views  # augmented copies of each image read too (hwlearn.decode.consensus)
     adapt_augment: str = AdaptConfig.augment  # augmentation of the pseudo-labeled images in training
     adapt_dropout: float = AdaptConfig.dropout  # dropout while training on pseudo-labels (whatever the preset has)
+    adapt_rare_chars: bool = AdaptConfig.rare_chars  # rare characters' readings selected at the share, repeated
     finetune_steps: int = 2000
     finetune_lr: float = TrainConfig.lr  # hwlearn train's default
     finetune_synthetic_share: float = 0.0
@@ -190,6 +191,16 @@ PROFILES = {
 SPEED_ONLY = ("workers",)
 
 
+def parse_bool(value: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (any case); else ValueError."""
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
 def with_overrides(profile: Profile, assignments: list[str]) -> Profile:
     """``profile`` with ``KEY=VALUE`` assignments applied (values cast to the setting's type)."""
     types = {f.name: type(getattr(profile, f.name)) for f in fields(profile)}
@@ -200,7 +211,7 @@ def with_overrides(profile: Profile, assignments: list[str]) -> Profile:
         if not sep or key not in types:
             raise HwlearnError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
         try:
-            changes[key] = types[key](value.strip())
+            changes[key] = parse_bool(value) if types[key] is bool else types[key](value.strip())
         except ValueError:
             raise HwlearnError(f"--set {item!r}: {value!r} is not a valid {types[key].__name__}") from None
     return replace(profile, **changes)
@@ -358,7 +369,8 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                          seed=args.seed, layout=profile.adapt_layout, match_fonts=profile.adapt_match_fonts,
                          start_share=profile.adapt_start_share, end_share=profile.adapt_end_share,
                          synthetic_share=profile.adapt_synthetic_share, views=profile.adapt_views,
-                         augment=profile.adapt_augment, dropout=profile.adapt_dropout)
+                         augment=profile.adapt_augment, dropout=profile.adapt_dropout,
+                         rare_chars=profile.adapt_rare_chars)
 
     def report(row):
         val = "  ".join(f"test {k} {v:.4f}" for k, v in row.val.items())

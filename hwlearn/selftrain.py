@@ -17,12 +17,15 @@ Each round:
    its probability averaged over the image and the copies (:func:`hwlearn.decode.consensus`);
 2. **select** by rank: the most confident share of the images, a share that grows linearly from
    ``start_share`` in round 1 to ``end_share`` in round ``ramp_rounds`` and stays there in the
-   rounds after (a rank rule cannot silently select nothing, unlike a fixed threshold);
+   rounds after (a rank rule cannot silently select nothing, unlike a fixed threshold); with
+   ``rare_chars``, the readings holding a rare character are selected at that share too
+   (:func:`select_by_rank`);
 3. **train** the model on the selection, each image freshly augmented every time it is drawn
    (:func:`hwlearn.data.augment_real_strong` by default: heavier than the copies it was labeled
    in, so the model cannot merely confirm its labels; ``augment="light"``:
    :func:`hwlearn.data.augment_real`), mixed with synthetic words (``synthetic_share`` of each
-   batch) so rare characters and the synthetic prior are not forgotten, with dropout ``dropout``
+   batch) so rare characters and the synthetic prior are not forgotten (with ``rare_chars``, the
+   pseudo-labels holding a rare character are also repeated, :func:`repeat_rare`), with dropout ``dropout``
    (0.2 by default, whatever the pretrained model had: pretraining on ever-new renderings does best
    without any, a few thousand images seen again and again do better with it; recorded in the
    round's checkpoint);
@@ -39,6 +42,7 @@ mixes in (:func:`hwlearn.recipes.load_charlm`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -83,6 +87,9 @@ class AdaptConfig:
     views: int = 4  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
     augment: str = "strong"  # augmentation of the pseudo-labeled images in training: "strong" or "light" (AUGMENTS)
     dropout: float | None = 0.2  # dropout while training on the pseudo-labels (None: the model's own; see adapt())
+    # give characters in few readings (German capital umlauts) their share of the selection and repeat their
+    # pseudo-labels in training (select_by_rank, repeat_rare); off until checked beyond one DHSD seed
+    rare_chars: bool = False
 
     def share(self, round_index: int) -> float:
         """Share of the unlabeled images selected in round ``round_index`` (1-based): growing
@@ -128,12 +135,57 @@ class AdaptResult:
     layout_scores: dict[str, float] = field(default_factory=dict)
 
 
-def select_by_rank(predictions: Sequence[Prediction], share: float, charset: Charset) -> list[int]:
-    """Indices of the ``share`` most confident non-empty predictions (ties broken by index)."""
+#: A character held by fewer than this share of the readings is rare (:attr:`AdaptConfig.rare_chars`).
+RARE_CHAR_SHARE = 0.02
+#: With :attr:`AdaptConfig.rare_chars`, pseudo-labels holding a rare character are repeated in training until
+#: it is in about this share of them, at most :data:`RARE_CHAR_COPIES` times each.
+RARE_CHAR_FLOOR = 0.01
+RARE_CHAR_COPIES = 8
+
+
+def rare_characters(texts: Sequence[str]) -> dict[str, int]:
+    """``{character: number of texts holding it}`` for the characters in fewer than :data:`RARE_CHAR_SHARE`
+    of ``texts``."""
+    count = Counter(ch for text in texts for ch in set(text))
+    return {ch: n for ch, n in count.items() if n < RARE_CHAR_SHARE * len(texts)}
+
+
+def select_by_rank(predictions: Sequence[Prediction], share: float, charset: Charset,
+                   rare_chars: bool = False) -> list[int]:
+    """Indices of the ``share`` most confident non-empty predictions (ties broken by index).
+
+    With ``rare_chars``, the readings holding a rare character (:func:`rare_characters`) are selected at
+    ``share`` too: at least the ``share`` most confident of them. Self-training otherwise leaves a
+    rare letter's less confident readings out, and unlearns the letter (benchmarks/EXPERIMENTS.md,
+    session 44)."""
     usable = [i for i, p in enumerate(predictions) if p.text.strip() and charset.covers(p.text)]
     usable.sort(key=lambda i: (-predictions[i].confidence, i))
     k = int(round(share * len(predictions)))
-    return sorted(usable[: max(1, min(k, len(usable)))]) if usable else []
+    chosen = set(usable[: max(1, min(k, len(usable)))]) if usable else set()
+    if rare_chars:
+        for ch in rare_characters([predictions[i].text for i in usable]):
+            holders = [i for i in usable if ch in predictions[i].text]  # most confident first
+            need = int(round(share * len(holders))) - sum(i in chosen for i in holders)
+            for i in holders:
+                if need <= 0:
+                    break
+                if i not in chosen:
+                    chosen.add(i)
+                    need -= 1
+    return sorted(chosen)
+
+
+def repeat_rare(items: Sequence[tuple[object, str]]) -> list[tuple[object, str]]:
+    """``(image, text)`` items with those holding a rare character (:func:`rare_characters`) repeated, so
+    that each rare character is in about :data:`RARE_CHAR_FLOOR` of the items (each item at most
+    :data:`RARE_CHAR_COPIES` times; every repeat is augmented anew when drawn)."""
+    rare = rare_characters([text for _, text in items])
+    out = []
+    for item in items:
+        copies = max((math.ceil(RARE_CHAR_FLOOR * len(items) / rare[ch]) for ch in set(item[1]) if ch in rare),
+                     default=1)
+        out.extend([item] * max(1, min(RARE_CHAR_COPIES, copies)))
+    return out
 
 
 #: Key of the final checkpoint's meta holding the pseudo-labels the chosen round trained on, ``{text: count}``.
@@ -314,13 +366,14 @@ def adapt(
         readings: dict[int, Counter] = {}  # round -> the pseudo-labels it trained on, and how often each
         for r in range(1, config.rounds + 1):
             share = config.share(r)
-            selected = select_by_rank(preds, share, charset)
+            selected = select_by_rank(preds, share, charset, config.rare_chars)
             if not selected:
                 console.print(f"[yellow]round {r}: no usable pseudo-label (all predictions empty); stopping")
                 break
             write_pseudo_labels(out_dir / f"round{r}" / PSEUDO_LABELS, unlabeled, preds, selected)
             readings[r] = Counter(preds[i].text for i in selected)
-            pseudo = LabeledImages([(images[i], preds[i].text) for i in selected], height,
+            items = [(images[i], preds[i].text) for i in selected]
+            pseudo = LabeledImages(repeat_rare(items) if config.rare_chars else items, height,
                                    augment=AUGMENTS[config.augment], seed=config.seed + r)
             sources = [Source(pseudo, share=1 - config.synthetic_share, name="pseudo")]
             if config.synthetic_share > 0:

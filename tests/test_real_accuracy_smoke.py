@@ -117,6 +117,10 @@ def test_profile_overrides_are_typed_and_checked():
         ra.with_overrides(p, ["no_such_setting=1"])
     with pytest.raises(HwlearnError, match="not a valid int"):
         ra.with_overrides(p, ["pretrain_steps=many"])
+    assert ra.with_overrides(p, ["adapt_rare_chars=1"]).adapt_rare_chars is True
+    assert ra.with_overrides(p, ["adapt_rare_chars=false"]).adapt_rare_chars is False  # not bool("false")
+    with pytest.raises(HwlearnError, match="not a valid bool"):
+        ra.with_overrides(p, ["adapt_rare_chars=maybe"])
 
 
 def test_a_setting_added_since_a_run_counts_as_its_default(tmp_path):

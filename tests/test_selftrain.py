@@ -25,7 +25,7 @@ def test_adapt_command_defaults_are_the_library_defaults():
     defaults = {p.name: p.default for p in adapt.params}
     config = AdaptConfig()
     for name in ("rounds", "ramp_rounds", "steps_per_round", "start_share", "end_share", "synthetic_share",
-                 "batch_size", "lr", "layout", "match_fonts", "views", "augment", "dropout"):
+                 "batch_size", "lr", "layout", "match_fonts", "views", "augment", "dropout", "rare_chars"):
         assert defaults[name] == getattr(config, name), name
 
 
@@ -34,3 +34,41 @@ def test_train_command_dropout_is_the_library_default():
     from hwlearn.recipes import FINETUNE_DROPOUT
 
     assert {p.name: p.default for p in train.params}["dropout"] == FINETUNE_DROPOUT
+
+
+def _predictions(items):
+    from hwlearn.decode import Prediction
+    return [Prediction(text, conf, []) for text, conf in items]
+
+
+def test_selection_takes_the_most_confident_share_and_skips_empty_readings():
+    from hwlearn.charset import Charset
+    from hwlearn.selftrain import select_by_rank
+    preds = _predictions([("abc", 0.9), ("", 0.99), ("ba", 0.7), ("cab", 0.8), ("cc", 0.6)])
+    assert select_by_rank(preds, 0.4, Charset.from_texts(["abc"])) == [0, 3]
+
+
+def test_rare_characters_get_their_share_of_the_selection():
+    from hwlearn.charset import Charset
+    from hwlearn.selftrain import select_by_rank
+    # 200 common readings, confident or not; three readings with the rare Ä, all unconfident
+    preds = _predictions([("ab", 0.9 - i * 0.004) for i in range(200)] + [("Äb", 0.05), ("Äa", 0.04), ("bÄ", 0.03)])
+    charset = Charset.from_texts(["abÄ"])
+    plain = select_by_rank(preds, 0.5, charset)
+    assert len(plain) == 102 and not any("Ä" in preds[i].text for i in plain)
+    fair = select_by_rank(preds, 0.5, charset, rare_chars=True)
+    assert set(fair) - set(plain) == {200, 201}  # round(0.5 x 3) = 2 of the Ä readings, the most confident
+    # a common character gets no quota however unconfident its readings are
+    preds = _predictions([("ab", 0.9)] * 100 + [("cd", 0.1)] * 100)
+    assert select_by_rank(preds, 0.5, Charset.from_texts(["abcd"]), rare_chars=True) == list(range(100))
+
+
+def test_pseudo_labels_with_a_rare_character_are_repeated_up_to_the_floor():
+    from hwlearn.selftrain import RARE_CHAR_COPIES, repeat_rare
+    items = [(i, "ab") for i in range(300)] + [(300, "Äb"), (301, "Xa"), (302, "Xb")]
+    out = repeat_rare(items)
+    assert out.count((300, "Äb")) == 4  # ceil(0.01 x 303 / 1): Ä in ~1 % of the items
+    assert out.count((301, "Xa")) == out.count((302, "Xb")) == 2
+    assert [x for x in out if x[1] == "ab"] == items[:300]  # common items once, in order
+    lone = [(i, "ab") for i in range(5000)] + [(5000, "Ä")]
+    assert repeat_rare(lone).count((5000, "Ä")) == RARE_CHAR_COPIES  # capped

@@ -53,12 +53,17 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
               help="Dropout while training on the pseudo-labels, whatever the pretrained model used (the small "
                    "preset pretrains without any; on GW adapting with 0.2 read better than with none). "
                    "Recorded in the adapted checkpoints.")
+@click.option("--rare-chars", is_flag=True, default=False,
+              help="Give characters read in few images (under 2 %, e.g. German capital umlauts) their share "
+                   "of each round's selection, and repeat their pseudo-labels in training (to ~1 %), so "
+                   "self-training does not unlearn them. Off by default: checked on one DHSD seed only "
+                   "(docs/adapting.md).")
 @click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run.")
 @device_option
 @workers_option
 @seed_option
 def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labels, rounds, ramp_rounds, steps_per_round, start_share,
-          end_share, synthetic_share, batch_size, lr, layout, match_fonts, views, augment, dropout, overwrite, device,
+          end_share, synthetic_share, batch_size, lr, layout, match_fonts, views, augment, dropout, rare_chars, overwrite, device,
           workers,
           seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
@@ -78,7 +83,8 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
 
     config = AdaptConfig(rounds=rounds, ramp_rounds=ramp_rounds, steps_per_round=steps_per_round, start_share=start_share, end_share=end_share,
                          synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed,
-                         layout=layout, match_fonts=match_fonts, views=views, augment=augment, dropout=dropout)
+                         layout=layout, match_fonts=match_fonts, views=views, augment=augment, dropout=dropout,
+                         rare_chars=rare_chars)
 
     def report(row):
         val = "  ".join(f"{k} {v:.4f}" for k, v in row.val.items())
