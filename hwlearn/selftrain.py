@@ -88,7 +88,8 @@ class AdaptConfig:
     augment: str = "strong"  # augmentation of the pseudo-labeled images in training: "strong" or "light" (AUGMENTS)
     dropout: float | None = 0.2  # dropout while training on the pseudo-labels (None: the model's own; see adapt())
     # give characters in few readings (German capital umlauts) their share of the selection and repeat their
-    # pseudo-labels in training (select_by_rank, repeat_rare); off until checked beyond one DHSD pretrained model
+    # pseudo-labels in training (select_by_rank, repeat_rare); off: it helps DHSD's Ä, but on GW (rare capitals
+    # and digits, often misread) it repeats the misreadings (benchmarks/EXPERIMENTS.md, sessions 44-45)
     rare_chars: bool = False
 
     def share(self, round_index: int) -> float:

@@ -56,8 +56,10 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
 @click.option("--rare-chars", is_flag=True, default=False,
               help="Give characters read in few images (under 2 %, e.g. German capital umlauts) their share "
                    "of each round's selection, and repeat their pseudo-labels in training (to ~1 %), so "
-                   "self-training does not unlearn them. Off by default: checked on one DHSD pretrained "
-                   "model only (docs/adapting.md).")
+                   "self-training does not unlearn them. For a script whose rare letters are read but then lost "
+                   "(DHSD's capital umlauts: better); not where capitals and digits are rare and misread, as "
+                   "in old English letters (GW: worse, the misreadings are repeated). Off by default "
+                   "(docs/adapting.md).")
 @click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run.")
 @device_option
 @workers_option
