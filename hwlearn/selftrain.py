@@ -185,7 +185,7 @@ def repeat_rare(items: Sequence[tuple[object, str]]) -> list[tuple[object, str]]
     for item in items:
         copies = max((math.ceil(RARE_CHAR_FLOOR * len(items) / rare[ch]) for ch in set(item[1]) if ch in rare),
                      default=1)
-        out.extend([item] * max(1, min(RARE_CHAR_COPIES, copies)))
+        out.extend([item] * min(RARE_CHAR_COPIES, copies))  # copies >= 1: a ceiling of a positive number
     return out
 
 
