@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -331,12 +332,24 @@ class Lexicon:
         return out
 
 
+_TRAILING_MARKS = re.compile(r"[^\w]+$")
+
+
+def _word_body(word: str) -> str:
+    """``word`` without its trailing punctuation: ``"day,"`` -> ``"day"``."""
+    return _TRAILING_MARKS.sub("", word)
+
+
 class LexiconMatch(NamedTuple):
     """The best lexicon word for one sample: its class ids, ``log_prob`` = log P(word | image)
     (the exact CTC probability, summed over all alignments) and its text; ``share``: its share of
     the (prior-weighted) probability of all the words the search found, near 1 when no other word
-    is a likely reading, 1/2 for a tie with another. ``word`` is ``None`` (``ids`` empty,
-    ``log_prob`` -inf, ``share`` 0) when no word fits the frames."""
+    is a likely reading, 1/2 for a tie with another. The word's forms that differ from it only in
+    trailing punctuation count as the word (``day`` with ``day,`` and ``day.``): a mark is a frame
+    or two of ink, and an image whose mark is unclear would otherwise score low whichever form
+    wins, so self-training would select the marked words less often and unlearn the marks (GW:
+    benchmarks/EXPERIMENTS.md, session 46). ``word`` is ``None`` (``ids`` empty, ``log_prob`` -inf,
+    ``share`` 0) when no word fits the frames."""
 
     ids: list[int]
     log_prob: float
@@ -379,8 +392,11 @@ def lexicon_decode(
             totals = np.asarray(scores) + lexicon.prior_weight * prior
             best = int(np.argmax(totals))
             if scores[best] > NEG_INF:
-                share = float(1.0 / np.exp(totals - totals[best]).sum())
-                match = LexiconMatch(labels[best], scores[best], lexicon.words[lexicon._word[nodes[best]]], share)
+                words = [lexicon.words[lexicon._word[node]] for node in nodes]
+                rel = np.exp(totals - totals[best])
+                body = _word_body(words[best])
+                share = float(sum(r for r, w in zip(rel, words) if _word_body(w) == body) / rel.sum())
+                match = LexiconMatch(labels[best], scores[best], words[best], share)
                 break
         out.append(match)
     return out

@@ -12,7 +12,8 @@ Each round:
    given, else guided by a character model of the language when one is given, else greedy) and
    score each pseudo-label with its length-normalized CTC probability
    (:func:`hwlearn.decode.sequence_confidence`; a lexicon word's times its share among the words
-   that fit the image, :class:`hwlearn.decode.LexiconMatch`); with ``views`` > 0 the image's
+   that fit the image, its forms with other trailing marks counted as it,
+   :class:`hwlearn.decode.LexiconMatch`); with ``views`` > 0 the image's
    augmented copies are read too and the pseudo-label is the reading they agree on best, scored by
    its probability averaged over the image and the copies (:func:`hwlearn.decode.consensus`);
 2. **select** by rank: the most confident share of the images, a share that grows linearly from

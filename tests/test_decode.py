@@ -111,6 +111,23 @@ def test_lexicon_corrects_a_misspelling():
     assert match.log_prob == pytest.approx(-ctc.item(), abs=1e-3)
 
 
+def test_lexicon_share_counts_the_words_trailing_mark_forms_as_the_word():
+    # "house" and then a faint mark: "house" and "house," are both likely readings
+    marks = Charset("aehlmorsu,.")
+    rows = _spell("hh_o_u_ss_e__", charset=marks, p=0.9, alt={11: {",": 0.6}})
+    lp, lengths = _log_probs(rows)
+    (alone,) = lexicon_decode(lp, lengths, Lexicon(["house"], marks))
+    (forms,) = lexicon_decode(lp, lengths, Lexicon(["house", "house,", "house."], marks))
+    assert forms.word in ("house", "house,")
+    # the forms do not split the share: the word is as clear as if the lexicon had only "house"
+    assert forms.share == pytest.approx(1.0, abs=1e-3) and alone.share == pytest.approx(1.0)
+    # another word still does: "horse" where the "u" could be an "r"
+    rows = _spell("hh_o_u_ss_e__", charset=marks, p=0.6, alt={5: {"r": 0.5}, 11: {",": 0.6}})
+    lp, lengths = _log_probs(rows)
+    (rival,) = lexicon_decode(lp, lengths, Lexicon(["house", "house,", "horse", "horse,"], marks))
+    assert 0.5 < rival.share < 0.8
+
+
 def test_lexicon_word_prior_decides_between_look_alikes():
     # the writer's "u" could be an "r": P(house) and P(horse) are close
     rows = _spell("hh_o_u_ss_e", p=0.6, alt={3: {"r": 0.35}, 5: {"r": 0.3}})
