@@ -31,6 +31,8 @@ VAL_SEED_OFFSET = 7919  # held-out synthetic validation words use seed + this: n
 #: Written forms added to a lexicon's most frequent words (see :func:`lexicon_words`).
 VARIANT_WORDS = 20_000
 VARIANT_SUFFIXES = 3
+#: Prior share of a word's line-break fragments (``immedi-``) in a lexicon (see :func:`lexicon_words`).
+LEXICON_BREAK_SHARE = 0.02
 #: Numbers a lexicon of a counted corpus also holds (see :func:`number_forms`).
 NUMBER_LIMIT = 10_000
 
@@ -46,7 +48,8 @@ def number_forms(limit: int = NUMBER_LIMIT) -> list[str]:
 
 
 def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_000,
-                  variant_words: int = VARIANT_WORDS, suffixes: int = VARIANT_SUFFIXES) -> dict[str, float]:
+                  variant_words: int = VARIANT_WORDS, suffixes: int = VARIANT_SUFFIXES,
+                  break_share: float = LEXICON_BREAK_SHARE) -> dict[str, float]:
     """The words of a lexicon with their counts, most frequent first: the ``max_words``
     most frequent of ``counts`` (word -> count) that ``charset`` covers, and — for the
     ``variant_words`` most frequent of them — the forms a word crop shows in running text:
@@ -58,6 +61,12 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     numbers in it also gives :func:`number_forms` and their punctuated forms, sharing the count of
     the corpus's number tokens equally (each far rarer than a common word: the image has to show
     a number clearly to win).
+    Those ``variant_words`` and their Capitalized forms also give the fragments a hyphenated line
+    break leaves (``immedi-``, ``Recrui-``: two or more characters, two or more left for the next
+    line; :class:`hwlearn.corpus.WordSampler`'s ``break_share``): each of a word's ``len - 3`` places
+    to break gets ``break_share / (len - 3)`` of its count, summed over the words that share the
+    fragment. Without them a lexicon-constrained pseudo-label turns a fragment into a word
+    (``De-`` -> ``To.``) and self-training unlearns the hyphen.
 
     The counts are the lexicon's word prior (:class:`hwlearn.decode.Lexicon`). A variant has the
     count of the form it was made from, a Capitalized form (also one the corpus lists) the larger
@@ -69,11 +78,14 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     if len({c for _, c in ranked}) <= 1:
         return dict(ranked)  # a plain word list: all of it, as it is
     words = dict(ranked[:max_words])
-    from .corpus import FALLBACK_AFFIXES
+    from .corpus import BREAK_MARK, FALLBACK_AFFIXES
 
     marks = [suf for (pre, suf), _ in sorted((affixes or FALLBACK_AFFIXES).items(), key=lambda kv: -kv[1])
              if not pre and suf and charset.covers(suf)][:suffixes]
     extra: dict[str, float] = {}
+    fragments: dict[str, float] = {}
+    broken: set[str] = set()  # the forms whose fragments are counted (a Capitalized one only once)
+    breaks = break_share > 0 and charset.covers(BREAK_MARK)
     for word in list(words)[:variant_words]:
         forms = {word: words[word]}
         if word[:1].islower():
@@ -84,6 +96,13 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
         for form, count in list(forms.items())[1:] + [(f + m, c) for f, c in forms.items() for m in marks]:
             if form not in words and form not in extra and charset.covers(form):
                 extra[form] = count
+        for form, count in forms.items() if breaks else ():
+            if form in broken:
+                continue
+            broken.add(form)
+            for cut in range(2, len(form) - 1):
+                frag = form[:cut] + BREAK_MARK
+                fragments[frag] = fragments.get(frag, 0.0) + break_share * count / (len(form) - 3)
     numbers = [f for f in number_forms() if charset.covers(f)]
     number_tokens = sum(c for w, c in counts.items() if any(ch.isdigit() for ch in w))
     if numbers and number_tokens > 0:
@@ -91,7 +110,8 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
         for form in numbers + [f + m for f in numbers for m in marks]:
             if form not in words and form not in extra:
                 extra[form] = each
-    return {**words, **extra}
+    fragments = {f: c for f, c in fragments.items() if f not in words and f not in extra}
+    return {**words, **extra, **fragments}
 
 
 def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 50_000,
