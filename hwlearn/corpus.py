@@ -540,7 +540,6 @@ FALLBACK_AFFIXES: dict[tuple[str, str], int] = {
 }
 MAX_AFFIX_LEN = 3  #: longer runs of attached punctuation ("?--") are not sampled
 MAX_AFFIX_PAIRS = 64  #: the most frequent (prefix, suffix) pairs are sampled, the rest dropped
-BREAK_MARK = "-"  #: what ends a word cut by a line break (``WordSampler``'s ``break_share``)
 
 
 class WordSampler:
@@ -564,12 +563,6 @@ class WordSampler:
     With ``phrase_share`` (default 0) a plain word is joined with one or two more words by a
     character of ``phrase_joiners`` (space, hyphen): for crops that hold several words, such as
     street names or form fields.
-    With ``break_share`` (default 0) a plain word of four or more characters is instead cut where a
-    line ends, as a hyphenated line break leaves it: its first two or more characters, with two or
-    more left for the next line, then a hyphen (``immedi-``, ``Recrui-``; the place uniform). Running
-    text has no such fragments, so without them a recognizer never learns that a word may end in a
-    hyphen, and reads a document's line-end fragments as words (GW's ``immedi-`` as ``immedie.``;
-    see benchmarks/EXPERIMENTS.md).
     With ``char_floor`` (default 0) the words holding a rare letter are drawn more often, so that
     every letter at least :data:`FLOOR_MIN_WORDS` words have occurs in at least that share of the
     word draws (:func:`floor_char_shares`): a letter that running text seldom has (German ``Ä`` is in
@@ -594,10 +587,9 @@ class WordSampler:
         phrase_share: float = 0.0,
         phrase_joiners: str = " -",
         char_floor: float = 0.0,
-        break_share: float = 0.0,
     ):
         _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
-                      phrase_share, char_floor, break_share)
+                      phrase_share, char_floor)
         self.charset = charset if charset is not None else DEFAULT_CHARSET
         self.max_len = max_len
         self.temperature = float(temperature)
@@ -605,7 +597,6 @@ class WordSampler:
         self.case_share = float(case_share)
         self.phrase_share = float(phrase_share)
         self.phrase_joiners = [j for j in dict.fromkeys(phrase_joiners) if j in self.charset]
-        self.break_share = float(break_share) if BREAK_MARK in self.charset else 0.0
 
         words = [
             (w, c)
@@ -667,8 +658,6 @@ class WordSampler:
             token = _draw_format(self._dates, rng)
         if token is None or len(token) > self.max_len:
             token = self._draw_word(rng)
-            if self.break_share and len(token) >= 4 and rng.random() < self.break_share:
-                return token[:int(rng.integers(2, len(token) - 1))] + BREAK_MARK  # a line-end fragment
             if self.phrase_share and self.phrase_joiners and rng.random() < self.phrase_share:
                 token = self._extend_phrase(token, rng)
         if self._affix_cdf is not None and self.punct_share and rng.random() < self.punct_share:
@@ -749,7 +738,7 @@ def floor_char_shares(words: list[str], weights: np.ndarray, floor: float, round
 
 
 def _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
-                  phrase_share=0.0, char_floor=0.0, break_share=0.0) -> None:
+                  phrase_share=0.0, char_floor=0.0) -> None:
     if max_len < 1:
         raise HwlearnError(f"max_len must be at least 1, got {max_len}")
     if min_count < 1:
@@ -763,7 +752,6 @@ def _check_params(max_len, min_count, temperature, number_share, date_share, pun
         ("case_share", case_share),
         ("phrase_share", phrase_share),
         ("char_floor", char_floor),
-        ("break_share", break_share),
     ):
         if not 0.0 <= share <= 1.0:
             raise HwlearnError(f"{name} must be between 0 and 1, got {share}")

@@ -297,8 +297,6 @@ class Lexicon:
         """The lexicon's words as :func:`word_keys` finds them in a text (lowercase, without the
         punctuation around them), for :func:`charlm_decode`'s word bonus; a line-break fragment
         (``immedi-``, :func:`hwlearn.recipes.lexicon_words`) is no word."""
-        from .corpus import BREAK_MARK
-
         return frozenset(k for w in self.words if not w.endswith(BREAK_MARK) for k in word_keys(w))
 
     @property
@@ -336,6 +334,8 @@ class Lexicon:
 
 
 _TRAILING_MARKS = re.compile(r"[^\w]+$")
+#: What ends the first part of a word a line break cut (``immedi-``; :func:`hwlearn.recipes.lexicon_words`).
+BREAK_MARK = "-"
 
 
 def _word_body(word: str) -> str:

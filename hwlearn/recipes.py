@@ -17,7 +17,7 @@ import torch
 
 from .charset import Charset
 from .checkpoint import load_checkpoint
-from .decode import PRIOR_WEIGHT, reading_method
+from .decode import BREAK_MARK, PRIOR_WEIGHT, reading_method
 from .errors import HwlearnError
 from .train import ModelInputs, Source, Trainer, TrainConfig, TrainResult, ValSet, resolve_device
 
@@ -63,7 +63,7 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     a number clearly to win).
     Those ``variant_words`` and their Capitalized forms also give the fragments a hyphenated line
     break leaves (``immedi-``, ``Recrui-``: two or more characters, two or more left for the next
-    line; :class:`hwlearn.corpus.WordSampler`'s ``break_share``): each of a word's ``len - 3`` places
+    line): each of a word's ``len - 3`` places
     to break gets ``break_share / (len - 3)`` of its count, summed over the words that share the
     fragment. Without them a lexicon-constrained pseudo-label turns a fragment into a word
     (``De-`` -> ``To.``) and self-training unlearns the hyphen.
@@ -78,7 +78,7 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     if len({c for _, c in ranked}) <= 1:
         return dict(ranked)  # a plain word list: all of it, as it is
     words = dict(ranked[:max_words])
-    from .corpus import BREAK_MARK, FALLBACK_AFFIXES
+    from .corpus import FALLBACK_AFFIXES
 
     marks = [suf for (pre, suf), _ in sorted((affixes or FALLBACK_AFFIXES).items(), key=lambda kv: -kv[1])
              if not pre and suf and charset.covers(suf)][:suffixes]

@@ -296,27 +296,6 @@ def test_phrases_join_words_with_space_or_hyphen_within_max_len():
     assert all(w in no_joiners.vocabulary for w in no_joiners.sample_many(500, np.random.default_rng(4)))
 
 
-def test_line_breaks_cut_words_where_a_line_ends_with_a_hyphen():
-    stats = words_stats({"an": 50, "kirche": 30, "weg": 30, "strasse": 20})
-    sampler = plain_sampler(stats, charset=Charset(LOWER + "-"), break_share=0.3)
-    words = sampler.sample_many(4000, np.random.default_rng(5))
-    fragments = [w for w in words if w.endswith("-")]
-    long_words = [w for w in words if not w.endswith("-") and len(w) >= 4] + fragments
-    assert len(fragments) / len(long_words) == pytest.approx(0.3, abs=0.04)  # of the words that can break
-    for frag in fragments:  # two or more characters, two or more left for the next line
-        body = frag[:-1]
-        assert len(body) >= 2 and any(w.startswith(body) and len(w) - len(body) >= 2 for w in ("kirche", "strasse"))
-    assert {"ki-", "kirc-", "st-", "stras-"} <= set(fragments)  # every place to break occurs
-    assert not any(w in ("an-", "we-") for w in words)  # short words are not broken
-    # the draws do not change when there is no hyphen to write, nor without break_share
-    assert all(not w.endswith("-") for w in plain_sampler(stats, charset=Charset(LOWER), break_share=0.9)
-               .sample_many(300, np.random.default_rng(5)))
-    assert plain_sampler(stats, charset=Charset(LOWER + "-")).sample_many(300, np.random.default_rng(5)) == \
-        plain_sampler(stats, charset=Charset(LOWER)).sample_many(300, np.random.default_rng(5))
-    with pytest.raises(HwlearnError, match="break_share"):
-        plain_sampler(stats, break_share=1.5)
-
-
 def test_char_floor_draws_words_with_rare_characters_more_often():
     # 20 words with Ä share 20 of ~2020 draws at temperature 1; a floor of 5 % puts Ä in about 5 %
     # of them, keeps the common words' relative frequencies, and cannot invent a character no
