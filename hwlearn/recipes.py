@@ -65,8 +65,10 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     break leaves (``immedi-``, ``Recrui-``: two or more characters, two or more left for the next
     line): each of a word's ``len - 3`` places
     to break gets ``break_share / (len - 3)`` of its count, summed over the words that share the
-    fragment. Without them a lexicon-constrained pseudo-label turns a fragment into a word
-    (``De-`` -> ``To.``) and self-training unlearns the hyphen.
+    fragment. Without them lexicon decoding must turn a fragment into a word (``De-`` -> ``To.``);
+    with them GW's fragments cost fewer errors in lexicon decoding and after self-training
+    (benchmarks/EXPERIMENTS.md, session 47). A fragment is no word for the character model's word
+    bonus (:attr:`hwlearn.decode.Lexicon.word_keys`).
 
     The counts are the lexicon's word prior (:class:`hwlearn.decode.Lexicon`). A variant has the
     count of the form it was made from, a Capitalized form (also one the corpus lists) the larger
