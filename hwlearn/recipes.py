@@ -61,11 +61,10 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     numbers in it also gives :func:`number_forms` and their punctuated forms, sharing the count of
     the corpus's number tokens equally (each far rarer than a common word: the image has to show
     a number clearly to win).
-    Those ``variant_words`` and their Capitalized forms also give the fragments a hyphenated line
-    break leaves (``immedi-``, ``Recrui-``: two or more characters, two or more left for the next
-    line): each of a word's ``len - 3`` places
-    to break gets ``break_share / (len - 3)`` of its count, summed over the words that share the
-    fragment. Without them lexicon decoding must turn a fragment into a word (``De-`` -> ``To.``);
+    Those ``variant_words`` that are all letters, and their Capitalized forms, also give the
+    fragments a hyphenated line break leaves (``immedi-``, ``Recrui-``: two or more letters, two or
+    more left for the next line): each of a word's ``len - 3`` places to break gets
+    ``break_share / (len - 3)`` of its count, summed over the words that share the fragment. Without them lexicon decoding must turn a fragment into a word (``De-`` -> ``To.``);
     with them GW's fragments cost fewer errors in lexicon decoding and after self-training
     (benchmarks/EXPERIMENTS.md, session 47). A fragment is no word for the character model's word
     bonus (:attr:`hwlearn.decode.Lexicon.word_keys`).
@@ -99,7 +98,7 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
             if form not in words and form not in extra and charset.covers(form):
                 extra[form] = count
         for form, count in forms.items() if breaks else ():
-            if form in broken:
+            if form in broken or not form.isalpha():
                 continue
             broken.add(form)
             for cut in range(2, len(form) - 1):

@@ -293,14 +293,14 @@ def test_lexicon_holds_line_break_fragments_that_decode_but_are_no_words():
     from hwlearn.recipes import lexicon_words
 
     breaks = Charset("aehlmorsuH-")
-    counts = Counter({"house": 40, "horse": 10, "more": 20, "she": 30})
-    entries = lexicon_words(counts, breaks, {("", "-"): 1})
+    counts = Counter({"house": 40, "horse": 10, "more": 20, "she": 30, "ho-hum": 5})
+    entries = lexicon_words(counts, breaks)
     # "house" breaks in two places (ho- hou-), "horse" too, "more" in one (mo-); "she" is too short
     share = 0.02  # LEXICON_BREAK_SHARE
     assert entries["hou-"] == pytest.approx(share * 40 / 2) and entries["Hou-"] == pytest.approx(share * 40 / 2)
     assert entries["ho-"] == pytest.approx(share * (40 + 10) / 2)  # the words sharing a fragment add up
     assert entries["mo-"] == pytest.approx(share * 20)
-    assert not any(w in entries for w in ("sh-", "h-", "hous-"))
+    assert not any(w in entries for w in ("sh-", "h-", "hous-", "ho--", "ho-h-"))  # only words of letters break
     assert not any(w.endswith("-") for w in lexicon_words(counts, breaks, break_share=0.0))
     assert not any(w.endswith("-") for w in lexicon_words(counts, CHARSET))  # no hyphen to write
     # an image of "hou-" reads as the fragment, not as the nearest word
