@@ -295,9 +295,8 @@ class Lexicon:
     @cached_property
     def word_keys(self) -> frozenset[str]:
         """The lexicon's words as :func:`word_keys` finds them in a text (lowercase, without the
-        punctuation around them), for :func:`charlm_decode`'s word bonus; a line-break fragment
-        (``immedi-``, :func:`hwlearn.recipes.lexicon_words`) is no word."""
-        return frozenset(k for w in self.words if not w.endswith(BREAK_MARK) for k in word_keys(w))
+        punctuation around them), for :func:`charlm_decode`'s word bonus."""
+        return frozenset(k for w in self.words for k in word_keys(w))
 
     @property
     def num_nodes(self) -> int:
@@ -334,8 +333,6 @@ class Lexicon:
 
 
 _TRAILING_MARKS = re.compile(r"[^\w]+$")
-#: What ends the first part of a word a line break cut (``immedi-``; :func:`hwlearn.recipes.lexicon_words`).
-BREAK_MARK = "-"
 
 
 def _word_body(word: str) -> str:

@@ -17,7 +17,7 @@ import torch
 
 from .charset import Charset
 from .checkpoint import load_checkpoint
-from .decode import BREAK_MARK, PRIOR_WEIGHT, reading_method
+from .decode import PRIOR_WEIGHT, reading_method
 from .errors import HwlearnError
 from .train import ModelInputs, Source, Trainer, TrainConfig, TrainResult, ValSet, resolve_device
 
@@ -31,8 +31,6 @@ VAL_SEED_OFFSET = 7919  # held-out synthetic validation words use seed + this: n
 #: Written forms added to a lexicon's most frequent words (see :func:`lexicon_words`).
 VARIANT_WORDS = 20_000
 VARIANT_SUFFIXES = 3
-#: Prior share of a word's line-break fragments (``immedi-``) in a lexicon (see :func:`lexicon_words`).
-LEXICON_BREAK_SHARE = 0.02
 #: Numbers a lexicon of a counted corpus also holds (see :func:`number_forms`).
 NUMBER_LIMIT = 10_000
 
@@ -48,8 +46,7 @@ def number_forms(limit: int = NUMBER_LIMIT) -> list[str]:
 
 
 def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_000,
-                  variant_words: int = VARIANT_WORDS, suffixes: int = VARIANT_SUFFIXES,
-                  break_share: float = LEXICON_BREAK_SHARE) -> dict[str, float]:
+                  variant_words: int = VARIANT_WORDS, suffixes: int = VARIANT_SUFFIXES) -> dict[str, float]:
     """The words of a lexicon with their counts, most frequent first: the ``max_words``
     most frequent of ``counts`` (word -> count) that ``charset`` covers, and — for the
     ``variant_words`` most frequent of them — the forms a word crop shows in running text:
@@ -61,13 +58,6 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     numbers in it also gives :func:`number_forms` and their punctuated forms, sharing the count of
     the corpus's number tokens equally (each far rarer than a common word: the image has to show
     a number clearly to win).
-    Those ``variant_words`` that are all letters, and their Capitalized forms, also give the
-    fragments a hyphenated line break leaves (``immedi-``, ``Recrui-``: two or more letters, two or
-    more left for the next line): each of a word's ``len - 3`` places to break gets
-    ``break_share / (len - 3)`` of its count, summed over the words that share the fragment. Without them lexicon decoding must turn a fragment into a word (``De-`` -> ``To.``);
-    with them GW's fragments cost fewer errors in lexicon decoding and after self-training
-    (benchmarks/EXPERIMENTS.md, session 47). A fragment is no word for the character model's word
-    bonus (:attr:`hwlearn.decode.Lexicon.word_keys`).
 
     The counts are the lexicon's word prior (:class:`hwlearn.decode.Lexicon`). A variant has the
     count of the form it was made from, a Capitalized form (also one the corpus lists) the larger
@@ -84,9 +74,6 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     marks = [suf for (pre, suf), _ in sorted((affixes or FALLBACK_AFFIXES).items(), key=lambda kv: -kv[1])
              if not pre and suf and charset.covers(suf)][:suffixes]
     extra: dict[str, float] = {}
-    fragments: dict[str, float] = {}
-    broken: set[str] = set()  # the forms whose fragments are counted (a Capitalized one only once)
-    breaks = break_share > 0 and charset.covers(BREAK_MARK)
     for word in list(words)[:variant_words]:
         forms = {word: words[word]}
         if word[:1].islower():
@@ -97,13 +84,6 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
         for form, count in list(forms.items())[1:] + [(f + m, c) for f, c in forms.items() for m in marks]:
             if form not in words and form not in extra and charset.covers(form):
                 extra[form] = count
-        for form, count in forms.items() if breaks else ():
-            if form in broken or not form.isalpha():
-                continue
-            broken.add(form)
-            for cut in range(2, len(form) - 1):
-                frag = form[:cut] + BREAK_MARK
-                fragments[frag] = fragments.get(frag, 0.0) + break_share * count / (len(form) - 3)
     numbers = [f for f in number_forms() if charset.covers(f)]
     number_tokens = sum(c for w, c in counts.items() if any(ch.isdigit() for ch in w))
     if numbers and number_tokens > 0:
@@ -111,8 +91,7 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
         for form in numbers + [f + m for f in numbers for m in marks]:
             if form not in words and form not in extra:
                 extra[form] = each
-    fragments = {f: c for f, c in fragments.items() if f not in words and f not in extra}
-    return {**words, **extra, **fragments}
+    return {**words, **extra}
 
 
 def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 50_000,

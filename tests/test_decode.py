@@ -287,32 +287,6 @@ def test_lexicon_words_add_the_written_forms_of_frequent_words(tmp_path):
     assert {"the", "The", "the,", "house."} <= set(lexicon.words)
 
 
-def test_lexicon_holds_line_break_fragments_that_decode_but_are_no_words():
-    from collections import Counter
-
-    from hwlearn.recipes import lexicon_words
-
-    breaks = Charset("aehlmorsuH-")
-    counts = Counter({"house": 40, "horse": 10, "more": 20, "she": 30, "ho-hum": 5})
-    entries = lexicon_words(counts, breaks)
-    # "house" breaks in two places (ho- hou-), "horse" too, "more" in one (mo-); "she" is too short
-    share = 0.02  # LEXICON_BREAK_SHARE
-    assert entries["hou-"] == pytest.approx(share * 40 / 2) and entries["Hou-"] == pytest.approx(share * 40 / 2)
-    assert entries["ho-"] == pytest.approx(share * (40 + 10) / 2)  # the words sharing a fragment add up
-    assert entries["mo-"] == pytest.approx(share * 20)
-    assert not any(w in entries for w in ("sh-", "h-", "hous-", "ho--", "ho-h-"))  # only words of letters break
-    assert not any(w.endswith("-") for w in lexicon_words(counts, breaks, break_share=0.0))
-    assert not any(w.endswith("-") for w in lexicon_words(counts, CHARSET))  # no hyphen to write
-    # an image of "hou-" reads as the fragment, not as the nearest word
-    lexicon = Lexicon(entries, breaks)
-    rows = _spell("hh_o_uu_-", charset=breaks, p=0.9)
-    lp, lengths = _log_probs(rows)
-    (match,) = lexicon_decode(lp, lengths, lexicon)
-    assert match.word == "hou-"
-    # a fragment is no word: charlm_decode's word bonus does not reward reading "hou" as one
-    assert "house" in lexicon.word_keys and "hou" not in lexicon.word_keys
-
-
 def test_consensus_averages_over_views_and_keeps_the_decoders_factor():
     # lexicon readings: "cat" read in views 0 and 2 with share 0.5, "cot" in view 1 with share 1
     readings = [Prediction("cat", 0.4, [1, 2, 3]), Prediction("cot", 0.6, [1, 4, 3]), Prediction("cat", 0.3, [1, 2, 3])]
