@@ -388,11 +388,11 @@ def lexicon_decode(
             labels = [lexicon._ids(node) for node in nodes]
             frames_t = torch.from_numpy(frames[:n]).unsqueeze(1).expand(n, len(nodes), -1)
             scores = _ctc_log_likelihood(frames_t, torch.full((len(nodes),), n), labels).tolist()
-            prior = lexicon.log_prior[[lexicon._word[node] for node in nodes]]
-            totals = np.asarray(scores) + lexicon.prior_weight * prior
+            word_ids = [lexicon._word[node] for node in nodes]
+            totals = np.asarray(scores) + lexicon.prior_weight * lexicon.log_prior[word_ids]
             best = int(np.argmax(totals))
             if scores[best] > NEG_INF:
-                words = [lexicon.words[lexicon._word[node]] for node in nodes]
+                words = [lexicon.words[i] for i in word_ids]
                 rel = np.exp(totals - totals[best])
                 body = _word_body(words[best])
                 share = float(sum(r for r, w in zip(rel, words) if _word_body(w) == body) / rel.sum())
