@@ -222,10 +222,16 @@ class Lexicon:
     words it found (a plain iterable gives every word the same prior, i.e. none). Words are
     NFC-normalized; empty words, duplicates (the first is kept) and words with characters outside
     ``charset`` are dropped (``dropped`` counts the latter). Node 0 is the root; every node is one prefix.
+
+    ``breaks`` (with counted ``words`` only; :func:`hwlearn.recipes.break_parts`) maps first parts
+    of words that a hyphenated line break leaves (``immedi`` of ``immedi-``) to counts, on the
+    scale of the words' (the total is the words'): :func:`lexicon_decode` also proposes these parts
+    followed by :data:`BREAK_MARK`, from a candidate set of their own. Parts that are no prefix of a
+    word in the trie are ignored; ``breaks`` is empty when ``charset`` has no :data:`BREAK_MARK`.
     """
 
     def __init__(self, words: Iterable[str] | Mapping[str, float], charset: Charset,
-                 prior_weight: float = PRIOR_WEIGHT):
+                 prior_weight: float = PRIOR_WEIGHT, breaks: Mapping[str, float] | None = None):
         self.charset = charset
         self.prior_weight = float(prior_weight)
         counts = words if isinstance(words, Mapping) else None
@@ -267,6 +273,19 @@ class Lexicon:
         #: log prior of each word (index as in ``words``): log(count / total), 0 for a plain list
         self.log_prior = (np.log(np.asarray(kept_counts) / sum(kept_counts)) if counts is not None
                           else np.zeros(len(kept)))
+        #: prefix node -> log prior of that prefix followed by BREAK_MARK (see ``breaks``)
+        self.breaks: dict[int, float] = {}
+        if breaks and BREAK_MARK in charset:
+            if counts is None:
+                raise HwlearnError("lexicon: line-break parts need counted words")
+            total = sum(kept_counts)
+            for part, count in breaks.items():
+                if count <= 0:
+                    raise HwlearnError("lexicon: line-break part counts must be positive")
+                node = self._node(normalize(part))
+                if node > 0:
+                    self.breaks[node] = math.log(count / total)
+        self._break_id = charset.encode(BREAK_MARK)[0] if self.breaks else BLANK
 
     @classmethod
     def from_file(cls, path: str | Path, charset: Charset, prior_weight: float = PRIOR_WEIGHT) -> "Lexicon":
@@ -282,15 +301,20 @@ class Lexicon:
     def __len__(self) -> int:
         return len(self.words)
 
-    def __contains__(self, word: str) -> bool:
+    def _node(self, text: str) -> int:
+        """The trie node of the prefix ``text`` (normalized), -1 if the trie has none."""
         node = 0
-        for ch in normalize(word):
+        for ch in text:
             if ch not in self.charset:
-                return False
+                return -1
             node = self._children[node].get(self.charset.encode(ch)[0], -1)
             if node < 0:
-                return False
-        return self._word[node] >= 0
+                return -1
+        return node
+
+    def __contains__(self, word: str) -> bool:
+        node = self._node(normalize(word))
+        return node >= 0 and self._word[node] >= 0
 
     @cached_property
     def word_keys(self) -> frozenset[str]:
@@ -333,6 +357,10 @@ class Lexicon:
 
 
 _TRAILING_MARKS = re.compile(r"[^\w]+$")
+#: What ends the first part of a word a line break cut (``immedi-``; :attr:`Lexicon.breaks`).
+BREAK_MARK = "-"
+#: Line-break parts rescored per sample by :func:`lexicon_decode`, beside the words.
+BREAK_CANDIDATES = 8
 
 
 def _word_body(word: str) -> str:
@@ -368,31 +396,44 @@ def lexicon_decode(
     lexicon's ``prior_weight`` times the word's log prior (:class:`Lexicon`) and the best wins.
     When no word was proposed (e.g. every word needs a letter the model gives almost no
     probability), the search is repeated once with a 4x wider beam and no class pruning.
+
+    With line-break parts (:attr:`Lexicon.breaks`) the prefixes of the beam that are such parts
+    (the latest and best, at most :data:`BREAK_CANDIDATES`) are rescored too, followed by
+    :data:`BREAK_MARK` and with their own prior (``immedi-``). They are a candidate set of their
+    own: they take no place from a word in the beam or among the words rescored (as parts in the
+    trie did: they crowded whole words out, benchmarks/EXPERIMENTS.md, session 47).
     """
     lp, lens = _as_numpy(log_probs, lengths)
+    breaks = lexicon.breaks
     out = []
     for frames, n in zip(lp, lens):
         match = LexiconMatch([], NEG_INF, None)
         for width, floor in ((beam_width, min_prob), (4 * beam_width, 0.0)):
             seen: dict[int, tuple[int, float]] = {}  # word node -> (last frame in beam, score there)
+            parts: dict[int, tuple[int, float]] = {}  # the same for line-break parts
 
             def visit(t: int, beams: dict) -> None:
                 for node, (_, _, total) in beams.items():
                     if lexicon._word[node] >= 0:
                         seen[node] = (t, total)
+                    if node in breaks:
+                        parts[node] = (t, total)
 
             _prefix_beam_search(frames[:n], width, floor, lexicon, visit)
             nodes = sorted(seen, key=seen.__getitem__, reverse=True)[: max(2 * width, 32)]
-            if not nodes:
+            part_nodes = sorted(parts, key=parts.__getitem__, reverse=True)[:BREAK_CANDIDATES]
+            if not nodes and not part_nodes:
                 continue
-            labels = [lexicon._ids(node) for node in nodes]
-            frames_t = torch.from_numpy(frames[:n]).unsqueeze(1).expand(n, len(nodes), -1)
-            scores = _ctc_log_likelihood(frames_t, torch.full((len(nodes),), n), labels).tolist()
+            labels = [lexicon._ids(node) for node in nodes] + [lexicon._ids(node) + [lexicon._break_id]
+                                                                for node in part_nodes]
+            frames_t = torch.from_numpy(frames[:n]).unsqueeze(1).expand(n, len(labels), -1)
+            scores = _ctc_log_likelihood(frames_t, torch.full((len(labels),), n), labels).tolist()
             word_ids = [lexicon._word[node] for node in nodes]
-            totals = np.asarray(scores) + lexicon.prior_weight * lexicon.log_prior[word_ids]
+            priors = np.concatenate([lexicon.log_prior[word_ids], [breaks[node] for node in part_nodes]])
+            totals = np.asarray(scores) + lexicon.prior_weight * priors
             best = int(np.argmax(totals))
             if scores[best] > NEG_INF:
-                words = [lexicon.words[i] for i in word_ids]
+                words = [lexicon.words[i] for i in word_ids] + [lexicon.charset.decode(ids) for ids in labels[len(nodes):]]
                 rel = np.exp(totals - totals[best])
                 body = _word_body(words[best])
                 share = float(sum(r for r, w in zip(rel, words) if _word_body(w) == body) / rel.sum())

@@ -17,7 +17,7 @@ import torch
 
 from .charset import Charset
 from .checkpoint import load_checkpoint
-from .decode import PRIOR_WEIGHT, reading_method
+from .decode import BREAK_MARK, PRIOR_WEIGHT, reading_method
 from .errors import HwlearnError
 from .train import ModelInputs, Source, Trainer, TrainConfig, TrainResult, ValSet, resolve_device
 
@@ -31,6 +31,10 @@ VAL_SEED_OFFSET = 7919  # held-out synthetic validation words use seed + this: n
 #: Written forms added to a lexicon's most frequent words (see :func:`lexicon_words`).
 VARIANT_WORDS = 20_000
 VARIANT_SUFFIXES = 3
+#: Share of a word's count that its line-break parts (``immedi-``) get, and how many of the most
+#: frequent words give them (see :func:`break_parts`).
+BREAK_SHARE = 0.02
+BREAK_WORDS = 20_000
 #: Numbers a lexicon of a counted corpus also holds (see :func:`number_forms`).
 NUMBER_LIMIT = 10_000
 
@@ -94,13 +98,46 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     return {**words, **extra}
 
 
+def break_parts(counts, charset: Charset, max_words: int = BREAK_WORDS,
+                share: float = BREAK_SHARE) -> dict[str, float]:
+    """The first parts a hyphenated line break leaves of a corpus's words (``immedi`` of
+    ``immedi-``, ``Recrui`` of ``Recrui-``), with counts for a lexicon's prior
+    (:attr:`hwlearn.decode.Lexicon.breaks`): of the ``max_words`` most frequent words of ``counts``
+    that are all letters, and of their Capitalized forms (counted as in :func:`lexicon_words`),
+    each of the ``len - 3`` places to break (two or more letters on each line) gets ``share / (len
+    - 3)`` of the form's count, summed over the forms that share a part. Empty for a plain word list
+    (every count equal: no prior to share) or a charset without :data:`hwlearn.decode.BREAK_MARK`.
+    Archives break words at line ends (GW: 50 of 2,375 train words); without these, lexicon
+    decoding must read a part as a word (``De-`` -> ``To.``)."""
+    if not charset.covers(BREAK_MARK):
+        return {}
+    ranked = sorted(((w, c) for w, c in counts.items() if w.isalpha() and charset.covers(w)),
+                    key=lambda wc: (-wc[1], wc[0]))
+    if len({c for _, c in ranked}) <= 1:
+        return {}
+    parts: dict[str, float] = {}
+    done: set[str] = set()
+    for word, count in ranked[:max_words]:
+        forms = {word: count}
+        cap = word[0].upper() + word[1:]
+        if cap != word and charset.covers(cap):
+            forms[cap] = max(counts.get(cap, 0), count)
+        for form, n in forms.items():
+            if form in done or len(form) < 4:
+                continue
+            done.add(form)
+            for cut in range(2, len(form) - 1):
+                parts[form[:cut]] = parts.get(form[:cut], 0.0) + share * n / (len(form) - 3)
+    return parts
+
+
 def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 50_000,
                  prior_weight: float = PRIOR_WEIGHT):
     """A :class:`~hwlearn.decode.Lexicon` from a word list file (one word per line, optional
     ``<TAB>count``) or a corpus statistics JSON: its ``max_words`` most frequent words plus the
     Capitalized and punctuated forms of the most frequent ones (:func:`lexicon_words`), their counts
-    as the words' prior with weight ``prior_weight`` (:data:`hwlearn.decode.PRIOR_WEIGHT` by default);
-    None for None."""
+    as the words' prior with weight ``prior_weight`` (:data:`hwlearn.decode.PRIOR_WEIGHT` by default),
+    and the parts of words a line break leaves (:func:`break_parts`); None for None."""
     if source is None:
         return None
     from .corpus import CorpusStats, read_wordlist
@@ -116,7 +153,7 @@ def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 5
     if not words:
         raise HwlearnError(f"{path}: no lexicon word is covered by the model's charset")
     try:
-        return Lexicon(words, charset, prior_weight)
+        return Lexicon(words, charset, prior_weight, breaks=break_parts(counts, charset))
     except HwlearnError as exc:
         raise HwlearnError(f"{path}: {exc}") from None
 

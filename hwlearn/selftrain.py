@@ -419,7 +419,8 @@ def adapt(
         DOMAIN_WORDS: dict(readings[chosen].most_common()) if chosen in readings else {},
         "adapt_summary": {"chosen_round": chosen, "rule": "highest mean confidence on the unlabeled images",
                           "layout": layout.kind, "layout_mean_confidence": layout_scores, "fonts_used": fonts_used,
-                          "lexicon": ({"words": len(lexicon), "prior_weight": lexicon.prior_weight}
+                          "lexicon": ({"words": len(lexicon), "line_break_parts": len(lexicon.breaks),
+                                       "prior_weight": lexicon.prior_weight}
                                       if lexicon is not None else None),
                           "charlm": ({"words": charlm.num_words, "order": charlm.order}
                                      if method == "charlm" else None),

@@ -128,6 +128,39 @@ def test_lexicon_share_counts_the_words_trailing_mark_forms_as_the_word():
     assert 0.5 < rival.share < 0.8
 
 
+def test_lexicon_reads_a_line_break_part_from_its_own_candidates():
+    hyphen = Charset("aehlmorsu,-")
+    words = {"house": 50, "house,": 50, "horse": 40, "hose": 30}
+    breaks = {"hou": 0.5, "hous": 0.5, "hor": 0.4}
+    # "hous" and a hyphen: no word fits, the part does
+    rows = _spell("hh_o_u_ss__-", charset=hyphen, p=0.9)
+    lp, lengths = _log_probs(rows)
+    (plain,) = lexicon_decode(lp, lengths, Lexicon(words, hyphen))
+    (broken,) = lexicon_decode(lp, lengths, Lexicon(words, hyphen, breaks=breaks))
+    assert plain.word in words and broken.word == "hous-"
+    assert broken.ids == hyphen.encode("hous-") and 0.5 < broken.share < 1.0  # ("house" is 100x as frequent)
+    # a whole word with a faint mark stays the word: a part's prior is far below its word's
+    rows = _spell("hh_o_u_ss_e__", charset=hyphen, p=0.9, alt={11: {"-": 0.3, ",": 0.3}})
+    lp, lengths = _log_probs(rows)
+    with_house = Lexicon(words, hyphen, breaks={**breaks, "house": 0.5})
+    assert lexicon_decode(lp, lengths, with_house)[0].word in ("house", "house,")
+    # parts take no place from the words: no trie node is added, the words' search is unchanged
+    assert with_house.num_nodes == Lexicon(words, hyphen).num_nodes
+    rows = _spell("hh_o_u_ss_e", charset=hyphen, p=0.6, alt={3: {"r": 0.35}})
+    lp, lengths = _log_probs(rows)
+    for width in (1, 2, 16):
+        (a,) = lexicon_decode(lp, lengths, with_house, beam_width=width)
+        (b,) = lexicon_decode(lp, lengths, Lexicon(words, hyphen), beam_width=width)
+        assert a[:3] == b[:3] and a.share == pytest.approx(b.share, abs=0.01)  # (parts share the rest)
+    # parts need counted words (their prior is on the words' scale) and a hyphen in the charset;
+    # a part that begins no word is left out
+    with pytest.raises(HwlearnError, match="counted"):
+        Lexicon(list(words), hyphen, breaks=breaks)
+    lexicon = Lexicon(words, hyphen, breaks={"xyz": 1.0, "hou": 1.0})
+    assert set(lexicon.breaks) == {lexicon._node("hou")}
+    assert Lexicon({"house": 5}, CHARSET, breaks=breaks).breaks == {}
+
+
 def test_lexicon_word_prior_decides_between_look_alikes():
     # the writer's "u" could be an "r": P(house) and P(horse) are close
     rows = _spell("hh_o_u_ss_e", p=0.6, alt={3: {"r": 0.35}, 5: {"r": 0.3}})
@@ -285,6 +318,31 @@ def test_lexicon_words_add_the_written_forms_of_frequent_words(tmp_path):
     counted.write_text("the\t9\nhouse\t3\n", encoding="utf-8")
     lexicon = load_lexicon(counted, charset)
     assert {"the", "The", "the,", "house."} <= set(lexicon.words)
+
+
+def test_break_parts_share_a_words_count_over_its_places_to_break(tmp_path):
+    from collections import Counter
+
+    from hwlearn.recipes import break_parts, load_lexicon
+
+    charset = Charset("acdehimnorstuwIT-")
+    counts = Counter({"the": 100, "immediate": 12, "time": 8, "Twain": 3, "co-ed": 50, "its": 40})
+    parts = break_parts(counts, charset, share=0.5)
+    # "immediate": 6 places (im- .. immedia-), each 0.5 * 12 / 6; its Capitalized form likewise
+    assert parts["im"] == parts["immedia"] == parts["Im"] == pytest.approx(1.0)
+    # a part shared by two words sums their shares: "ti" of "time" (one place) and nothing else
+    assert parts["ti"] == pytest.approx(0.5 * 8) and parts["Tw"] == parts["Twa"] == pytest.approx(0.75)
+    # words under four letters have no place to break; words with a hyphen or not all letters give none
+    assert not any(p.startswith(("th", "it", "co")) for p in parts)
+    assert "immediat" not in parts and "i" not in parts  # two or more letters on each line
+    assert break_parts(counts, charset, max_words=1) == {}  # the most frequent word only: "the"
+    assert break_parts(counts, Charset("acdehimnorstuwIT")) == {}  # no hyphen to write
+    assert break_parts(Counter({"immediate": 1, "time": 1}), charset) == {}  # a plain word list
+    # load_lexicon gives a counted corpus's lexicon its parts
+    counted = tmp_path / "counted.txt"
+    counted.write_text("the\t9\nimmediate\t3\n", encoding="utf-8")
+    lexicon = load_lexicon(counted, charset)
+    assert lexicon.breaks and lexicon._node("immedi") in lexicon.breaks
 
 
 def test_consensus_averages_over_views_and_keeps_the_decoders_factor():
