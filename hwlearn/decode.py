@@ -433,7 +433,8 @@ def lexicon_decode(
             totals = np.asarray(scores) + lexicon.prior_weight * priors
             best = int(np.argmax(totals))
             if scores[best] > NEG_INF:
-                words = [lexicon.words[i] for i in word_ids] + [lexicon.charset.decode(ids) for ids in labels[len(nodes):]]
+                words = ([lexicon.words[i] for i in word_ids]
+                         + [lexicon.charset.decode(ids) for ids in labels[len(nodes):]])
                 rel = np.exp(totals - totals[best])
                 body = _word_body(words[best])
                 share = float(sum(r for r, w in zip(rel, words) if _word_body(w) == body) / rel.sum())
