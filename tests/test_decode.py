@@ -326,12 +326,13 @@ def test_break_parts_share_a_words_count_over_its_places_to_break(tmp_path):
     from hwlearn.recipes import break_parts, load_lexicon
 
     charset = Charset("acdehimnorstuwIT-")
-    counts = Counter({"the": 100, "immediate": 12, "time": 8, "Twain": 3, "co-ed": 50, "its": 40})
+    counts = Counter({"the": 100, "immediate": 12, "time": 8, "tide": 4, "Twain": 3, "co-ed": 50, "its": 40})
     parts = break_parts(counts, charset, share=0.5)
     # "immediate": 6 places (im- .. immedia-), each 0.5 * 12 / 6; its Capitalized form likewise
     assert parts["im"] == parts["immedia"] == parts["Im"] == pytest.approx(1.0)
-    # a part shared by two words sums their shares: "ti" of "time" (one place) and nothing else
-    assert parts["ti"] == pytest.approx(0.5 * 8) and parts["Tw"] == parts["Twa"] == pytest.approx(0.75)
+    # a part two words share sums their shares: "ti" of "time" and of "tide" (one place each)
+    assert parts["ti"] == parts["Ti"] == pytest.approx(0.5 * 8 + 0.5 * 4)
+    assert parts["Tw"] == parts["Twa"] == pytest.approx(0.75)  # (a Capitalized word is its own form)
     # words under four letters have no place to break; words with a hyphen or not all letters give none
     assert not any(p.startswith(("th", "it", "co")) for p in parts)
     assert "immediat" not in parts and "i" not in parts  # two or more letters on each line
