@@ -33,7 +33,8 @@ def lexicon_option(f):
     return click.option(
         "--lexicon", type=click.Path(dir_okay=False, path_type=Path), default=None,
         help="Words of the images' language: a word list (one per line, optional <TAB>count) or a corpus statistics "
-             "JSON (its 50,000 most frequent words, their written forms, and numbers). adapt: the pseudo-labels are these "
+             "JSON (its 50,000 most frequent words, their written forms, numbers, and the first parts of words "
+             "hyphenated at a line end: immedi-). adapt: the pseudo-labels are these "
              "words. evaluate, recognize: readings guided by the character model favour them; with --char-lm none "
              "decoding is constrained to them.",
     )(f)
