@@ -49,6 +49,17 @@ def number_forms(limit: int = NUMBER_LIMIT) -> list[str]:
     return [str(n) for n in range(limit)] + [ordinal(n) for n in range(1, 101)]
 
 
+def _by_frequency(counts, charset: Charset) -> list[tuple[str, float]]:
+    """The ``(word, count)`` pairs of ``counts`` that ``charset`` covers, most frequent first (ties
+    by word)."""
+    return sorted(((w, c) for w, c in counts.items() if charset.covers(w)), key=lambda wc: (-wc[1], wc[0]))
+
+
+def _uncounted(ranked: list[tuple[str, float]]) -> bool:
+    """Whether every count is the same: a plain word list, whose counts give no frequency order."""
+    return len({c for _, c in ranked}) <= 1
+
+
 def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_000,
                   variant_words: int = VARIANT_WORDS, suffixes: int = VARIANT_SUFFIXES) -> dict[str, float]:
     """The words of a lexicon with their counts, most frequent first: the ``max_words``
@@ -69,8 +80,8 @@ def lexicon_words(counts, charset: Charset, affixes=None, max_words: int = 50_00
     whether it is capitalized or punctuated (a trailing mark is a frame or two of evidence, which a corpus share of 4–8 %
     would overrule almost always: measured on GW, see ``benchmarks/EXPERIMENTS.md``).
     The bundled corpus gives ~200,000 entries (~3–4 s to build the trie)."""
-    ranked = sorted(((w, c) for w, c in counts.items() if charset.covers(w)), key=lambda wc: (-wc[1], wc[0]))
-    if len({c for _, c in ranked}) <= 1:
+    ranked = _by_frequency(counts, charset)
+    if _uncounted(ranked):
         return dict(ranked)  # a plain word list: all of it, as it is
     words = dict(ranked[:max_words])
     from .corpus import FALLBACK_AFFIXES
@@ -111,9 +122,8 @@ def break_parts(counts, charset: Charset, max_words: int = BREAK_WORDS,
     decoding must read a part as a word (``De-`` -> ``To.``)."""
     if not charset.covers(BREAK_MARK):
         return {}
-    ranked = sorted(((w, c) for w, c in counts.items() if w.isalpha() and charset.covers(w)),
-                    key=lambda wc: (-wc[1], wc[0]))
-    if len({c for _, c in ranked}) <= 1:
+    ranked = [(w, c) for w, c in _by_frequency(counts, charset) if w.isalpha()]
+    if _uncounted(ranked):
         return {}
     parts: dict[str, float] = {}
     done: set[str] = set()
