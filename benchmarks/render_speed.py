@@ -229,7 +229,7 @@ def machine() -> dict:
         "torch": version("torch"),
         "pillow": version("pillow"),
         "numpy": version("numpy"),
-        "hwlearn": version("hwlearn"),
+        "hwlearn": __import__("hwlearn").__version__,  # not version(): a device machine runs the tree uninstalled
         "commit": commit + ("+dirty" if dirty else ""),
     }
 
