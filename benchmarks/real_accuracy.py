@@ -460,8 +460,11 @@ def git_state() -> dict:
     def git(*cmd):
         return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True).stdout.strip()
 
-    # a device machine gets the working tree without .git: benchmarks/gpu_session.sh passes the commit along
-    return {"commit": git("rev-parse", "HEAD") or os.environ.get("HWLEARN_COMMIT", "unknown"),
+    # a device machine's copy of the tree has a stale .git or none: benchmarks/gpu_session.sh passes the commit
+    # along (its `prepare` checks the tree is clean)
+    if os.environ.get("HWLEARN_COMMIT"):
+        return {"commit": os.environ["HWLEARN_COMMIT"], "dirty": False}
+    return {"commit": git("rev-parse", "HEAD") or "unknown",
             "dirty": bool(git("status", "--porcelain", "--", "hwlearn", "benchmarks", ":!benchmarks/results"))}
 
 

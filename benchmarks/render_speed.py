@@ -214,9 +214,12 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", *MEASURED_FILES],
-                           capture_output=True, text=True).stdout.strip()
+    if os.environ.get("HWLEARN_COMMIT"):  # set by benchmarks/gpu_session.sh: a device's copy has a stale .git
+        commit, dirty = os.environ["HWLEARN_COMMIT"], ""
+    else:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", *MEASURED_FILES],
+                               capture_output=True, text=True).stdout.strip()
     from hwlearn.synth import available_cores
 
     return {
