@@ -14,14 +14,22 @@
 #   then one device call, from the repository root:
 #       run(command="bash benchmarks/gpu_session.sh", carry=[".whl", ".device"], timeout_s=600)
 #
-# On the machine it installs the wheels, writes the environment to $OUT/env.txt, runs a smoke
-# benchmark on the GPU (stops there if that fails), the training-speed benchmark on cuda, then the
-# `gpu` profile on GW and on DHSD (label-free on the train images, and the supervised bound),
-# each under the time left of BUDGET_S (default 560 s). Calling it again on the same warm machine
-# (within its 30 s idle) continues: finished steps are reused, an interrupted pretraining resumes
-# from its last checkpoint. Results come back in $OUT (8 files at most): env.txt, the logs, the
-# result JSONs, and runs.tgz (steps, settings, evaluations, the smoke result; no checkpoints).
-# Copy the JSONs to benchmarks/results/.
+# then, if the lease has time left (status: budget_left_s) and the machine is still warm (30 s), a
+# second call continues where the first stopped (finished steps are reused, an interrupted
+# pretraining resumes from its last checkpoint, every 1000 steps):
+#       run(command="BUDGET_S=<left - 40> bash benchmarks/gpu_session.sh", carry=[".whl", ".device"], ...)
+#
+# On the machine it installs the wheels, writes the environment to $OUT/env.txt, then runs the
+# `gpu` profile on each of DATASETS (default "gw_words dhsd"; label-free on the train images, then
+# the supervised bound), each under the time left of BUDGET_S (default 560 s). SMOKE=1 runs a
+# smoke benchmark on the GPU first, SPEED=1 the training-speed benchmark; EXTRA_SET="--set K=V"
+# changes the profile. Results come back in $OUT (8 files at most): env.txt, session.log (the end
+# of each run's output), runs.tgz (every run's log, result JSON, steps, settings, evaluations; no
+# weights) and each pretrained model in parts. Copy the JSONs to benchmarks/results/.
+#
+# The first lease (2026-12-04, H200, at bd21e1e): the base model pretrained at ~1340 images/s
+# (batch 64, 14 rendering workers), so GW's 10000 steps alone need ~8.5 minutes, and one lease
+# holds about one dataset (benchmarks/README.md, "gpu profile").
 #
 # A dry run on a CPU (no GPU, no Python 3.12) checks the script itself:
 #   DEVICE=cpu PROFILE=smoke DHSD_SET="--set phrase_share=0.5" WHEELS=DIR_OF_CP311_WHEELS \
@@ -81,6 +89,7 @@ print("python", platform.python_version(), "torch", torch.__version__, "cuda", t
 print("numpy", numpy.__version__, "pillow", PIL.__version__, "raqm", PIL.features.check("raqm"), "cpus", os.cpu_count())
 EOF
 } 2>&1 | tee "$OUT/env.txt"
+mkdir -p runs/real_accuracy
 
 left() { echo $((deadline - SECONDS)); }  # seconds of BUDGET_S left
 
@@ -95,40 +104,50 @@ if [ ! -f runs/corpora/de_ngerman.json ]; then  # DHSD's corpus, as benchmarks/R
         || { tail -n 5 /tmp/corpus.log; echo "error: could not build the German corpus statistics"; exit 1; }
 fi
 
-# 1. the GPU code paths at once (pretraining, adaptation, fine-tuning, evaluation, with enough images that
-#    the search workers start: inference.PARALLEL_MIN_SEARCHES; ~1 minute)
-timeout "$(left)" python3 benchmarks/real_accuracy.py .device/data/gw_words --profile smoke --device "$DEVICE" \
-    --lexicon corpora/en_default.json --adapt-lexicon --out-dir "runs/real_accuracy/gw_words-smoke-$DEVICE" \
-    --set max_train_images=100 --set max_test_images=150 \
-    --json "runs/real_accuracy/gw_words-smoke-$DEVICE.json" > "$OUT/smoke.log" 2>&1
-rc=$?
-tail -n 25 "$OUT/smoke.log"
-if [ $rc -ne 0 ]; then
-    echo "error: the smoke run failed on $DEVICE (rc $rc): $OUT/smoke.log"
-    exit $rc
+# 1. optional (SMOKE=1): the GPU code paths at once (pretraining, adaptation, fine-tuning, evaluation, with enough
+#    images that the search workers start: inference.PARALLEL_MIN_SEARCHES; ~1 minute). Off by default since
+#    they all ran on an H200 at bd21e1e (2026-12-04); turn it on after changes to GPU code.
+if [ "${SMOKE:-0}" = 1 ]; then
+    timeout "$(left)" python3 benchmarks/real_accuracy.py .device/data/gw_words --profile smoke --device "$DEVICE" \
+        --lexicon corpora/en_default.json --adapt-lexicon --out-dir "runs/real_accuracy/gw_words-smoke-$DEVICE" \
+        --set max_train_images=100 --set max_test_images=150 \
+        --json "runs/real_accuracy/gw_words-smoke-$DEVICE.json" > runs/real_accuracy/smoke.log 2>&1
+    rc=$?
+    tail -n 25 runs/real_accuracy/smoke.log | tee -a "$OUT/session.log"
+    if [ $rc -ne 0 ]; then
+        cp runs/real_accuracy/smoke.log "$OUT/"
+        echo "error: the smoke run failed on $DEVICE (rc $rc): $OUT/smoke.log"
+        exit $rc
+    fi
 fi
 
-# 2. training and recognition speed per preset on cuda (rendering excluded; ~1 minute)
-[ "$(left)" -gt 60 ] || { echo "no time left after the smoke run"; exit 0; }  # (timeout 0 would mean no limit)
-timeout "$(left)" python3 benchmarks/train_speed.py --devices "$DEVICE" --presets small,base --batch-size 32 --steps 30 \
-    --out "$OUT/train_speed.json" 2>&1 | tail -n 12
-
-# 3. the `gpu` profile, GW then DHSD (each continues where an earlier call stopped)
-[ "$(left)" -gt 60 ] || { echo "no time left for the benchmark runs"; exit 0; }
-timeout "$(($(left) - 15))" python3 benchmarks/real_accuracy.py .device/data/gw_words --profile "$PROFILE" --device "$DEVICE" \
-    --lexicon corpora/en_default.json --adapt-lexicon --systems label_free,supervised \
-    --out-dir "runs/real_accuracy/gw_words-$PROFILE" --json "$OUT/real_accuracy-gw_words-$PROFILE.json" 2>&1 \
-    | grep -v "━" > "$OUT/gw_words.log"
-echo "GW rc ${PIPESTATUS[0]}"; tail -n 20 "$OUT/gw_words.log"
-if [ "$(left)" -gt 60 ]; then
-    timeout "$(($(left) - 15))" python3 benchmarks/real_accuracy.py .device/data/dhsd --profile "$PROFILE" --device "$DEVICE" \
-        --corpus runs/corpora/de_ngerman.json $DHSD_SET \
-        --systems label_free,supervised \
-        --out-dir "runs/real_accuracy/dhsd-$PROFILE" --json "$OUT/real_accuracy-dhsd-$PROFILE.json" 2>&1 \
-        | grep -v "━" > "$OUT/dhsd.log"
-    echo "DHSD rc ${PIPESTATUS[0]}"; tail -n 20 "$OUT/dhsd.log"
+# 2. optional (SPEED=1): training and recognition speed per preset (rendering excluded; ~1 minute; measured on an
+#    H200 at bd21e1e: benchmarks/results/train_speed-cuda-h200-2026-12-04.json)
+if [ "${SPEED:-0}" = 1 ] && [ "$(left)" -gt 60 ]; then  # (timeout 0 would mean no limit)
+    timeout "$(left)" python3 benchmarks/train_speed.py --devices "$DEVICE" --presets small,base --batch-size 32 --steps 30 \
+        --out runs/real_accuracy/train_speed.json 2>&1 | tail -n 12 | tee -a "$OUT/session.log"
 fi
-tar czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.npy' \
-    "runs/real_accuracy/gw_words-smoke-$DEVICE" "runs/real_accuracy/gw_words-smoke-$DEVICE.json" \
-    "runs/real_accuracy/gw_words-$PROFILE" "runs/real_accuracy/dhsd-$PROFILE" 2>/dev/null
+
+# 3. the `gpu` profile on each of DATASETS in turn (default: GW, then DHSD; each continues where an earlier call on
+#    the same machine stopped). The pretrained model comes back too, in parts of 15 MiB (files back are at most
+#    16 MiB; `cat PARTS | tar x` joins them), so that a CPU session can adapt it (--skip-pretrain) whatever the
+#    lease had left for the rest.
+for name in ${DATASETS:-gw_words dhsd}; do
+    [ "$(left)" -gt 60 ] || { echo "no time left for $name" | tee -a "$OUT/session.log"; break; }
+    case $name in
+        gw_words) args="--lexicon corpora/en_default.json --adapt-lexicon" ;;
+        dhsd) args="--corpus runs/corpora/de_ngerman.json $DHSD_SET" ;;
+        *) echo "error: unknown dataset $name (gw_words, dhsd)"; exit 1 ;;
+    esac
+    run="runs/real_accuracy/$name-$PROFILE"
+    timeout "$(($(left) - 20))" python3 benchmarks/real_accuracy.py ".device/data/$name" --profile "$PROFILE" \
+        --device "$DEVICE" $args ${EXTRA_SET:-} --systems label_free,supervised --out-dir "$run" \
+        --json "$run.json" 2>&1 | grep -v "━" >> "$run.log"
+    echo "$name rc ${PIPESTATUS[0]}" | tee -a "$OUT/session.log"; tail -n 20 "$run.log" | tee -a "$OUT/session.log"
+    if [ -f "$run/pretrain/best/model.safetensors" ]; then
+        tar cf - -C "$run" pretrain/best | split -b 15m - "$OUT/$name-$PROFILE-pretrain-best.tar.part-"
+    fi
+done
+# at most 8 files back: env.txt, session.log, runs.tgz and two checkpoint parts per dataset
+tar czf "$OUT/runs.tgz" --exclude='*.safetensors' --exclude='*.pt' --exclude='*.npy' runs/real_accuracy 2>/dev/null
 ls -la "$OUT"
