@@ -68,7 +68,9 @@ OUT=${OUT:-runs/gpu_session_out}
 DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-gpu}
 WHEELS=${WHEELS:-.whl}
-DHSD_SET=${DHSD_SET:---set pretrain_steps=7000 --set phrase_share=0.5 --set max_len=32 --set char_floor=0.01}  # as in DHSD's `cpu` command
+# DHSD's `cpu` command's settings, with 4000 pretraining steps rather than 7000: its phrases are about twice GW's
+# words' width, so 4000 steps should take about as long as GW's 8000 (an estimate: DHSD has not run on a GPU yet)
+DHSD_SET=${DHSD_SET:---set pretrain_steps=4000 --set phrase_share=0.5 --set max_len=32 --set char_floor=0.01}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export HWLEARN_COMMIT=$(cat .device/COMMIT 2>/dev/null || echo unknown)

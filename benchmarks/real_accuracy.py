@@ -48,10 +48,10 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 - ``cpu-full``: hwlearn adapt's defaults (7 rounds x 500 steps, 4 views) on the small preset, 7000
   pretraining steps, 2000 fine-tuning steps: the best CPU numbers, about 1.5 h (GW) to 3 h (DHSD)
   on 2 cores;
-- ``gpu``: ``base`` preset (height 64), 10000 pretraining steps of batch 64 with 14 rendering
-  workers, 6 x 500 adaptation steps (2 views), 1500 fine-tuning steps: sized so that a lent GPU
-  machine (one H200, 16 cores, a 15-minute lease) runs both datasets in one call
-  (``benchmarks/gpu_session.sh``); the sizes are estimates until a lent machine measures them.
+- ``gpu``: ``base`` preset (height 64), 8000 pretraining steps of batch 64 with 14 rendering
+  workers, 6 x 500 adaptation steps (2 views), 1500 fine-tuning steps: sized to one dataset in a
+  lent GPU machine's 15-minute lease (one H200, 16 cores: ``benchmarks/gpu_session.sh``). The one
+  lease so far measured pretraining at ~19 steps/s (~7 minutes for 8000); the rest is an estimate.
 
 ``--systems`` limits the run to some of the models (the synthetic-only one is always scored), e.g.
 ``--skip-pretrain RUN/pretrain/best --systems label_free --out-dir runs/exp1 --set adapt_lr=0.001``
@@ -180,10 +180,13 @@ PROFILES = {
     # steps are those its v9 results were made with; `cpu` now pretrains longer)
     "cpu-full": Profile(preset="small", pretrain_steps=7000, batch_size=32, workers=1, val_every=500, val_size=500,
                         adapt_steps=500, finetune_steps=2000),
-    # sized to a device lease (benchmarks/gpu_session.sh: both datasets in one <= 10-minute call on one H200 with
-    # 16 cores; not yet measured): pretraining is bound by rendering (~440 words/s a core at height 64), ~6000
-    # words/s with 14 workers -> 10000 steps of 64 in ~2 min; adaptation and fine-tuning scaled as in `cpu`
-    "gpu": Profile(preset="base", pretrain_steps=10000, batch_size=64, workers=14, val_every=1000, val_size=1000,
+    # one dataset in a device lease (benchmarks/gpu_session.sh: one H200, 16 cores, ~13.5 minutes of running in two
+    # calls). Measured on the first lease (2026-12-04): pretraining runs at ~19.4 steps of 64 a second with
+    # validation (~1340 images/s; the model alone trains 1607/s: the GPU, not the 14 renderers, sets the pace), so
+    # 10000 steps took 8.5 minutes and left too little for adaptation; 8000 (synthetic val CER 0.0136 at step 8000
+    # of the 10000-step schedule). Batch 128 at half the steps was not tried there: on the CPU the same change to
+    # the small model (64 x 7500 for 32 x 15000) read GW worse than all four draws (0.0865 / 0.0681, EXPERIMENTS)
+    "gpu": Profile(preset="base", pretrain_steps=8000, batch_size=64, workers=14, val_every=1000, val_size=1000,
                    adapt_rounds=6, adapt_ramp_rounds=3, adapt_steps=500, adapt_views=2, finetune_steps=1500),
 }
 
