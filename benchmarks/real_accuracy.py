@@ -62,7 +62,7 @@ than ``benchmarks/results/`` unless ``--json`` says otherwise.
 **Resuming.** Each step's output in ``RUN`` is reused when it is complete (a finished
 ``pretrain`` or ``finetune`` run, an adaptation's ``final``, an evaluation of the same checkpoint
 with the same lexicon); an interrupted training run is resumed from ``last``; an interrupted
-adaptation starts over. ``RUN/settings.json`` records what the outputs depend on, and a run
+adaptation goes on after its last finished round (``hwlearn.selftrain``). ``RUN/settings.json`` records what the outputs depend on, and a run
 directory made with other settings is refused. ``--skip-pretrain CKPT`` uses an existing
 pretrained checkpoint instead of step 1.
 
@@ -359,11 +359,7 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
     if (final / "meta.json").exists():
         log.reused(name, final, checkpoint=str(final))
         return final, read_meta(final)["adapt_summary"]
-    leftovers = [p for p in out.iterdir() if p.name != "source.json"]
-    if leftovers:  # self-training has no resume: an interrupted adaptation starts over
-        console.print(f"[yellow]{out}: unfinished adaptation; starting it over")
-        for p in leftovers:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    # an interrupted adaptation resumes after its last finished round (hwlearn.selftrain: same inputs, same key)
     console.rule(f"[bold]{title}")
     config = AdaptConfig(rounds=profile.adapt_rounds, ramp_rounds=profile.adapt_ramp_rounds,
                          steps_per_round=profile.adapt_steps,

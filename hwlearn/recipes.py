@@ -548,6 +548,7 @@ def adapt_folder(
     skipped and listed), mixing in synthetic words rendered like the checkpoint's pretraining data.
     Pseudo-labels are decoded with the lexicon when one is given, else guided by the character model
     of ``charlm_source`` (:func:`load_charlm`; by default the pretraining corpus), else greedily.
+    An interrupted run in ``out_dir`` resumes from its last finished round unless ``overwrite``.
     See :func:`hwlearn.selftrain.adapt`."""
     from .data import read_labels, scan_images
     from .selftrain import AdaptConfig, adapt
@@ -570,4 +571,4 @@ def adapt_folder(
     charlm = load_charlm(charlm_source, ckpt) if lexicon is None else None
     val_items = read_labels(val_labels) if val_labels else []
     return adapt(checkpoint, paths, out_dir, synthetic, config, lexicon=lexicon, charlm=charlm, val_items=val_items,
-                 device=dev, skipped=skipped, report=report)
+                 device=dev, skipped=skipped, report=report, resume=not overwrite)

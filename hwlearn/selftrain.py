@@ -34,6 +34,11 @@ Each round:
    ``round<k>/pseudo_labels.tsv``, :func:`write_pseudo_labels`) and re-label all images with the new model; the
    mean confidence over *all* unlabeled images is the round's label-free score.
 
+An interrupted run resumes: run again into the same directory with the same checkpoint, images and
+settings, and the finished rounds (each checkpoint carries a key of all three and its report row) are
+loaded rather than trained again; the images are re-labeled once by the last finished round's model,
+so the resumed run trains and chooses as the uninterrupted one would.
+
 Labels of an optional validation set are used only to print CER/WER per round, never to train or
 to choose. The final model is the round with the highest label-free score (round 0 = the
 pretrained model), copied to ``final``, with the pseudo-labels that round trained on and how often
@@ -43,6 +48,8 @@ mixes in (:func:`hwlearn.recipes.load_charlm`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections import Counter
@@ -269,6 +276,50 @@ def match_synthetic_fonts(model, inputs, synthetic, config: AdaptConfig, charset
     return synthetic.with_fonts(keep), keep
 
 
+def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], config: AdaptConfig, method: str,
+               lexicon, charlm, layout: Layout, val_items: Sequence[tuple[Path, str]]) -> str:
+    """What makes a round's result: the pretrained checkpoint (path and training record), the images in
+    order, the settings, the reading method and its lexicon or character model, the layout, and the
+    report-only validation labels. A finished round is reused only under the same key."""
+    parts = {
+        "source": str(Path(checkpoint).resolve()), "source_training": source_meta.get("training"),
+        "images": [str(p) for p in unlabeled], "config": asdict(config), "method": method,
+        "lexicon": [len(lexicon), len(lexicon.breaks), lexicon.prior_weight] if lexicon is not None else None,
+        "charlm": [charlm.num_words, charlm.order] if method == "charlm" else None,
+        "layout": layout.to_dict(), "val": [[str(p), t] for p, t in val_items],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_rounds(out_dir: Path, key: str, rounds: int) -> list[RoundReport]:
+    """The report rows of the rounds 1, 2, ... that a run with ``key`` finished in ``out_dir`` (stops at
+    the first round missing, unfinished or made under another key)."""
+    done = []
+    for r in range(1, rounds + 1):
+        try:
+            meta = json.loads((out_dir / f"round{r}" / "last" / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            break
+        row = meta.get("report")
+        if meta.get("resume_key") != key or not isinstance(row, dict) \
+                or not (out_dir / f"round{r}" / PSEUDO_LABELS).is_file():
+            break
+        done.append(RoundReport(**row))
+    return done
+
+
+def read_selected_labels(path: Path) -> Counter:
+    """The pseudo-labels a round trained on, and how often each, from its :func:`write_pseudo_labels` file."""
+    readings: Counter = Counter()
+    with open(path, encoding="utf-8") as f:
+        next(f, None)
+        for line in f:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) == 4 and fields[3] == "1":
+                readings[fields[1]] += 1
+    return readings
+
+
 def adapt(
     checkpoint: str | Path,
     unlabeled: Sequence[Path],
@@ -282,13 +333,15 @@ def adapt(
     device: str | torch.device = "cpu",
     skipped: Sequence[tuple[Path, str]] = (),
     report=None,
+    resume: bool = True,
 ) -> AdaptResult:
     """Self-train the model in ``checkpoint`` on ``unlabeled`` image paths; see the module docstring.
 
     ``synthetic`` yields ``(uint8 image, word)`` (e.g. :class:`hwlearn.synth.SyntheticWords`);
     ``report(RoundReport)`` is called after each round (the CLI prints the table row).
     Pseudo-labels are decoded with ``lexicon`` (a :class:`hwlearn.decode.Lexicon`) when given, else
-    with ``charlm`` (a :class:`hwlearn.charlm.CharLM`) when given, else greedily.
+    with ``charlm`` (a :class:`hwlearn.charlm.CharLM`) when given, else greedily. With ``resume``, rounds
+    that an earlier run with the same inputs finished in ``out_dir`` are reused (module docstring).
     """
     out_dir = Path(out_dir)
     ckpt = load_checkpoint(checkpoint, device=device)
@@ -326,9 +379,9 @@ def adapt(
             return AugmentedCopy(images, height, lambda i, _img: [config.seed, round_index, view, i])
 
         def label_and_score(round_index: int, share: float, selected: list[int], preds_before,
-                            preds=None) -> tuple[list[Prediction], RoundReport]:
+                            preds=None, with_val: bool = True) -> tuple[list[Prediction], RoundReport]:
             """Label every image with the current model (unless ``preds`` already holds its labels) and
-            make the round's report row."""
+            make the round's report row (reading the validation labels too unless ``with_val`` is false)."""
             started = time.perf_counter()
             if config.views > 0:  # (round 0's labels from the layout choice are read again, with the copies)
                 copies = [augmented_inputs(round_index, v) for v in range(config.views)]
@@ -346,7 +399,7 @@ def adapt(
                 selected_confidence=float(np.mean([preds_before[i].confidence for i in selected])) if selected else 0.0,
             )
             row.seconds["labeling"] = round(time.perf_counter() - started, 1)
-            if val:
+            if val and with_val:
                 started = time.perf_counter()
                 refs = [t for _, t in val]
                 by_method = predictions_by_method(model, [val], charset, ("greedy", method), device=device,
@@ -366,7 +419,20 @@ def adapt(
             report(row)
         round_dirs = {0: Path(checkpoint)}
         readings: dict[int, Counter] = {}  # round -> the pseudo-labels it trained on, and how often each
-        for r in range(1, config.rounds + 1):
+        key = resume_key(checkpoint, ckpt.meta, unlabeled, config, method, lexicon, charlm, layout, val_items)
+        done = finished_rounds(out_dir, key, config.rounds) if resume else []
+        for row in done:
+            round_dirs[row.round] = out_dir / f"round{row.round}" / "last"
+            readings[row.round] = read_selected_labels(out_dir / f"round{row.round}" / PSEUDO_LABELS)
+            rounds.append(row)
+            if report:
+                report(row)
+        if done:
+            last = done[-1].round
+            model.load_state_dict(load_checkpoint(round_dirs[last], device=device).model.state_dict())
+            console.print(f"resuming: rounds 1-{last} were finished in {out_dir}; re-labeling with round {last}'s model")
+            preds, _ = label_and_score(last, config.share(last), [], [], with_val=False)
+        for r in range(len(done) + 1, config.rounds + 1):
             share = config.share(r)
             selected = select_by_rank(preds, share, charset, config.rare_chars)
             if not selected:
@@ -395,15 +461,17 @@ def adapt(
             before = preds
             preds, row = label_and_score(r, share, selected, before)
             row.seconds = {"training": round(trainer.seconds, 1), **row.seconds}
+            row.checkpoint = str(out_dir / f"round{r}" / "last")
             # store the label-free score (and the report-only validation numbers) with the round's checkpoint;
-            # a finished round needs no resume state, so it is written without it
+            # a finished round needs no trainer resume state, so it is written without it, but with its report
+            # row and the key a resumed run reuses it under
             save_checkpoint(out_dir / f"round{r}" / "last", model, charset,
                             meta={**round_meta,
                                   "training": {"phase": f"adapt-round-{r}", "step": trainer.step,
                                                "seconds": round(trainer.seconds, 1), "device": str(trainer.device)},
                                   "metrics": {"mean_confidence": row.mean_confidence,
-                                              **{f"val_{k}": v for k, v in row.val.items()}}})
-            row.checkpoint = str(out_dir / f"round{r}" / "last")
+                                              **{f"val_{k}": v for k, v in row.val.items()}},
+                                  "report": asdict(row), "resume_key": key})
             round_dirs[r] = out_dir / f"round{r}" / "last"
             rounds.append(row)
             if report:

@@ -1,6 +1,8 @@
-"""Self-training's selection schedule."""
+"""Self-training's selection schedule, and resuming an interrupted adaptation."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -72,3 +74,62 @@ def test_pseudo_labels_with_a_rare_character_are_repeated_up_to_the_floor():
     assert [x for x in out if x[1] == "ab"] == items[:300]  # common items once, in order
     lone = [(i, "ab") for i in range(5000)] + [(5000, "Ä")]
     assert repeat_rare(lone).count((5000, "Ä")) == RARE_CHAR_COPIES  # capped
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_run, tmp_path):
+    """Stopped after round 2 of 3 and run again, adaptation reuses rounds 1-2 and trains round 3 to the
+    weights and scores of the uninterrupted run; other settings, or overwrite, start over."""
+    import torch
+    from PIL import Image
+
+    from hwlearn.checkpoint import load_checkpoint
+    from hwlearn.recipes import adapt_folder, synthetic_like
+
+    ckpt = load_checkpoint(tiny_run / "best")
+    synthetic = synthetic_like(ckpt, seed=21)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(16):
+        Image.fromarray(synthetic[i][0]).save(folder / f"w{i:02d}.png")
+    config = AdaptConfig(rounds=3, ramp_rounds=2, steps_per_round=3, batch_size=8, num_workers=0, views=1)
+
+    whole = adapt_folder(tiny_run / "best", folder, tmp_path / "whole", device="cpu", config=config)
+
+    def stop_after_round_2(row):
+        if row.round == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        adapt_folder(tiny_run / "best", folder, tmp_path / "resumed", device="cpu", config=config,
+                     report=stop_after_round_2)
+    assert not (tmp_path / "resumed" / "round3").exists()
+    round1 = (tmp_path / "resumed" / "round1" / "last" / "model.safetensors").stat().st_mtime_ns
+    seen = []
+    resumed = adapt_folder(tiny_run / "best", folder, tmp_path / "resumed", device="cpu", config=config,
+                           report=lambda row: seen.append(row.round))
+    assert seen == [0, 1, 2, 3]
+    assert (tmp_path / "resumed" / "round1" / "last" / "model.safetensors").stat().st_mtime_ns == round1  # reused
+    assert [r.mean_confidence for r in resumed.rounds] == [r.mean_confidence for r in whole.rounds]
+    assert resumed.chosen_round == whole.chosen_round
+    a = load_checkpoint(tmp_path / "whole" / "round3" / "last").model.state_dict()
+    b = load_checkpoint(tmp_path / "resumed" / "round3" / "last").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    a = load_checkpoint(tmp_path / "whole" / "final").model.state_dict()
+    b = load_checkpoint(tmp_path / "resumed" / "final").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    # another setting is another run: nothing is reused (round 1 is trained again, 4 steps)
+    with pytest.raises(_Stop):
+        adapt_folder(tiny_run / "best", folder, tmp_path / "other", device="cpu", config=config,
+                     report=stop_after_round_2)
+    other = AdaptConfig(rounds=2, ramp_rounds=2, steps_per_round=4, batch_size=8, num_workers=0, views=1)
+    adapt_folder(tiny_run / "best", folder, tmp_path / "other", device="cpu", config=other)
+    assert json.loads((tmp_path / "other" / "round1" / "last" / "meta.json").read_text())["training"]["step"] == 4
+    # and overwrite starts over even with the same settings
+    round1 = (tmp_path / "other" / "round1" / "last" / "model.safetensors").stat().st_mtime_ns
+    adapt_folder(tiny_run / "best", folder, tmp_path / "other", device="cpu", config=other, overwrite=True)
+    assert (tmp_path / "other" / "round1" / "last" / "model.safetensors").stat().st_mtime_ns != round1

@@ -60,7 +60,8 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
                    "(DHSD's capital umlauts: better); not where capitals and digits are rare and misread, as "
                    "in old English letters (GW: worse, the misreadings are repeated). Off by default "
                    "(docs/adapting.md).")
-@click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run.")
+@click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run (without it, an "
+              "interrupted run resumes after its last finished round when given the same inputs and settings).")
 @device_option
 @workers_option
 @seed_option
