@@ -380,7 +380,7 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
     # test labels go in only to report CER per round; selection and the final round use confidence alone
     result = adapt_folder(pretrained, images, out, config=config,
                           lexicon_source=args.lexicon if args.adapt_lexicon else None, charlm_source=args.char_lm,
-                          val_labels=test_tsv, device=args.device, report=report)
+                          val_labels=test_tsv, device=args.device, report=report, resume=True)
     log.done(name, time.perf_counter() - t, checkpoint=str(result.final_checkpoint), images=len(images),
              chosen_round=result.chosen_round, layout=result.layout)
     return result.final_checkpoint, read_meta(result.final_checkpoint)["adapt_summary"]

@@ -542,13 +542,15 @@ def adapt_folder(
     val_labels: str | Path | None = None,
     device: str = "auto",
     overwrite: bool = False,
+    resume: bool = False,
     report=None,
 ):
     """Self-train ``checkpoint`` on the images under ``unlabeled_dir`` (recursively; unreadable files are
     skipped and listed), mixing in synthetic words rendered like the checkpoint's pretraining data.
     Pseudo-labels are decoded with the lexicon when one is given, else guided by the character model
     of ``charlm_source`` (:func:`load_charlm`; by default the pretraining corpus), else greedily.
-    An interrupted run in ``out_dir`` resumes from its last finished round unless ``overwrite``.
+    An interrupted run in ``out_dir`` goes on after its last finished round with ``resume`` (the same
+    checkpoint, images and settings), starts over with ``overwrite``, and is refused otherwise.
     See :func:`hwlearn.selftrain.adapt`."""
     from .data import read_labels, scan_images
     from .selftrain import AdaptConfig, adapt
@@ -557,6 +559,9 @@ def adapt_folder(
     out_dir = Path(out_dir)
     if (out_dir / "final" / "meta.json").exists() and not overwrite:
         raise HwlearnError(f"{out_dir}: already holds an adaptation run; use --overwrite to start over")
+    if not (resume or overwrite) and any(out_dir.glob("round*/last/meta.json")):
+        raise HwlearnError(f"{out_dir}: holds an unfinished adaptation run; use --resume to go on after its last "
+                           "finished round, or --overwrite to start over")
     if isinstance(unlabeled_dir, (str, Path)):
         scan = scan_images(unlabeled_dir)
         paths, skipped = list(scan.paths), list(scan.skipped)
@@ -571,4 +576,4 @@ def adapt_folder(
     charlm = load_charlm(charlm_source, ckpt) if lexicon is None else None
     val_items = read_labels(val_labels) if val_labels else []
     return adapt(checkpoint, paths, out_dir, synthetic, config, lexicon=lexicon, charlm=charlm, val_items=val_items,
-                 device=dev, skipped=skipped, report=report, resume=not overwrite)
+                 device=dev, skipped=skipped, report=report, resume=resume and not overwrite)

@@ -34,10 +34,10 @@ Each round:
    ``round<k>/pseudo_labels.tsv``, :func:`write_pseudo_labels`) and re-label all images with the new model; the
    mean confidence over *all* unlabeled images is the round's label-free score.
 
-An interrupted run resumes: run again into the same directory with the same checkpoint, images and
-settings, and the finished rounds (each checkpoint carries a key of all three and its report row) are
-loaded rather than trained again; the images are re-labeled once by the last finished round's model,
-so the resumed run trains and chooses as the uninterrupted one would.
+An interrupted run can be resumed (``resume``): run again into the same directory with the same
+checkpoint, images and settings, and the finished rounds (each checkpoint carries a key of all three
+and its report row) are loaded rather than trained again; the images are re-labeled once by the last
+finished round's model, so the resumed run trains and chooses as the uninterrupted one would.
 
 Labels of an optional validation set are used only to print CER/WER per round, never to train or
 to choose. The final model is the round with the highest label-free score (round 0 = the
@@ -333,7 +333,7 @@ def adapt(
     device: str | torch.device = "cpu",
     skipped: Sequence[tuple[Path, str]] = (),
     report=None,
-    resume: bool = True,
+    resume: bool = False,
 ) -> AdaptResult:
     """Self-train the model in ``checkpoint`` on ``unlabeled`` image paths; see the module docstring.
 
@@ -421,6 +421,9 @@ def adapt(
         readings: dict[int, Counter] = {}  # round -> the pseudo-labels it trained on, and how often each
         key = resume_key(checkpoint, ckpt.meta, unlabeled, config, method, lexicon, charlm, layout, val_items)
         done = finished_rounds(out_dir, key, config.rounds) if resume else []
+        if resume and not done and (out_dir / "round1" / "last" / "meta.json").is_file():
+            raise HwlearnError(f"{out_dir}: its rounds were made from another checkpoint, other images or other "
+                               "settings; use --overwrite to start over")
         for row in done:
             round_dirs[row.round] = out_dir / f"round{row.round}" / "last"
             readings[row.round] = read_selected_labels(out_dir / f"round{row.round}" / PSEUDO_LABELS)

@@ -81,12 +81,14 @@ class _Stop(Exception):
 
 
 def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_run, tmp_path):
-    """Stopped after round 2 of 3 and run again, adaptation reuses rounds 1-2 and trains round 3 to the
-    weights and scores of the uninterrupted run; other settings, or overwrite, start over."""
+    """Stopped after round 2 of 3 and resumed, adaptation reuses rounds 1-2 and trains round 3 to the
+    weights and scores of the uninterrupted run. Without --resume or --overwrite the unfinished run is
+    refused; resuming with other settings is refused; overwrite starts over."""
     import torch
     from PIL import Image
 
     from hwlearn.checkpoint import load_checkpoint
+    from hwlearn.errors import HwlearnError
     from hwlearn.recipes import adapt_folder, synthetic_like
 
     ckpt = load_checkpoint(tiny_run / "best")
@@ -108,9 +110,11 @@ def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_ru
                      report=stop_after_round_2)
     assert not (tmp_path / "resumed" / "round3").exists()
     round1 = (tmp_path / "resumed" / "round1" / "last" / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(HwlearnError, match="unfinished adaptation run; use --resume"):
+        adapt_folder(tiny_run / "best", folder, tmp_path / "resumed", device="cpu", config=config)
     seen = []
     resumed = adapt_folder(tiny_run / "best", folder, tmp_path / "resumed", device="cpu", config=config,
-                           report=lambda row: seen.append(row.round))
+                           report=lambda row: seen.append(row.round), resume=True)
     assert seen == [0, 1, 2, 3]
     assert (tmp_path / "resumed" / "round1" / "last" / "model.safetensors").stat().st_mtime_ns == round1  # reused
     assert [r.mean_confidence for r in resumed.rounds] == [r.mean_confidence for r in whole.rounds]
@@ -122,14 +126,12 @@ def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_ru
     b = load_checkpoint(tmp_path / "resumed" / "final").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-    # another setting is another run: nothing is reused (round 1 is trained again, 4 steps)
+    # other settings are another run: resuming it is refused, overwrite starts over (round 1 trained again, 4 steps)
     with pytest.raises(_Stop):
         adapt_folder(tiny_run / "best", folder, tmp_path / "other", device="cpu", config=config,
                      report=stop_after_round_2)
     other = AdaptConfig(rounds=2, ramp_rounds=2, steps_per_round=4, batch_size=8, num_workers=0, views=1)
-    adapt_folder(tiny_run / "best", folder, tmp_path / "other", device="cpu", config=other)
-    assert json.loads((tmp_path / "other" / "round1" / "last" / "meta.json").read_text())["training"]["step"] == 4
-    # and overwrite starts over even with the same settings
-    round1 = (tmp_path / "other" / "round1" / "last" / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(HwlearnError, match="other settings; use --overwrite"):
+        adapt_folder(tiny_run / "best", folder, tmp_path / "other", device="cpu", config=other, resume=True)
     adapt_folder(tiny_run / "best", folder, tmp_path / "other", device="cpu", config=other, overwrite=True)
-    assert (tmp_path / "other" / "round1" / "last" / "model.safetensors").stat().st_mtime_ns != round1
+    assert json.loads((tmp_path / "other" / "round1" / "last" / "meta.json").read_text())["training"]["step"] == 4

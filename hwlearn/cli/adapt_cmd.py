@@ -60,13 +60,14 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
                    "(DHSD's capital umlauts: better); not where capitals and digits are rare and misread, as "
                    "in old English letters (GW: worse, the misreadings are repeated). Off by default "
                    "(docs/adapting.md).")
-@click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run (without it, an "
-              "interrupted run resumes after its last finished round when given the same inputs and settings).")
+@click.option("--resume", is_flag=True, help="Go on with the interrupted run in --out after its last finished round "
+              "(same checkpoint, images and settings: the result is the uninterrupted run's).")
+@click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run.")
 @device_option
 @workers_option
 @seed_option
 def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labels, rounds, ramp_rounds, steps_per_round, start_share,
-          end_share, synthetic_share, batch_size, lr, layout, match_fonts, views, augment, dropout, rare_chars, overwrite, device,
+          end_share, synthetic_share, batch_size, lr, layout, match_fonts, views, augment, dropout, rare_chars, resume, overwrite, device,
           workers,
           seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
@@ -96,7 +97,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
 
     result = adapt_folder(checkpoint, unlabeled, out, config=config, lexicon_source=lexicon,
                           lexicon_weight=lexicon_weight, charlm_source=char_lm, val_labels=val_labels, device=device,
-                          overwrite=overwrite, report=report)
+                          resume=resume, overwrite=overwrite, report=report)
     # no vertical rules and one space between columns: 10 columns of numbers fit an 80-column terminal
     table = Table(title="self-training rounds (val: the --val labels, report only)", box=box.SIMPLE_HEAD,
                   padding=0, show_edge=False)
