@@ -51,6 +51,24 @@ def tiny_pretrain(out: Path, assets, steps: int, until: int | None = None, resum
                     sampler_options={"punct_share": 0.0, "number_share": 0.0, "date_share": 0.0, "case_share": 0.0})
 
 
+def write_word_images(checkpoint: Path, folder: Path, n: int, seed: int, transform=None) -> list[str]:
+    """Save ``n`` synthetic words rendered like ``checkpoint``'s pretraining data as ``folder/wNN.png``
+    (through ``transform(image)`` when given), as a folder of unlabeled images; returns their words."""
+    from PIL import Image
+
+    from hwlearn.checkpoint import load_checkpoint
+    from hwlearn.recipes import synthetic_like
+
+    synthetic = synthetic_like(load_checkpoint(checkpoint), seed=seed)
+    folder.mkdir(parents=True)
+    words = []
+    for i in range(n):
+        img, word = synthetic[i]
+        Image.fromarray(transform(img) if transform else img).save(folder / f"w{i:02d}.png")
+        words.append(word)
+    return words
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_assets) -> Path:
     """A run directory with a tiny model pretrained for 400 steps (best/, last/, metrics.jsonl).

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_word_images
 
 from hwlearn.checkpoint import load_checkpoint
 from hwlearn.charset import Charset
@@ -62,17 +63,12 @@ def test_closest_fonts_add_fonts_for_characters_the_closest_cannot_draw():
 
 
 def test_adapt_draws_synthetic_words_from_the_matched_fonts(tiny_run, tmp_path):
-    from PIL import Image
-
     from hwlearn.recipes import adapt_folder
     from hwlearn.selftrain import AdaptConfig
 
-    ckpt = load_checkpoint(tiny_run / "best")
-    synthetic = synthetic_like(ckpt, seed=3)
     folder = tmp_path / "words"
-    folder.mkdir()
-    for i in range(12):
-        Image.fromarray(synthetic[i][0]).save(folder / f"w{i:02d}.png")
+    write_word_images(tiny_run / "best", folder, 12, seed=3)
+    synthetic = synthetic_like(load_checkpoint(tiny_run / "best"), seed=3)
     result = adapt_folder(tiny_run / "best", folder, tmp_path / "adapt", device="cpu",
                           config=AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0, match_fonts=1))
     meta = json.loads((tmp_path / "adapt" / "final" / "meta.json").read_text())

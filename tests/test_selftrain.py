@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from conftest import write_word_images
 from hwlearn.selftrain import AdaptConfig
 
 
@@ -85,18 +86,13 @@ def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_ru
     weights and scores of the uninterrupted run. Without --resume or --overwrite the unfinished run is
     refused; resuming with other settings is refused; overwrite starts over."""
     import torch
-    from PIL import Image
 
     from hwlearn.checkpoint import load_checkpoint
     from hwlearn.errors import HwlearnError
-    from hwlearn.recipes import adapt_folder, synthetic_like
+    from hwlearn.recipes import adapt_folder
 
-    ckpt = load_checkpoint(tiny_run / "best")
-    synthetic = synthetic_like(ckpt, seed=21)
     folder = tmp_path / "images"
-    folder.mkdir()
-    for i in range(16):
-        Image.fromarray(synthetic[i][0]).save(folder / f"w{i:02d}.png")
+    write_word_images(tiny_run / "best", folder, 16, seed=21)
     config = AdaptConfig(rounds=3, ramp_rounds=2, steps_per_round=3, batch_size=8, num_workers=0, views=1)
 
     whole = adapt_folder(tiny_run / "best", folder, tmp_path / "whole", device="cpu", config=config)
