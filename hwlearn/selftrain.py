@@ -304,7 +304,10 @@ def finished_rounds(out_dir: Path, key: str, rounds: int) -> list[RoundReport]:
         if meta.get("resume_key") != key or not isinstance(row, dict) \
                 or not (out_dir / f"round{r}" / PSEUDO_LABELS).is_file():
             break
-        done.append(RoundReport(**row))
+        try:
+            done.append(RoundReport(**row))
+        except TypeError:  # a row of another hwlearn version
+            break
     return done
 
 
