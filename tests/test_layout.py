@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_word_images
 
 from hwlearn.checkpoint import load_checkpoint, save_checkpoint
 from hwlearn.errors import HwlearnError
@@ -151,14 +152,10 @@ def test_adapted_checkpoint_reads_images_in_its_layout(tiny_run, tmp_path):
     from hwlearn.recipes import adapt_folder
 
     ckpt = load_checkpoint(tiny_run / "best")
-    synthetic = synthetic_like(ckpt, seed=12)
-    folder, labels = tmp_path / "wide", []
-    folder.mkdir()
-    for i in range(16):
-        img, word = synthetic[i]
-        Image.fromarray(_with_wide_margins(img)).save(folder / f"w{i:02d}.png")
-        labels.append(f"{folder / f'w{i:02d}.png'}\t{word}\n")
-    (tmp_path / "labels.tsv").write_text("".join(labels), encoding="utf-8")
+    folder = tmp_path / "wide"
+    words = write_word_images(tiny_run / "best", folder, 16, seed=12, transform=_with_wide_margins)
+    (tmp_path / "labels.tsv").write_text("".join(f"{folder / f'w{i:02d}.png'}\t{word}\n"
+                                                 for i, word in enumerate(words)), encoding="utf-8")
 
     result = adapt_folder(tiny_run / "best", folder, tmp_path / "adapt", device="cpu",
                           config=AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0))
@@ -185,17 +182,11 @@ def test_adapted_checkpoint_reads_images_in_its_layout(tiny_run, tmp_path):
 def test_adapt_labels_every_image_when_the_layout_was_chosen_on_a_sample(tiny_run, tmp_path, monkeypatch):
     """Round 0 reads all the images, not only the layout choice's sample (here without augmented views,
     where round 0 would otherwise reuse the choice's labels)."""
-    from PIL import Image
-
     import hwlearn.selftrain as selftrain
     from hwlearn.recipes import adapt_folder
 
-    ckpt = load_checkpoint(tiny_run / "best")
-    synthetic = synthetic_like(ckpt, seed=13)
     folder = tmp_path / "wide"
-    folder.mkdir()
-    for i in range(16):
-        Image.fromarray(_with_wide_margins(synthetic[i][0])).save(folder / f"w{i:02d}.png")
+    write_word_images(tiny_run / "best", folder, 16, seed=13, transform=_with_wide_margins)
     monkeypatch.setattr(selftrain, "LAYOUT_SAMPLE", 6)
     result = adapt_folder(tiny_run / "best", folder, tmp_path / "adapt", device="cpu",
                           config=AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0, views=0))
