@@ -84,7 +84,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import socket
@@ -111,6 +110,7 @@ from hwlearn.selftrain import AdaptConfig  # noqa: E402
 from hwlearn.train import TrainConfig  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+from render_speed import code_state  # noqa: E402
 from train_speed import machine  # noqa: E402
 
 SYSTEMS = {  # result key -> table label
@@ -456,15 +456,8 @@ def gap_closed(results: dict, label_free: str) -> dict:
 
 
 def git_state() -> dict:
-    def git(*cmd):
-        return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True).stdout.strip()
-
-    # a device machine's copy of the tree has a stale .git or none: benchmarks/gpu_session.sh passes the commit
-    # along (its `prepare` checks the tree is clean)
-    if os.environ.get("HWLEARN_COMMIT"):
-        return {"commit": os.environ["HWLEARN_COMMIT"], "dirty": False}
-    return {"commit": git("rev-parse", "HEAD") or "unknown",
-            "dirty": bool(git("status", "--porcelain", "--", "hwlearn", "benchmarks", ":!benchmarks/results"))}
+    commit, dirty = code_state(["hwlearn", "benchmarks", ":!benchmarks/results"])
+    return {"commit": commit, "dirty": dirty}
 
 
 def print_table(result: dict) -> None:

@@ -203,6 +203,19 @@ def run_trdg(python: str, spec: dict) -> dict:
 # -- machine description ------------------------------------------------------------------------
 
 
+def code_state(paths) -> tuple[str, bool]:
+    """``(commit, dirty)``: the commit the code runs at, and whether ``paths`` (git pathspecs) differ from it.
+    A device machine's copy of the tree has a stale ``.git``: benchmarks/gpu_session.sh passes the commit in
+    ``HWLEARN_COMMIT`` (its ``prepare`` checks the tree is clean)."""
+    if os.environ.get("HWLEARN_COMMIT"):
+        return os.environ["HWLEARN_COMMIT"], False
+
+    def git(*cmd):
+        return subprocess.run(["git", "-C", str(REPO), *cmd], capture_output=True, text=True).stdout.strip()
+
+    return git("rev-parse", "HEAD") or "unknown", bool(git("status", "--porcelain", "--", *paths))
+
+
 def machine() -> dict:
     from importlib.metadata import version
 
@@ -214,12 +227,7 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    if os.environ.get("HWLEARN_COMMIT"):  # set by benchmarks/gpu_session.sh: a device's copy has a stale .git
-        commit, dirty = os.environ["HWLEARN_COMMIT"], ""
-    else:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", *MEASURED_FILES],
-                               capture_output=True, text=True).stdout.strip()
+    commit, dirty = code_state(MEASURED_FILES)
     from hwlearn.synth import available_cores
 
     return {
