@@ -102,6 +102,9 @@ class AdaptConfig:
     # train each pseudo-label toward any of its trailing-mark forms (mark_forms): a comma is a frame or two of
     # ink the model is rarely sure of, and training on the forms it picked unlearned GW's commas round by round
     mark_forms: bool = False
+    # hold each trailing mark's share of the pseudo-labels at round 0's (hold_mark_shares): self-training drops the
+    # marks the model is unsure of a little more each round (GW's commas: 5.8 % of the readings at round 0, 3.1 % at 6)
+    hold_marks: bool = False
 
     def share(self, round_index: int) -> float:
         """Share of the unlabeled images selected in round ``round_index`` (1-based): growing
@@ -221,6 +224,89 @@ def mark_forms(text: str, charset: Charset) -> str | tuple[str, ...]:
         return text
     forms = dict.fromkeys([text] + [body + m for m in TRAILING_MARKS if all(c in charset for c in m)])
     return tuple(forms) if len(forms) > 1 else text
+
+
+#: Trailing marks whose share of the pseudo-labels :func:`hold_mark_shares` holds.
+HELD_MARKS = (",", ".", ";", ":", "-")
+
+
+def mark_shares(texts: Sequence[str]) -> dict[str, float]:
+    """Share of ``texts`` ending in each of :data:`HELD_MARKS` after a letter or digit (``day,``)."""
+    n = max(1, len(texts))
+    return {m: sum(len(t) > 1 and t.endswith(m) and t[-2].isalnum() for t in texts) / n for m in HELD_MARKS}
+
+
+@torch.no_grad()
+def mark_gains(model, inputs, texts: Sequence[str], charset: Charset, device, batch_size: int = 64) -> np.ndarray:
+    """``(len(texts), len(HELD_MARKS))`` log-probability gains, read from the images (``inputs``, no
+    copies): for a text ending in a letter or digit, log P(text + mark) - log P(text); for one
+    ending in a mark after a letter or digit, that mark's column holds log P(text) - log P(text
+    without it) (negative: dropping it gains). ``-inf`` where neither applies or the mark is not in
+    the charset."""
+    from .decode import _ctc_log_likelihood
+    from .inference import _run_model
+
+    gains = np.full((len(texts), len(HELD_MARKS)), -np.inf)
+    usable = [m in charset for m in HELD_MARKS]
+    was_training = model.training
+    model.eval()
+    try:
+        order = sorted(range(len(texts)), key=lambda i: inputs[i][0].shape[-1])
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            log_probs, lengths = _run_model(model, [inputs[i] for i in idx], device)
+            for k, mark in enumerate(HELD_MARKS):
+                if not usable[k]:
+                    continue
+                rows, labels = [], []
+                for b, i in enumerate(idx):
+                    t = texts[i]
+                    if t and t[-1].isalnum():
+                        rows.append((b, i, 1.0))
+                        labels += [charset.encode(t + mark), charset.encode(t)]
+                    elif len(t) > 1 and t.endswith(mark) and t[-2].isalnum():
+                        rows.append((b, i, -1.0))
+                        labels += [charset.encode(t), charset.encode(t[:-1])]
+                if not rows:
+                    continue
+                cols = [b for b, _, _ in rows for _ in (0, 1)]
+                ll = _ctc_log_likelihood(log_probs[:, cols], lengths[cols], labels).numpy()
+                for j, (_, i, sign) in enumerate(rows):
+                    gains[i, k] = ll[2 * j] - ll[2 * j + 1] if sign > 0 else -(ll[2 * j + 1] - ll[2 * j])
+    finally:
+        model.train(was_training)
+    return gains
+
+
+def hold_mark_shares(preds: Sequence[Prediction], target: dict[str, float], gains: np.ndarray,
+                     charset: Charset) -> tuple[list[Prediction], dict[str, int]]:
+    """The readings with each mark's share (:func:`mark_shares`) moved back to ``target``: where a
+    mark is now rarer, it is added to the readings without a mark that gain most from it; where
+    commoner, dropped from those of its readings that lose least without it (``gains``,
+    :func:`mark_gains`). Returns the readings (confidences unchanged) and how many each mark gained
+    (negative: lost)."""
+    preds = list(preds)
+    texts = [p.text for p in preds]
+    moved = {}
+    for k, mark in enumerate(HELD_MARKS):
+        have = mark_shares(texts)[mark]
+        change = round((target.get(mark, 0.0) - have) * len(texts))
+        if change > 0:
+            pool = [i for i, t in enumerate(texts) if t and t[-1].isalnum() and np.isfinite(gains[i, k])]
+            chosen = sorted(pool, key=lambda i: -gains[i, k])[:change]
+            for i in chosen:
+                texts[i] += mark
+        elif change < 0:
+            pool = [i for i, t in enumerate(texts)
+                    if len(t) > 1 and t.endswith(mark) and t[-2].isalnum() and np.isfinite(gains[i, k])]
+            chosen = sorted(pool, key=lambda i: gains[i, k])[:-change]
+            for i in chosen:
+                texts[i] = texts[i][:-1]
+        else:
+            chosen = []
+        moved[mark] = len(chosen) if change > 0 else -len(chosen)
+    out = [p if p.text == t else Prediction(t, p.confidence, charset.encode(t)) for p, t in zip(preds, texts)]
+    return out, moved
 
 
 def write_pseudo_labels(path: Path, images: Sequence[Path], predictions: Sequence[Prediction],
@@ -435,6 +521,7 @@ def adapt(
             return preds, row
 
         preds, row = label_and_score(0, 0.0, [], [], preds)  # the layout choice may have labeled them all
+        round0_marks = mark_shares([p.text for p in preds])
         row.checkpoint = str(checkpoint)
         rounds = [row]
         if report:
@@ -459,6 +546,11 @@ def adapt(
             preds, _ = label_and_score(last, config.share(last), [], [], with_val=False)
         for r in range(len(done) + 1, config.rounds + 1):
             share = config.share(r)
+            if config.hold_marks and r > 1:
+                gains = mark_gains(model, inputs, [p.text for p in preds], charset, device, config.batch_size * 2)
+                preds, moved = hold_mark_shares(preds, round0_marks, gains, charset)
+                console.print("round {}: trailing marks held at round 0's shares ({})".format(
+                    r, ", ".join(f"{m!r} {n:+d}" for m, n in moved.items() if n)))
             selected = select_by_rank(preds, share, charset, config.rare_chars)
             if not selected:
                 console.print(f"[yellow]round {r}: no usable pseudo-label (all predictions empty); stopping")

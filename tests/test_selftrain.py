@@ -131,3 +131,15 @@ def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_ru
         adapt_folder(tiny_run / "best", folder, tmp_path / "other", device="cpu", config=other, resume=True)
     adapt_folder(tiny_run / "best", folder, tmp_path / "other", device="cpu", config=other, overwrite=True)
     assert json.loads((tmp_path / "other" / "round1" / "last" / "meta.json").read_text())["training"]["step"] == 4
+
+
+def test_mark_forms_are_a_word_with_each_trailing_mark_of_the_charset():
+    from hwlearn.charset import Charset
+    from hwlearn.selftrain import mark_forms
+
+    charset = Charset("dayI0,.-")
+    assert mark_forms("day,", charset) == ("day,", "day", "day.", "day-")
+    assert mark_forms("day", charset) == ("day", "day,", "day.", "day-")
+    assert mark_forms("I0.", charset) == ("I0.", "I0", "I0,", "I0-")
+    assert mark_forms("-", charset) == "-" and mark_forms("", charset) == ""  # no word before the marks
+    assert mark_forms("day", Charset("day")) == "day"  # no mark in the charset: one form
