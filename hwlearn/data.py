@@ -462,14 +462,13 @@ class _ImageDataset(Dataset):
 
 
 class LabeledImages(_ImageDataset):
-    """``[(image path or uint8 array, text), ...]`` -> items ``(tensor (1, height, W), text)``; a
-    text may be a tuple of alternative readings (:func:`hwlearn.train.ctc_losses`)."""
+    """``[(image path or uint8 array, text), ...]`` -> items ``(tensor (1, height, W), text)``."""
 
-    def __init__(self, items: Sequence[tuple[ImageSource, str | tuple[str, ...]]], height: int,
+    def __init__(self, items: Sequence[tuple[ImageSource, str]], height: int,
                  augment: ImageTransform | None = None, *, seed: int = 0,
                  prepare: Callable[[np.ndarray], np.ndarray] | None = None):
         super().__init__([source for source, _ in items], height, augment, seed, prepare)
-        self.texts = [normalize(text) if isinstance(text, str) else tuple(map(normalize, text)) for _, text in items]
+        self.texts = [normalize(text) for _, text in items]
 
     def sample(self, i: int, salt: int = 0) -> tuple[torch.Tensor, str]:
         return self.tensor(i, salt), self.texts[i]

@@ -99,9 +99,6 @@ class AdaptConfig:
     # pseudo-labels in training (select_by_rank, repeat_rare); off: it helps DHSD's Ä, but on GW (rare capitals
     # and digits, often misread) it repeats the misreadings (benchmarks/EXPERIMENTS.md, sessions 44-45)
     rare_chars: bool = False
-    # train each pseudo-label toward any of its trailing-mark forms (mark_forms): a comma is a frame or two of
-    # ink the model is rarely sure of, and training on the forms it picked unlearned GW's commas round by round
-    mark_forms: bool = False
     # hold each trailing mark's share of the pseudo-labels at round 0's (hold_mark_shares): self-training drops the
     # marks the model is unsure of a little more each round (GW's commas: 5.8 % of the readings at round 0, 3.1 % at 6)
     hold_marks: bool = False
@@ -208,22 +205,6 @@ DOMAIN_WORDS = "domain_words"
 
 #: File in each round's directory listing every unlabeled image's pseudo-label (see :func:`write_pseudo_labels`).
 PSEUDO_LABELS = "pseudo_labels.tsv"
-
-
-#: Trailing marks a pseudo-label is trained as if it might end with (:func:`mark_forms`).
-TRAILING_MARKS = ("", ",", ".", ";", ":", "-")
-
-
-def mark_forms(text: str, charset: Charset) -> str | tuple[str, ...]:
-    """``text`` and its forms with another trailing mark of :data:`TRAILING_MARKS` or none
-    (``"day,"`` -> ``("day,", "day", "day.", ...)``; the charset's marks only), trained as one
-    label whose probability is their sum (:func:`hwlearn.train.ctc_losses`): the model is not
-    taught to drop, or add, a mark it is unsure of. A text with no word before its marks stays as is."""
-    body = text.rstrip("".join(TRAILING_MARKS))
-    if not body or not body[-1].isalnum():
-        return text
-    forms = dict.fromkeys([text] + [body + m for m in TRAILING_MARKS if all(c in charset for c in m)])
-    return tuple(forms) if len(forms) > 1 else text
 
 
 #: Trailing marks whose share of the pseudo-labels :func:`hold_mark_shares` holds.
@@ -558,10 +539,7 @@ def adapt(
             write_pseudo_labels(out_dir / f"round{r}" / PSEUDO_LABELS, unlabeled, preds, selected)
             readings[r] = Counter(preds[i].text for i in selected)
             items = [(images[i], preds[i].text) for i in selected]
-            items = repeat_rare(items) if config.rare_chars else items
-            if config.mark_forms:
-                items = [(image, mark_forms(text, charset)) for image, text in items]
-            pseudo = LabeledImages(items, height,
+            pseudo = LabeledImages(repeat_rare(items) if config.rare_chars else items, height,
                                    augment=AUGMENTS[config.augment], seed=config.seed + r)
             sources = [Source(pseudo, share=1 - config.synthetic_share, name="pseudo")]
             if config.synthetic_share > 0:

@@ -390,47 +390,21 @@ def ctc_frames_needed(ids: Sequence[int]) -> int:
     return len(ids) + sum(1 for a, b in zip(ids, ids[1:]) if a == b)
 
 
-def ctc_losses(log_probs: torch.Tensor, lengths: torch.Tensor, texts: Sequence[str | tuple[str, ...]],
-               charset: Charset) -> torch.Tensor:
+def ctc_losses(log_probs: torch.Tensor, lengths: torch.Tensor, texts: Sequence[str], charset: Charset) -> torch.Tensor:
     """Per-sample CTC loss divided by target length, float32; ``inf`` for a sample whose image has
     too few frames for its text (no alignment exists), NaN if the model produced NaN.
 
-    A text may be a tuple of alternative readings (``("day", "day,", "day.")``): its loss is
-    ``-log`` of their summed probability, divided by the first one's length, so the model is
-    trained toward whichever of them it finds likelier rather than pushed to one
-    (:func:`hwlearn.selftrain.mark_forms`); impossible alternatives count as probability 0.
-
     The loss is computed with ``zero_infinity=True`` so that an impossible sample contributes a zero
     gradient (without it, its NaN gradient would poison the whole batch) and marked ``inf`` here."""
-    owners, targets = [], []
-    for i, text in enumerate(texts):
-        for alternative in ((text,) if isinstance(text, str) else text):
-            owners.append(i)
-            targets.append(charset.encode(alternative))
-    owner = torch.tensor(owners, dtype=torch.long)
+    targets = [charset.encode(t) for t in texts]
     target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
     flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
-    same = len(targets) == len(texts)
-    lp = log_probs.float() if same else log_probs.float()[:, owner.to(log_probs.device)]
-    frames = lengths if same else lengths[owner.to(lengths.device)]
     losses = F.ctc_loss(
-        lp, flat.to(log_probs.device), frames, target_lengths.to(lengths.device),
+        log_probs.float(), flat.to(log_probs.device), lengths, target_lengths.to(lengths.device),
         blank=0, reduction="none", zero_infinity=True,
     )
     needed = torch.tensor([ctc_frames_needed(t) for t in targets], dtype=torch.long)
-    impossible = (frames.cpu() < needed).to(losses.device)
-    if not same:  # -log sum_k P(alternative k) of each sample, over its possible alternatives
-        rank = [0] * len(owners)
-        for j in range(1, len(owners)):
-            rank[j] = rank[j - 1] + 1 if owners[j] == owners[j - 1] else 0
-        possible = ~impossible
-        table = torch.full((len(texts), max(rank) + 1), float("-inf"), device=losses.device)
-        table = table.index_put((owner.to(losses.device)[possible], torch.tensor(rank, device=losses.device)[possible]),
-                                -losses[possible])
-        summed = torch.logsumexp(table, dim=1)
-        impossible = torch.isinf(summed) & (summed < 0)
-        losses = torch.where(impossible, torch.zeros_like(summed), -summed)
-        target_lengths = target_lengths[[j for j in range(len(owners)) if rank[j] == 0]]
+    impossible = (lengths.cpu() < needed).to(losses.device)
     losses = losses / target_lengths.clamp(min=1).to(losses.device)
     return torch.where(impossible, torch.full_like(losses, float("inf")), losses)
 

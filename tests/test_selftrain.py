@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from conftest import write_word_images
@@ -133,13 +135,50 @@ def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_ru
     assert json.loads((tmp_path / "other" / "round1" / "last" / "meta.json").read_text())["training"]["step"] == 4
 
 
-def test_mark_forms_are_a_word_with_each_trailing_mark_of_the_charset():
-    from hwlearn.charset import Charset
-    from hwlearn.selftrain import mark_forms
+def test_mark_shares_are_held_by_the_readings_that_gain_or_lose_least():
+    import numpy as np
 
-    charset = Charset("dayI0,.-")
-    assert mark_forms("day,", charset) == ("day,", "day", "day.", "day-")
-    assert mark_forms("day", charset) == ("day", "day,", "day.", "day-")
-    assert mark_forms("I0.", charset) == ("I0.", "I0", "I0,", "I0-")
-    assert mark_forms("-", charset) == "-" and mark_forms("", charset) == ""  # no word before the marks
-    assert mark_forms("day", Charset("day")) == "day"  # no mark in the charset: one form
+    from hwlearn.charset import Charset
+    from hwlearn.decode import Prediction
+    from hwlearn.selftrain import HELD_MARKS, hold_mark_shares, mark_shares
+
+    charset = Charset("abdsy,.")
+    texts = ["day", "bay", "say", "ab", "ba.", "sa.", "ad."]
+    preds = [Prediction(t, 0.5 + i / 100, charset.encode(t)) for i, t in enumerate(texts)]
+    gains = np.full((len(texts), len(HELD_MARKS)), -np.inf)
+    comma, stop = HELD_MARKS.index(","), HELD_MARKS.index(".")
+    gains[:4, comma] = [-1.0, 2.0, -3.0, 0.5]  # adding a comma: "bay" gains most, then "ab"
+    gains[4:, stop] = [0.5, -4.0, -2.0]  # what keeping the full stop gains: "sa." is likelier without it
+    target = {",": 2 / 7, ".": 2 / 7}
+    held, moved = hold_mark_shares(preds, target, gains, charset)
+    assert [p.text for p in held] == ["day", "bay,", "say", "ab,", "ba.", "sa", "ad."]
+    assert moved == {",": 2, ".": -1, ";": 0, ":": 0, "-": 0}
+    assert mark_shares([p.text for p in held])[","] == pytest.approx(2 / 7)
+    assert held[1].ids == charset.encode("bay,") and held[1].confidence == preds[1].confidence
+    assert hold_mark_shares(preds, mark_shares(texts), gains, charset)[0] == preds  # at the target: unchanged
+
+
+def test_mark_gains_are_the_log_probability_a_mark_adds():
+    import torch
+
+    from hwlearn.charset import Charset
+    from hwlearn.selftrain import HELD_MARKS, mark_gains
+
+    charset = Charset("ab,.")
+
+    class Frames(torch.nn.Module):  # 4 frames: "a" sure, then "," or blank equally, then blank
+        def forward(self, images, widths):
+            p = torch.full((4, len(widths), charset.num_classes), 1e-6)
+            p[0, :, charset.encode("a")[0]] = 1.0
+            p[1, :, charset.encode(",")[0]] = p[1, :, 0] = 0.5
+            p[2:, :, 0] = 1.0
+            return (p / p.sum(-1, keepdim=True)).log(), torch.full((len(widths),), 4)
+
+    inputs = [(torch.zeros(1, 8, 16), None)] * 3
+    gains = mark_gains(Frames(), inputs, ["a", "a,", "a."], charset, "cpu")
+    comma, stop = HELD_MARKS.index(","), HELD_MARKS.index(".")
+    assert abs(gains[0, comma]) < 0.01 and gains[0, stop] < -10  # "a," as likely as "a"; "a." not
+    assert gains[1, comma] == pytest.approx(gains[0, comma], abs=1e-4)  # what keeping the comma gains
+    assert gains[2, stop] == pytest.approx(gains[0, stop], abs=1e-4)
+    assert np.isneginf(gains[1, stop]) and np.isneginf(gains[2, comma])  # "a,." is not a candidate
+    assert np.isneginf(gains[:, HELD_MARKS.index(";")]).all()  # not in the charset

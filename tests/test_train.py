@@ -293,23 +293,3 @@ def test_the_parts_of_a_batch_share_the_training_threads(tmp_path):
         assert data.threads == {2} and torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)
-
-
-def test_alternative_readings_are_trained_as_their_summed_probability():
-    """A tuple of readings has the loss -log(sum of their CTC probabilities) over the first one's
-    length; impossible readings add nothing; a sample with none possible is inf, as a plain one."""
-    charset = Charset("abc,.")
-    torch.manual_seed(0)
-    logits = torch.randn(6, 3, charset.num_classes, requires_grad=True)
-    log_probs = logits.log_softmax(-1)
-    lengths = torch.tensor([6, 6, 2])
-    plain = ctc_losses(log_probs, lengths, ["ab", "ab,", "abc"], charset)
-    mixed = ctc_losses(log_probs, lengths, [("ab", "ab,", "abcabcab"), "ab,", ("abc", "abc.")], charset)
-    column0 = ctc_losses(log_probs[:, [0, 0]], lengths[[0, 0]], ["ab", "ab,"], charset)
-    expected = -torch.logsumexp(torch.stack([-2 * column0[0], -3 * column0[1]]), 0) / 2
-    assert float(mixed[0]) == pytest.approx(float(expected), rel=1e-6)
-    assert float(mixed[0]) < float(plain[0])  # more readings, more probability
-    assert float(mixed[1]) == pytest.approx(float(plain[1]))
-    assert torch.isinf(plain[2]) and torch.isinf(mixed[2])  # 2 frames fit neither "abc" nor "abc."
-    mixed[:2].sum().backward()
-    assert torch.isfinite(logits.grad).all() and logits.grad[:, 2].abs().sum() == 0
