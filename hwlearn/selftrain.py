@@ -16,6 +16,10 @@ Each round:
    :class:`hwlearn.decode.LexiconMatch`); with ``views`` > 0 the image's
    augmented copies are read too and the pseudo-label is the reading they agree on best, scored by
    its probability averaged over the image and the copies (:func:`hwlearn.decode.consensus`);
+   with ``hold_marks`` (the default), from round 2 on each trailing mark's share of the readings
+   (``day,`` ``day.``) is moved back to round 0's (:func:`hold_mark_shares`), by adding the mark
+   to the readings it makes likelier most, or dropping it from those it makes likelier least
+   (:func:`mark_gains`): self-training otherwise drops the marks it is unsure of round by round;
 2. **select** by rank: the most confident share of the images, a share that grows linearly from
    ``start_share`` in round 1 to ``end_share`` in round ``ramp_rounds`` and stays there in the
    rounds after (a rank rule cannot silently select nothing, unlike a fixed threshold); with
@@ -100,8 +104,9 @@ class AdaptConfig:
     # and digits, often misread) it repeats the misreadings (benchmarks/EXPERIMENTS.md, sessions 44-45)
     rare_chars: bool = False
     # hold each trailing mark's share of the pseudo-labels at round 0's (hold_mark_shares): self-training drops the
-    # marks the model is unsure of a little more each round (GW's commas: 5.8 % of the readings at round 0, 3.1 % at 6)
-    hold_marks: bool = False
+    # marks the model is unsure of a little more each round (GW's commas: 8.6 % of the readings at round 0, 4.1 % at
+    # round 6); holding them read GW's train labels better on four pretrained models (benchmarks/EXPERIMENTS.md, session 53)
+    hold_marks: bool = True
 
     def share(self, round_index: int) -> float:
         """Share of the unlabeled images selected in round ``round_index`` (1-based): growing

@@ -30,7 +30,7 @@ def test_adapt_command_defaults_are_the_library_defaults():
     defaults = {p.name: p.default for p in adapt.params}
     config = AdaptConfig()
     for name in ("rounds", "ramp_rounds", "steps_per_round", "start_share", "end_share", "synthetic_share",
-                 "batch_size", "lr", "layout", "match_fonts", "views", "augment", "dropout", "rare_chars"):
+                 "batch_size", "lr", "layout", "match_fonts", "views", "augment", "dropout", "rare_chars", "hold_marks"):
         assert defaults[name] == getattr(config, name), name
 
 

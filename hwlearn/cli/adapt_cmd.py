@@ -60,6 +60,11 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
                    "(DHSD's capital umlauts: better); not where capitals and digits are rare and misread, as "
                    "in old English letters (GW: worse, the misreadings are repeated). Off by default "
                    "(docs/adapting.md).")
+@click.option("--hold-marks/--no-hold-marks", default=True, show_default=True,
+              help="Keep each trailing mark's share of the pseudo-labels (day, day. day;) at what the pretrained "
+                   "model read: each round adds a mark to the readings that gain most from it, or drops it, "
+                   "until its share is back (self-training otherwise drops the commas it is unsure of, round by "
+                   "round). See docs/training.md.")
 @click.option("--resume", is_flag=True, help="Go on with the interrupted run in --out after its last finished round "
               "(same checkpoint, images and settings: the result is the uninterrupted run's).")
 @click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run.")
@@ -67,7 +72,8 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
 @workers_option
 @seed_option
 def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labels, rounds, ramp_rounds, steps_per_round, start_share,
-          end_share, synthetic_share, batch_size, lr, layout, match_fonts, views, augment, dropout, rare_chars, resume, overwrite, device,
+          end_share, synthetic_share, batch_size, lr, layout, match_fonts, views, augment, dropout, rare_chars, hold_marks, resume,
+          overwrite, device,
           workers,
           seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
@@ -88,7 +94,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
     config = AdaptConfig(rounds=rounds, ramp_rounds=ramp_rounds, steps_per_round=steps_per_round, start_share=start_share, end_share=end_share,
                          synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed,
                          layout=layout, match_fonts=match_fonts, views=views, augment=augment, dropout=dropout,
-                         rare_chars=rare_chars)
+                         rare_chars=rare_chars, hold_marks=hold_marks)
 
     def report(row):
         val = "  ".join(f"{k} {v:.4f}" for k, v in row.val.items())
