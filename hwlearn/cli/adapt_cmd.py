@@ -61,10 +61,10 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
                    "in old English letters (GW: worse, the misreadings are repeated). Off by default "
                    "(docs/adapting.md).")
 @click.option("--hold-marks/--no-hold-marks", default=True, show_default=True,
-              help="Keep each trailing mark's share of the pseudo-labels (day, day. day;) at what the pretrained "
-                   "model read: each round adds a mark to the readings that gain most from it, or drops it, "
-                   "until its share is back (self-training otherwise drops the commas it is unsure of, round by "
-                   "round). See docs/training.md.")
+              help="Keep the share of pseudo-labels ending in each mark (, . ; : -) at what the pretrained model "
+                   "read: each round adds a mark to the readings it makes likeliest, or drops it, until its share "
+                   "is back (self-training otherwise drops the commas it is unsure of, round by round). "
+                   "See docs/training.md.")
 @click.option("--resume", is_flag=True, help="Go on with the interrupted run in --out after its last finished round "
               "(same checkpoint, images and settings: the result is the uninterrupted run's).")
 @click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run.")
