@@ -224,11 +224,11 @@ def mark_shares(texts: Sequence[str]) -> dict[str, float]:
 
 @torch.no_grad()
 def mark_gains(model, inputs, texts: Sequence[str], charset: Charset, device, batch_size: int = 64) -> np.ndarray:
-    """``(len(texts), len(HELD_MARKS))`` log-probability gains, read from the images (``inputs``, no
-    copies): for a text ending in a letter or digit, log P(text + mark) - log P(text); for one
-    ending in a mark after a letter or digit, that mark's column holds log P(text) - log P(text
-    without it) (negative: dropping it gains). ``-inf`` where neither applies or the mark is not in
-    the charset."""
+    """``(len(texts), len(HELD_MARKS))``: what each mark adds to the log-probability of each text,
+    read from the images (``inputs``, no copies): log P(text + mark) - log P(text) for a text ending
+    in a letter or digit, and for one ending in that mark after a letter or digit log P(text) -
+    log P(text without it) (negative: the image reads likelier without it). ``-inf`` where neither
+    applies or the mark is not in the charset."""
     from .decode import _ctc_log_likelihood
     from .inference import _run_model
 
@@ -244,21 +244,21 @@ def mark_gains(model, inputs, texts: Sequence[str], charset: Charset, device, ba
             for k, mark in enumerate(HELD_MARKS):
                 if not usable[k]:
                     continue
-                rows, labels = [], []
+                rows, labels = [], []  # (batch column, image) and its text with and without the mark
                 for b, i in enumerate(idx):
                     t = texts[i]
                     if t and t[-1].isalnum():
-                        rows.append((b, i, 1.0))
+                        rows.append((b, i))
                         labels += [charset.encode(t + mark), charset.encode(t)]
                     elif len(t) > 1 and t.endswith(mark) and t[-2].isalnum():
-                        rows.append((b, i, -1.0))
+                        rows.append((b, i))
                         labels += [charset.encode(t), charset.encode(t[:-1])]
                 if not rows:
                     continue
-                cols = [b for b, _, _ in rows for _ in (0, 1)]
+                cols = [b for b, _ in rows for _ in (0, 1)]
                 ll = _ctc_log_likelihood(log_probs[:, cols], lengths[cols], labels).numpy()
-                for j, (_, i, sign) in enumerate(rows):
-                    gains[i, k] = ll[2 * j] - ll[2 * j + 1] if sign > 0 else -(ll[2 * j + 1] - ll[2 * j])
+                for j, (_, i) in enumerate(rows):
+                    gains[i, k] = ll[2 * j] - ll[2 * j + 1]
     finally:
         model.train(was_training)
     return gains
@@ -535,8 +535,9 @@ def adapt(
             if config.hold_marks and r > 1:
                 gains = mark_gains(model, inputs, [p.text for p in preds], charset, device, config.batch_size * 2)
                 preds, moved = hold_mark_shares(preds, round0_marks, gains, charset)
-                console.print("round {}: trailing marks held at round 0's shares ({})".format(
-                    r, ", ".join(f"{m!r} {n:+d}" for m, n in moved.items() if n)))
+                if any(moved.values()):
+                    console.print(f"round {r}: trailing marks back at round 0's shares: "
+                                  + ", ".join(f"{m!r} {n:+d}" for m, n in moved.items() if n))
             selected = select_by_rank(preds, share, charset, config.rare_chars)
             if not selected:
                 console.print(f"[yellow]round {r}: no usable pseudo-label (all predictions empty); stopping")
