@@ -427,7 +427,7 @@ def lexicon_decode(
             labels = [lexicon._ids(node) for node in nodes] + [lexicon._ids(node) + [lexicon._break_id]
                                                                 for node in part_nodes]
             frames_t = torch.from_numpy(frames[:n]).unsqueeze(1).expand(n, len(labels), -1)
-            scores = _ctc_log_likelihood(frames_t, torch.full((len(labels),), n), labels).tolist()
+            scores = ctc_log_likelihood(frames_t, torch.full((len(labels),), n), labels).tolist()
             word_ids = [lexicon._word[node] for node in nodes]
             priors = np.concatenate([lexicon.log_prior[word_ids], [breaks[node] for node in part_nodes]])
             totals = np.asarray(scores) + lexicon.prior_weight * priors
@@ -557,7 +557,7 @@ def charlm_decode(
 # --- confidence ---------------------------------------------------------------------------------
 
 
-def _ctc_log_likelihood(log_probs: torch.Tensor, lengths, labels: Sequence[Sequence[int]]) -> torch.Tensor:
+def ctc_log_likelihood(log_probs: torch.Tensor, lengths, labels: Sequence[Sequence[int]]) -> torch.Tensor:
     """log P(labels[b] | frames of sample b), summed over all alignments (-inf if impossible),
     as a float CPU tensor ``(B,)``; ``log_probs`` ``(T, B, C)`` on any device."""
     lp = log_probs.detach().float()
@@ -585,7 +585,7 @@ def sequence_confidence(log_probs: torch.Tensor, lengths, labels: Sequence[Seque
     on CPU. A label that cannot be aligned to the frames (too long) gets 0."""
     if not isinstance(log_probs, torch.Tensor):
         log_probs = torch.as_tensor(np.asarray(log_probs))
-    log_likelihood = _ctc_log_likelihood(log_probs, lengths, labels)
+    log_likelihood = ctc_log_likelihood(log_probs, lengths, labels)
     target_lengths = torch.tensor([len(lab) for lab in labels], dtype=torch.float32)
     conf = torch.exp(log_likelihood / (target_lengths + 1))
     return torch.nan_to_num(conf, nan=0.0).clamp(0.0, 1.0)

@@ -124,13 +124,13 @@ def _model_outputs(model, views, device, batch_size, pool: SearchPool | None = N
             outputs = []
             for items in reading.popleft():
                 outputs.append(items.result() if isinstance(items, _Outputs)
-                               else _run_model(model, items.result(), device))
+                               else run_model(model, items.result(), device))
             yield idx, outputs
     finally:
         model.train(was_training)
 
 
-def _run_model(model, items, device) -> tuple[torch.Tensor, torch.Tensor]:
+def run_model(model, items, device) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's ``(log_probs (T, B, C), lengths)`` for a batch of items, on the CPU."""
     images, widths, _ = collate(items)
     log_probs, lengths = model(images.to(device), widths.to(device))
@@ -304,7 +304,7 @@ def _outputs_in_worker(model_file: str, images: list[np.ndarray], seeds: list[li
     if _WORKER_MODEL[0] != model_file:
         _WORKER_MODEL = (model_file, torch.load(model_file, weights_only=False).eval())
     with torch.no_grad():
-        log_probs, lengths = _run_model(_WORKER_MODEL[1], _as_inputs(_augmented_inputs(images, seeds, height)), "cpu")
+        log_probs, lengths = run_model(_WORKER_MODEL[1], _as_inputs(_augmented_inputs(images, seeds, height)), "cpu")
     return log_probs.numpy(), lengths.numpy()
 
 

@@ -69,10 +69,11 @@ from .charset import Charset
 from .checkpoint import load_checkpoint, save_checkpoint
 from .console import console
 from .data import LabeledImages, augment_real, augment_real_strong, load_image, to_model_input
-from .decode import Prediction, reading_method
+from .decode import Prediction, ctc_log_likelihood, reading_method
 from .errors import HwlearnError
 from .fontmatch import closest_fonts, rank_fonts
-from .inference import AugmentedCopy, SearchPool, predict, predict_views, predictions_by_method, search_workers
+from .inference import (AugmentedCopy, SearchPool, predict, predict_views, predictions_by_method, run_model,
+                        search_workers)
 from .layout import LAYOUTS, Layout, candidates, synthetic_margins
 from .metrics import score
 from .train import ModelInputs, Source, Trainer, TrainConfig
@@ -229,9 +230,6 @@ def mark_gains(model, inputs, texts: Sequence[str], charset: Charset, device, ba
     in a letter or digit, and for one ending in that mark after a letter or digit log P(text) -
     log P(text without it) (negative: the image reads likelier without it). ``-inf`` where neither
     applies or the mark is not in the charset."""
-    from .decode import _ctc_log_likelihood
-    from .inference import _run_model
-
     gains = np.full((len(texts), len(HELD_MARKS)), -np.inf)
     usable = [m in charset for m in HELD_MARKS]
     was_training = model.training
@@ -240,7 +238,7 @@ def mark_gains(model, inputs, texts: Sequence[str], charset: Charset, device, ba
         order = sorted(range(len(texts)), key=lambda i: inputs[i][0].shape[-1])
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            log_probs, lengths = _run_model(model, [inputs[i] for i in idx], device)
+            log_probs, lengths = run_model(model, [inputs[i] for i in idx], device)
             for k, mark in enumerate(HELD_MARKS):
                 if not usable[k]:
                     continue
@@ -256,7 +254,7 @@ def mark_gains(model, inputs, texts: Sequence[str], charset: Charset, device, ba
                 if not rows:
                     continue
                 cols = [b for b, _ in rows for _ in (0, 1)]
-                ll = _ctc_log_likelihood(log_probs[:, cols], lengths[cols], labels).numpy()
+                ll = ctc_log_likelihood(log_probs[:, cols], lengths[cols], labels).numpy()
                 for j, (_, i) in enumerate(rows):
                     gains[i, k] = ll[2 * j] - ll[2 * j + 1]
     finally:
