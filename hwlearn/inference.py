@@ -94,7 +94,7 @@ def _seeds_by_pixels(seed: int, view: int, _index: int, img: np.ndarray) -> list
     return [seed, view, zlib.crc32(img.tobytes()), *img.shape]
 
 
-def _model_outputs(model, views, device, batch_size, pool: SearchPool | None = None):
+def model_outputs(model, views, device, batch_size, pool: SearchPool | None = None):
     """Per batch of items: their indices and, for each of ``views`` (datasets of the same items, e.g.
     the images and augmented copies of them), ``(log_probs (T, B, C) on the CPU, lengths)``. Batched
     by the width of ``views[0]`` (read once, whole), in eval mode (restored afterwards); the other
@@ -124,13 +124,13 @@ def _model_outputs(model, views, device, batch_size, pool: SearchPool | None = N
             outputs = []
             for items in reading.popleft():
                 outputs.append(items.result() if isinstance(items, _Outputs)
-                               else run_model(model, items.result(), device))
+                               else _run_model(model, items.result(), device))
             yield idx, outputs
     finally:
         model.train(was_training)
 
 
-def run_model(model, items, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _run_model(model, items, device) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's ``(log_probs (T, B, C), lengths)`` for a batch of items, on the CPU."""
     images, widths, _ = collate(items)
     log_probs, lengths = model(images.to(device), widths.to(device))
@@ -226,7 +226,7 @@ def predictions_by_method(
         # the cores are the workers': torch threads would wait on each other (2 cores: the model's run 2-3x slower)
         with torch_threads(1 if searches.workers > 1 else None):
             pending: deque = deque()  # batches read by the model, their searches under way
-            for idx, outputs in _model_outputs(model, views, device, batch_size, searches):
+            for idx, outputs in model_outputs(model, views, device, batch_size, searches):
                 pending.append((idx, outputs, {m: [searches.submit(m, lp, lengths) for lp, lengths in outputs]
                                                for m in methods}))
                 while len(pending) > 2 * searches.workers:  # the model stays a few batches ahead (memory)
@@ -304,7 +304,7 @@ def _outputs_in_worker(model_file: str, images: list[np.ndarray], seeds: list[li
     if _WORKER_MODEL[0] != model_file:
         _WORKER_MODEL = (model_file, torch.load(model_file, weights_only=False).eval())
     with torch.no_grad():
-        log_probs, lengths = run_model(_WORKER_MODEL[1], _as_inputs(_augmented_inputs(images, seeds, height)), "cpu")
+        log_probs, lengths = _run_model(_WORKER_MODEL[1], _as_inputs(_augmented_inputs(images, seeds, height)), "cpu")
     return log_probs.numpy(), lengths.numpy()
 
 

@@ -72,7 +72,7 @@ from .data import LabeledImages, augment_real, augment_real_strong, load_image, 
 from .decode import Prediction, ctc_log_likelihood, reading_method
 from .errors import HwlearnError
 from .fontmatch import closest_fonts, rank_fonts
-from .inference import (AugmentedCopy, SearchPool, predict, predict_views, predictions_by_method, run_model,
+from .inference import (AugmentedCopy, SearchPool, model_outputs, predict, predict_views, predictions_by_method,
                         search_workers)
 from .layout import LAYOUTS, Layout, candidates, synthetic_margins
 from .metrics import score
@@ -217,72 +217,77 @@ PSEUDO_LABELS = "pseudo_labels.tsv"
 HELD_MARKS = (",", ".", ";", ":", "-")
 
 
+def _bare(text: str) -> bool:
+    """``text`` ends in a letter or digit (``day``): a mark can be added to it."""
+    return bool(text) and text[-1].isalnum()
+
+
+def _marked(text: str, mark: str) -> bool:
+    """``text`` ends in ``mark`` after a letter or digit (``day,``): the mark can be dropped from it."""
+    return len(text) > 1 and text.endswith(mark) and text[-2].isalnum()
+
+
 def mark_shares(texts: Sequence[str]) -> dict[str, float]:
     """Share of ``texts`` ending in each of :data:`HELD_MARKS` after a letter or digit (``day,``)."""
     n = max(1, len(texts))
-    return {m: sum(len(t) > 1 and t.endswith(m) and t[-2].isalnum() for t in texts) / n for m in HELD_MARKS}
+    return {m: sum(_marked(t, m) for t in texts) / n for m in HELD_MARKS}
+
+
+def mark_changes(texts: Sequence[str], target: dict[str, float]) -> dict[str, int]:
+    """For each of :data:`HELD_MARKS`, how many of ``texts`` must gain it (negative: lose it) for its
+    share (:func:`mark_shares`) to be back at ``target``'s."""
+    shares = mark_shares(texts)
+    return {m: round((target.get(m, 0.0) - shares[m]) * len(texts)) for m in HELD_MARKS}
 
 
 @torch.no_grad()
-def mark_gains(model, inputs, texts: Sequence[str], charset: Charset, device, batch_size: int = 64) -> np.ndarray:
-    """``(len(texts), len(HELD_MARKS))``: what each mark adds to the log-probability of each text,
-    read from the images (``inputs``, no copies): log P(text + mark) - log P(text) for a text ending
-    in a letter or digit, and for one ending in that mark after a letter or digit log P(text) -
-    log P(text without it) (negative: the image reads likelier without it). ``-inf`` where neither
-    applies or the mark is not in the charset."""
+def mark_gains(model, inputs, texts: Sequence[str], charset: Charset, device, batch_size: int = 64,
+               marks: Sequence[str] = HELD_MARKS) -> np.ndarray:
+    """``(len(texts), len(HELD_MARKS))``: what each of ``marks`` adds to the log-probability of each
+    text, read from the images (``inputs``, no copies): log P(text + mark) - log P(text) for a text
+    ending in a letter or digit, and for one ending in that mark after a letter or digit log P(text)
+    - log P(text without it) (negative: the image reads likelier without it). ``-inf`` where neither
+    applies, for the other marks and for a mark not in the charset."""
     gains = np.full((len(texts), len(HELD_MARKS)), -np.inf)
-    usable = [m in charset for m in HELD_MARKS]
-    was_training = model.training
-    model.eval()
-    try:
-        order = sorted(range(len(texts)), key=lambda i: inputs[i][0].shape[-1])
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            log_probs, lengths = run_model(model, [inputs[i] for i in idx], device)
-            for k, mark in enumerate(HELD_MARKS):
-                if not usable[k]:
-                    continue
-                rows, labels = [], []  # (batch column, image) and its text with and without the mark
-                for b, i in enumerate(idx):
-                    t = texts[i]
-                    if t and t[-1].isalnum():
-                        rows.append((b, i))
-                        labels += [charset.encode(t + mark), charset.encode(t)]
-                    elif len(t) > 1 and t.endswith(mark) and t[-2].isalnum():
-                        rows.append((b, i))
-                        labels += [charset.encode(t), charset.encode(t[:-1])]
-                if not rows:
-                    continue
-                cols = [b for b, _ in rows for _ in (0, 1)]
-                ll = ctc_log_likelihood(log_probs[:, cols], lengths[cols], labels).numpy()
-                for j, (_, i) in enumerate(rows):
-                    gains[i, k] = ll[2 * j] - ll[2 * j + 1]
-    finally:
-        model.train(was_training)
+    columns = [(k, m) for k, m in enumerate(HELD_MARKS) if m in marks and m in charset]
+    for idx, [(log_probs, lengths)] in model_outputs(model, [inputs], device, batch_size):
+        for k, mark in columns:
+            rows, labels = [], []  # (batch column, image) and its text with and without the mark
+            for b, i in enumerate(idx):
+                t = texts[i]
+                if _bare(t):
+                    rows.append((b, i))
+                    labels += [charset.encode(t + mark), charset.encode(t)]
+                elif _marked(t, mark):
+                    rows.append((b, i))
+                    labels += [charset.encode(t), charset.encode(t[:-1])]
+            if not rows:
+                continue
+            cols = [b for b, _ in rows for _ in (0, 1)]
+            ll = ctc_log_likelihood(log_probs[:, cols], lengths[cols], labels).numpy()
+            for j, (_, i) in enumerate(rows):
+                gains[i, k] = ll[2 * j] - ll[2 * j + 1]
     return gains
 
 
-def hold_mark_shares(preds: Sequence[Prediction], target: dict[str, float], gains: np.ndarray,
+def hold_mark_shares(preds: Sequence[Prediction], changes: dict[str, int], gains: np.ndarray,
                      charset: Charset) -> tuple[list[Prediction], dict[str, int]]:
-    """The readings with each mark's share (:func:`mark_shares`) moved back to ``target``: where a
-    mark is now rarer, it is added to the readings without a mark that gain most from it; where
-    commoner, dropped from those of its readings that lose least without it (``gains``,
-    :func:`mark_gains`). Returns the readings (confidences unchanged) and how many each mark gained
-    (negative: lost)."""
-    preds = list(preds)
+    """The readings with each mark added to, or dropped from, as many readings as ``changes`` says
+    (:func:`mark_changes`): added to the readings without a mark that gain most from it, dropped from
+    those of its readings that lose least without it (``gains``, :func:`mark_gains`). Returns the
+    readings (confidences unchanged) and how many each mark gained (negative: lost); fewer than
+    asked where too few readings can take the change."""
     texts = [p.text for p in preds]
     moved = {}
     for k, mark in enumerate(HELD_MARKS):
-        have = mark_shares(texts)[mark]
-        change = round((target.get(mark, 0.0) - have) * len(texts))
+        change = changes.get(mark, 0)
         if change > 0:
-            pool = [i for i, t in enumerate(texts) if t and t[-1].isalnum() and np.isfinite(gains[i, k])]
+            pool = [i for i, t in enumerate(texts) if _bare(t) and np.isfinite(gains[i, k])]
             chosen = sorted(pool, key=lambda i: -gains[i, k])[:change]
             for i in chosen:
                 texts[i] += mark
         elif change < 0:
-            pool = [i for i, t in enumerate(texts)
-                    if len(t) > 1 and t.endswith(mark) and t[-2].isalnum() and np.isfinite(gains[i, k])]
+            pool = [i for i, t in enumerate(texts) if _marked(t, mark) and np.isfinite(gains[i, k])]
             chosen = sorted(pool, key=lambda i: gains[i, k])[:-change]
             for i in chosen:
                 texts[i] = texts[i][:-1]
@@ -530,9 +535,11 @@ def adapt(
             preds, _ = label_and_score(last, config.share(last), [], [], with_val=False)
         for r in range(len(done) + 1, config.rounds + 1):
             share = config.share(r)
-            if config.hold_marks and r > 1:
-                gains = mark_gains(model, inputs, [p.text for p in preds], charset, device, config.batch_size * 2)
-                preds, moved = hold_mark_shares(preds, round0_marks, gains, charset)
+            changes = mark_changes([p.text for p in preds], round0_marks) if config.hold_marks and r > 1 else {}
+            if any(changes.values()):  # (no reading of the images where every share is where it was)
+                gains = mark_gains(model, inputs, [p.text for p in preds], charset, device, config.batch_size * 2,
+                                   marks=[m for m, n in changes.items() if n])
+                preds, moved = hold_mark_shares(preds, changes, gains, charset)
                 if any(moved.values()):
                     console.print(f"round {r}: trailing marks back at round 0's shares: "
                                   + ", ".join(f"{m!r} {n:+d}" for m, n in moved.items() if n))

@@ -18,7 +18,7 @@ from hwlearn.charlm import CharLM
 from hwlearn.corpus import CorpusStats
 from hwlearn.decode import Lexicon
 from hwlearn.errors import HwlearnError
-from hwlearn.inference import (MODEL_DIR_PREFIX, PARALLEL_MIN_SEARCHES, AugmentedCopy, SearchPool, _model_outputs,
+from hwlearn.inference import (MODEL_DIR_PREFIX, PARALLEL_MIN_SEARCHES, AugmentedCopy, SearchPool, model_outputs,
                                augmented_copies, predict, predict_views, predictions_by_method, search_workers)
 from hwlearn.synth import available_cores, build_synthetic
 
@@ -145,7 +145,7 @@ def test_copies_are_made_a_batch_at_a_time_as_the_model_reads_them(words):
     copy = AugmentedCopy(images, height, seeds)
     assert made == []  # nothing is made before it is read
     inputs = [(to_model_input(img, height), None) for img in images]
-    batches = _model_outputs(ckpt.model, [inputs, copy], "cpu", batch_size=4)
+    batches = model_outputs(ckpt.model, [inputs, copy], "cpu", batch_size=4)
     idx, _ = next(batches)
     assert sorted(made) == sorted(idx)  # the first batch's copies only, not the folder's
     rest = [j for later, _ in batches for j in later]
@@ -156,7 +156,7 @@ def test_copies_are_made_a_batch_at_a_time_as_the_model_reads_them(words):
     # with worker processes the copies are made by them, a few batches ahead of the model, and the same
     made.clear()
     with SearchPool(ckpt.charset, workers=2) as pool:
-        batches = _model_outputs(ckpt.model, [inputs, copy], "cpu", batch_size=2, pool=pool)
+        batches = model_outputs(ckpt.model, [inputs, copy], "cpu", batch_size=2, pool=pool)
         idx, outputs = next(batches)
         assert len(images) > 6 and len(made) == 2 * (1 + pool.workers)  # this batch and the next two only
         with torch.no_grad():

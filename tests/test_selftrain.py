@@ -140,7 +140,7 @@ def test_mark_shares_are_held_by_the_readings_that_gain_or_lose_least():
 
     from hwlearn.charset import Charset
     from hwlearn.decode import Prediction
-    from hwlearn.selftrain import HELD_MARKS, hold_mark_shares, mark_shares
+    from hwlearn.selftrain import HELD_MARKS, hold_mark_shares, mark_changes, mark_shares
 
     charset = Charset("abdsy,.")
     texts = ["day", "bay", "say", "ab", "ba.", "sa.", "ad."]
@@ -150,12 +150,13 @@ def test_mark_shares_are_held_by_the_readings_that_gain_or_lose_least():
     gains[:4, comma] = [-1.0, 2.0, -3.0, 0.5]  # adding a comma: "bay" gains most, then "ab"
     gains[4:, stop] = [0.5, -4.0, -2.0]  # what keeping the full stop gains: "sa." is likelier without it
     target = {",": 2 / 7, ".": 2 / 7}
-    held, moved = hold_mark_shares(preds, target, gains, charset)
+    held, moved = hold_mark_shares(preds, mark_changes(texts, target), gains, charset)
     assert [p.text for p in held] == ["day", "bay,", "say", "ab,", "ba.", "sa", "ad."]
     assert moved == {",": 2, ".": -1, ";": 0, ":": 0, "-": 0}
     assert mark_shares([p.text for p in held])[","] == pytest.approx(2 / 7)
     assert held[1].ids == charset.encode("bay,") and held[1].confidence == preds[1].confidence
-    assert hold_mark_shares(preds, mark_shares(texts), gains, charset)[0] == preds  # at the target: unchanged
+    assert mark_changes(texts, mark_shares(texts)) == dict.fromkeys(HELD_MARKS, 0)  # at the target: nothing to move
+    assert hold_mark_shares(preds, mark_changes(texts, mark_shares(texts)), gains, charset)[0] == preds
 
 
 def test_mark_gains_are_the_log_probability_a_mark_adds():
@@ -182,3 +183,5 @@ def test_mark_gains_are_the_log_probability_a_mark_adds():
     assert gains[2, stop] == pytest.approx(gains[0, stop], abs=1e-4)
     assert np.isneginf(gains[1, stop]) and np.isneginf(gains[2, comma])  # "a,." is not a candidate
     assert np.isneginf(gains[:, HELD_MARKS.index(";")]).all()  # not in the charset
+    only_commas = mark_gains(Frames(), inputs, ["a", "a,", "a."], charset, "cpu", marks=[","])
+    assert np.array_equal(only_commas[:, comma], gains[:, comma]) and np.isneginf(only_commas[:, stop]).all()
