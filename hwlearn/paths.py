@@ -34,3 +34,31 @@ def default_corpus_path() -> Path:
         if candidate.is_file():
             return candidate
     return REPO_ROOT / "corpora" / DEFAULT_CORPUS_NAME
+
+
+def recorded_path(recorded: str | None, kind: str) -> Path | None:
+    """Where the fonts directory (``kind="fonts"``) or corpus statistics file (``kind="corpus"``) that a
+    checkpoint records is now: the recorded path when it is there; else, for a checkpoint copied to
+    another machine or checkout, the fonts of :func:`default_fonts_dir` or the corpus file of the
+    same name in ``$HWLEARN_CORPUS``'s folder or the bundled ``corpora/`` (a note says so; the
+    caller checks the fonts are as many as recorded); None for None. Raises
+    :class:`~hwlearn.errors.HwlearnError`, naming the path and the variable to set, when neither is
+    there."""
+    if recorded is None or Path(recorded).exists():
+        return None if recorded is None else Path(recorded)
+    from .console import console
+    from .errors import HwlearnError
+
+    if kind == "fonts":
+        found, variable = default_fonts_dir(), "HWLEARN_FONTS"
+        found = found if found.is_dir() else None
+    else:
+        name, variable = Path(recorded).name, "HWLEARN_CORPUS"
+        folders = [Path(os.environ["HWLEARN_CORPUS"]).parent] if os.environ.get("HWLEARN_CORPUS") else []
+        folders += [REPO_ROOT / "corpora", Path.cwd() / "corpora"]
+        found = next((f / name for f in folders if (f / name).is_file()), None)
+    if found is None:
+        raise HwlearnError(f"{recorded}: not found, nor a copy where hwlearn looks (set {variable} to the {kind} "
+                           "the model was pretrained with)")
+    console.print(f"[yellow]{recorded}: not here; using {found}", highlight=False)
+    return found

@@ -176,8 +176,9 @@ DOMAIN_WEIGHT = 0.2
 def load_charlm(source: str | Path | None, ckpt=None, domain: bool = True):
     """A :class:`~hwlearn.charlm.CharLM` from a corpus statistics JSON or a word list; with
     ``"auto"`` from the corpus ``ckpt`` was pretrained on (the one its synthetic words came from,
-    the bundled English corpus when none is recorded) — None, with a warning, when that file is
-    not there (e.g. a checkpoint copied to another machine); None for None or ``"none"``.
+    the bundled English corpus when none is recorded; for a checkpoint copied to another machine, the
+    file of the same name where :func:`hwlearn.paths.recorded_path` finds it) — None, with a
+    warning, when there is none; None for None or ``"none"``.
 
     A checkpoint made by adaptation carries the pseudo-labels its final round trained on
     (:data:`hwlearn.selftrain.DOMAIN_WORDS`); their character model, counting each as often as it
@@ -192,17 +193,19 @@ def load_charlm(source: str | Path | None, ckpt=None, domain: bool = True):
 
     if source == "auto":
         recorded = (ckpt.meta.get("synthetic") or {}).get("corpus") if ckpt is not None else None
-        if recorded is None:
-            from .paths import default_corpus_path
+        from .console import console
+        from .paths import default_corpus_path, recorded_path
 
-            recorded = default_corpus_path()
-        if not Path(recorded).is_file():
-            from .console import console
-
-            console.print(f"[yellow]{recorded}: the corpus the model was pretrained on is not here; decoding "
+        try:
+            source = recorded_path(recorded, "corpus") or default_corpus_path()
+        except HwlearnError as exc:
+            console.print(f"[yellow]{exc}; decoding without a character model (give one with --char-lm FILE)",
+                          highlight=False)
+            return None
+        if not source.is_file():
+            console.print(f"[yellow]{source}: the corpus the model was pretrained on is not here; decoding "
                           "without a character model (give one with --char-lm FILE)", highlight=False)
             return None
-        source = recorded
     lm = CharLM.from_source(source)
     words = (ckpt.meta.get(DOMAIN_WORDS) or {}) if ckpt is not None and domain else {}
     if words:  # an adapted model: the archive's own readings mixed in
@@ -212,12 +215,23 @@ def load_charlm(source: str | Path | None, ckpt=None, domain: bool = True):
 
 def synthetic_like(ckpt, seed: int):
     """An endless synthetic word stream made like the one ``ckpt`` was pretrained on (same fonts,
-    corpus, style, sampler options, charset, height), with another seed."""
+    corpus, style, sampler options, charset, height), with another seed. Fonts and corpus that
+    are no longer where the checkpoint says (copied from another machine) are looked for where
+    :func:`hwlearn.paths.recorded_path` says; the fonts found must be as many as recorded."""
     from .synth import build_synthetic
 
+    from .paths import recorded_path
+
     syn = ckpt.meta.get("synthetic", {})
-    return build_synthetic(syn.get("fonts"), syn.get("corpus"), height=ckpt.height, style=syn.get("style", "default"),
-                           charset=ckpt.charset, seed=seed, length=10**9, **syn.get("sampler_options", {}))
+    fonts = recorded_path(syn.get("fonts"), "fonts")
+    words = build_synthetic(fonts, recorded_path(syn.get("corpus"), "corpus"), height=ckpt.height,
+                            style=syn.get("style", "default"), charset=ckpt.charset, seed=seed, length=10**9,
+                            **syn.get("sampler_options", {}))
+    expected = syn.get("num_fonts")
+    if expected is not None and words.info["num_fonts"] != expected:
+        raise HwlearnError(f"{fonts}: {words.info['num_fonts']} fonts, but the model was pretrained with {expected} "
+                           f"in {syn.get('fonts')} (set HWLEARN_FONTS to where those are now)")
+    return words
 
 
 def _labeled(path: str | Path, height: int, augment=None, seed: int = 0, prepare=None):

@@ -117,6 +117,9 @@ def test_load_charlm_auto_uses_the_pretraining_corpus(tmp_path):
     assert load_charlm("auto", gone) is None  # a checkpoint copied without its corpus: no character model
     with pytest.raises(HwlearnError, match="gone.json"):  # but a file asked for must be there
         load_charlm(tmp_path / "gone.json")
+    # a checkpoint from another machine whose corpus was the bundled one: found in this checkout's corpora/
+    moved = SimpleNamespace(meta={"synthetic": {"corpus": "/elsewhere/corpora/en_default.json"}})
+    assert load_charlm("auto", moved).num_words > 10_000
     # no corpus recorded: the bundled English statistics
     assert load_charlm("auto", SimpleNamespace(meta={})).num_words > 10_000
 

@@ -200,3 +200,28 @@ def test_cli_synth_bad_input(assets, tmp_path, broken):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and str(fonts if broken == "fonts" else corpus) in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_synthetic_like_finds_fonts_and_corpus_that_moved(tiny_run, tiny_assets, tmp_path, monkeypatch):
+    """A checkpoint copied to another machine records fonts and corpus paths that are not there: the
+    synthetic words come from HWLEARN_FONTS and the corpus file of the same name found there, and
+    fonts that are not as many as the model was pretrained with are an error naming both."""
+    from hwlearn.checkpoint import load_checkpoint
+    from hwlearn.recipes import synthetic_like
+
+    fonts, corpus = tiny_assets
+    ckpt = load_checkpoint(tiny_run / "best")
+    moved = tmp_path / "elsewhere"
+    ckpt.meta["synthetic"] = {**ckpt.meta["synthetic"], "fonts": str(moved / "fonts"),
+                              "corpus": str(moved / corpus.name)}
+    monkeypatch.setenv("HWLEARN_FONTS", str(fonts))
+    monkeypatch.setenv("HWLEARN_CORPUS", str(corpus))
+    words = synthetic_like(ckpt, seed=3)
+    assert words.info["fonts"] == str(fonts.resolve()) and words.info["corpus"] == str(corpus.resolve())
+    assert words[0][1] == synthetic_like(load_checkpoint(tiny_run / "best"), seed=3)[0][1]  # the same stream
+    monkeypatch.delenv("HWLEARN_FONTS")  # the bundled 65 fonts are not the model's 3
+    with pytest.raises(HwlearnError, match=r"65 fonts, but the model was pretrained with 3 in .*elsewhere"):
+        synthetic_like(ckpt, seed=3)
+    monkeypatch.delenv("HWLEARN_CORPUS")  # and no corpus of that name is bundled
+    with pytest.raises(HwlearnError, match=r"corpus.json: not found.*HWLEARN_CORPUS"):
+        synthetic_like(ckpt, seed=3)
