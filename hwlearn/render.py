@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -64,6 +65,7 @@ class RenderStyle:
     tracking: Range = (0.0, 0.12)  # extra space between characters, em
     mark_gap_prob: float = 0.5  # chance of a gap before trailing punctuation (``day ,``: pens lift, fonts don't)
     mark_gap: Range = (0.05, 0.4)  # that gap, em
+    long_s_prob: float = 0.0  # chance that a double s is drawn with a long first s (``ſs``, before ~1800)
     # geometry
     stretch: Range = (0.9, 1.6)  # horizontal scale factor
     slant: Range = (-10.0, 25.0)  # shear angle in degrees, > 0 leans right
@@ -134,6 +136,9 @@ PRESETS: dict[str, RenderStyle] = {
         downsample=(1.3, 2.2),
         noise=(0.01, 0.05),
     ),
+    # handwriting from before about 1800 (GW's letters of 1755): the default, and half of all double s drawn
+    # with a long first s (``neceſsary``), which a model pretrained without reads as one f (``necefary``)
+    "historical": RenderStyle(long_s_prob=0.5),
     "clean": RenderStyle(
         font_scale=(1.0, 1.0), stroke_width=(0.0, 0.0), tracking_prob=0.0, mark_gap_prob=0.0, stretch=(1.0, 1.0),
         slant=(0.0, 0.0), rotation=(0.0, 0.0), taper=(0.0, 0.0), wave_amplitude=(0.0, 0.0),
@@ -202,6 +207,8 @@ class Renderer:
         s, h = self.style, self.height
         line_per_em, native_stroke = _font_metrics(str(font.path))
         size = max(8, round(h * _u(rng, s.font_scale) / line_per_em))
+        if s.long_s_prob > 0 and "ss" in word and font.covers(LONG_S):
+            word = _with_long_s(word, rng, s.long_s_prob)  # (drawn so: the label stays the word)
         glyphs = _draw_word(word, font, size, rng, s)
         target = _u(rng, s.stroke_width)
         if target > 0:  # 0 keeps the font's own pen
@@ -265,6 +272,16 @@ def _reference_lines(path: str, size: int) -> tuple[float, float]:
     tops = [font.getbbox(ch, anchor="ls")[1] for ch in "bdhkl"]
     bottoms = [font.getbbox(ch, anchor="ls")[3] for ch in "gjpqy"]
     return float(np.median(tops)), float(np.median(bottoms))
+
+
+#: What a long s (``ſ``) is drawn with (``RenderStyle.long_s_prob``): no bundled font draws U+017F, and
+#: handwriting's long s is an f without (or with half) its crossbar.
+LONG_S = "f"
+
+
+def _with_long_s(word: str, rng: np.random.Generator, prob: float) -> str:
+    """``word`` with the first s of each double s drawn as :data:`LONG_S`, each with probability ``prob``."""
+    return re.sub("ss", lambda m: LONG_S + "s" if rng.random() < prob else "ss", word)
 
 
 #: Punctuation that may stand apart from the word it ends (``RenderStyle.mark_gap``).
