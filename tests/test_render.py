@@ -139,6 +139,24 @@ def test_trailing_punctuation_may_stand_apart(fonts):
             assert np.array_equal(apart.render_with_font(word, font, rng(i)), together.render_with_font(word, font, rng(i)))
 
 
+def test_long_s_draws_the_first_of_a_double_s_as_an_f(fonts):
+    """long_s_prob: a double s is drawn ``fs`` (the label stays the word), each with that chance; a word
+    without one is drawn as before. (The clean style's draws change nothing, so the rendering of the
+    stand-in spelling is what the long s must give.)"""
+    clean = RenderStyle.preset("clean")
+    long_s, plain = Renderer(fonts, 32, clean.replace(long_s_prob=1.0)), Renderer(fonts, 32, clean)
+    font = next(iter(fonts))
+    assert np.array_equal(long_s.render_with_font("necessary", font, rng(0)),
+                          plain.render_with_font("necefsary", font, rng(0)))
+    assert not np.array_equal(long_s.render_with_font("necessary", font, rng(0)),
+                              plain.render_with_font("necessary", font, rng(0)))
+    assert np.array_equal(long_s.render_with_font("unlike", font, rng(0)), plain.render_with_font("unlike", font, rng(0)))
+    shares = [Renderer(fonts, 32, clean.replace(long_s_prob=0.5)).render_with_font("unless", font, rng(i)).shape[1]
+              for i in range(40)]
+    assert 2 <= len(set(shares)) and 10 <= shares.count(max(shares, key=shares.count)) <= 30  # about half each
+    assert RenderStyle.preset("historical") == RenderStyle(long_s_prob=0.5)
+
+
 def test_style_validation_presets_and_frozen():
     assert RenderStyle.preset("default") == RenderStyle()
     hard, default = RenderStyle.preset("hard"), RenderStyle()
