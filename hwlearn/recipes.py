@@ -217,10 +217,9 @@ def synthetic_like(ckpt, seed: int):
     """An endless synthetic word stream made like the one ``ckpt`` was pretrained on (same fonts,
     corpus, style, sampler options, charset, height), with another seed. Fonts and corpus that
     are no longer where the checkpoint says (copied from another machine) are looked for where
-    :func:`hwlearn.paths.recorded_path` says; the fonts found must be as many as recorded."""
-    from .synth import build_synthetic
-
+    :func:`hwlearn.paths.recorded_path` says; fonts found elsewhere must be as many as recorded."""
     from .paths import recorded_path
+    from .synth import build_synthetic
 
     syn = ckpt.meta.get("synthetic", {})
     fonts = recorded_path(syn.get("fonts"), "fonts")
@@ -228,7 +227,8 @@ def synthetic_like(ckpt, seed: int):
                             style=syn.get("style", "default"), charset=ckpt.charset, seed=seed, length=10**9,
                             **syn.get("sampler_options", {}))
     expected = syn.get("num_fonts")
-    if expected is not None and words.info["num_fonts"] != expected:
+    moved = fonts is not None and str(fonts) != syn.get("fonts")
+    if moved and expected is not None and words.info["num_fonts"] != expected:
         raise HwlearnError(f"{fonts}: {words.info['num_fonts']} fonts, but the model was pretrained with {expected} "
                            f"in {syn.get('fonts')} (set HWLEARN_FONTS to where those are now)")
     return words
