@@ -30,10 +30,15 @@ def default_corpus_path() -> Path:
     env = os.environ.get("HWLEARN_CORPUS")
     if env:
         return Path(env)
-    for candidate in (REPO_ROOT / "corpora" / DEFAULT_CORPUS_NAME, Path.cwd() / "corpora" / DEFAULT_CORPUS_NAME):
-        if candidate.is_file():
-            return candidate
+    for folder in _corpus_folders():
+        if (folder / DEFAULT_CORPUS_NAME).is_file():
+            return folder / DEFAULT_CORPUS_NAME
     return REPO_ROOT / "corpora" / DEFAULT_CORPUS_NAME
+
+
+def _corpus_folders() -> list[Path]:
+    """Where bundled corpus statistics are looked for: ``<repo>/corpora``, then ``./corpora``."""
+    return [REPO_ROOT / "corpora", Path.cwd() / "corpora"]
 
 
 def recorded_path(recorded: str | None, kind: str) -> Path | None:
@@ -44,8 +49,10 @@ def recorded_path(recorded: str | None, kind: str) -> Path | None:
     caller checks the fonts are as many as recorded); None for None. Raises
     :class:`~hwlearn.errors.HwlearnError`, naming the path and the variable to set, when neither is
     there."""
-    if recorded is None or Path(recorded).exists():
-        return None if recorded is None else Path(recorded)
+    if recorded is None:
+        return None
+    if Path(recorded).exists():
+        return Path(recorded)
     from .console import console
     from .errors import HwlearnError
 
@@ -55,7 +62,7 @@ def recorded_path(recorded: str | None, kind: str) -> Path | None:
     else:
         name, variable = Path(recorded).name, "HWLEARN_CORPUS"
         folders = [Path(os.environ["HWLEARN_CORPUS"]).parent] if os.environ.get("HWLEARN_CORPUS") else []
-        folders += [REPO_ROOT / "corpora", Path.cwd() / "corpora"]
+        folders += _corpus_folders()
         found = next((f / name for f in folders if (f / name).is_file()), None)
     if found is None:
         raise HwlearnError(f"{recorded}: not found, nor a copy where hwlearn looks (set {variable} to the {kind} "
