@@ -140,6 +140,7 @@ class Profile:
     max_len: int = 20  # longest sampled word (WordSampler)
     phrase_share: float = 0.0  # share of samples joining 2-3 words with a space/hyphen (WordSampler)
     char_floor: float = 0.0  # every character some word has is in at least this share of word draws (WordSampler)
+    break_share: float = 0.0  # share of samples that are a word's first part before a line break, ``immedi-`` (WordSampler)
     # adaptation: hwlearn adapt's defaults (AdaptConfig) unless a profile says otherwise
     adapt_rounds: int = AdaptConfig.rounds
     adapt_ramp_rounds: int = AdaptConfig.ramp_rounds  # the selected share grows over these rounds, then holds
@@ -342,7 +343,7 @@ def pretrain_step(run_dir: Path, profile: Profile, args, log: StepLog) -> Path:
     result = pretrain(out, preset=profile.preset, corpus=args.corpus, style=profile.style, config=config,
                       val_size=profile.val_size, device=args.device, resume=state is not None,
                       overwrite=state is None, sampler_options={"max_len": profile.max_len, "phrase_share": profile.phrase_share,
-                                       "char_floor": profile.char_floor})
+                                       "char_floor": profile.char_floor, "break_share": profile.break_share})
     log.done("pretrain", time.perf_counter() - t, checkpoint=str(out / "best"), resumed=state is not None,
              train_seconds=round(result.seconds, 1), best_synth_val_cer=result.best_cer,
              nonfinite_samples=result.nonfinite_samples, skipped_steps=result.skipped_steps)

@@ -14,6 +14,10 @@ from .errors import HwlearnError
 
 BLANK = 0
 
+#: What ends the first part of a word a line break cut (``immedi-``): drawn by the word sampler
+#: (``break_share``), read by lexicon decoding (:attr:`hwlearn.decode.Lexicon.breaks`).
+BREAK_MARK = "-"
+
 
 def normalize(text: str) -> str:
     """Unicode NFC normalization; the one text normalization used for labels and corpora."""

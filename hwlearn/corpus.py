@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 import numpy as np
 from nltk.tokenize import RegexpTokenizer
 
-from .charset import DEFAULT_CHARSET, Charset, normalize
+from .charset import BREAK_MARK, DEFAULT_CHARSET, Charset, normalize
 from .errors import HwlearnError
 from .paths import default_corpus_path
 
@@ -563,6 +563,11 @@ class WordSampler:
     With ``phrase_share`` (default 0) a plain word is joined with one or two more words by a
     character of ``phrase_joiners`` (space, hyphen): for crops that hold several words, such as
     street names or form fields.
+    With ``break_share`` (default 0) a plain word of four or more letters is instead cut where a line
+    break would cut it, two or more letters on each line, and its first part drawn with
+    :data:`hwlearn.charset.BREAK_MARK` (``immedi-``): archives of running text break words at line
+    ends (GW: 50 of 2,375 train words), and a recognizer that never saw such a part reads its hyphen
+    as a period.
     With ``char_floor`` (default 0) the words holding a rare letter are drawn more often, so that
     every letter at least :data:`FLOOR_MIN_WORDS` words have occurs in at least that share of the
     word draws (:func:`floor_char_shares`): a letter that running text seldom has (German ``Ä`` is in
@@ -587,9 +592,10 @@ class WordSampler:
         phrase_share: float = 0.0,
         phrase_joiners: str = " -",
         char_floor: float = 0.0,
+        break_share: float = 0.0,
     ):
         _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
-                      phrase_share, char_floor)
+                      phrase_share, char_floor, break_share)
         self.charset = charset if charset is not None else DEFAULT_CHARSET
         self.max_len = max_len
         self.temperature = float(temperature)
@@ -597,6 +603,7 @@ class WordSampler:
         self.case_share = float(case_share)
         self.phrase_share = float(phrase_share)
         self.phrase_joiners = [j for j in dict.fromkeys(phrase_joiners) if j in self.charset]
+        self.break_share = float(break_share) if BREAK_MARK in self.charset else 0.0
 
         words = [
             (w, c)
@@ -658,6 +665,8 @@ class WordSampler:
             token = _draw_format(self._dates, rng)
         if token is None or len(token) > self.max_len:
             token = self._draw_word(rng)
+            if self.break_share and rng.random() < self.break_share and token.isalpha() and len(token) >= 4:
+                return token[: int(rng.integers(2, len(token) - 1))] + BREAK_MARK  # (no punctuation after it)
             if self.phrase_share and self.phrase_joiners and rng.random() < self.phrase_share:
                 token = self._extend_phrase(token, rng)
         if self._affix_cdf is not None and self.punct_share and rng.random() < self.punct_share:
@@ -738,7 +747,7 @@ def floor_char_shares(words: list[str], weights: np.ndarray, floor: float, round
 
 
 def _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
-                  phrase_share=0.0, char_floor=0.0) -> None:
+                  phrase_share=0.0, char_floor=0.0, break_share=0.0) -> None:
     if max_len < 1:
         raise HwlearnError(f"max_len must be at least 1, got {max_len}")
     if min_count < 1:
@@ -752,6 +761,7 @@ def _check_params(max_len, min_count, temperature, number_share, date_share, pun
         ("case_share", case_share),
         ("phrase_share", phrase_share),
         ("char_floor", char_floor),
+        ("break_share", break_share),
     ):
         if not 0.0 <= share <= 1.0:
             raise HwlearnError(f"{name} must be between 0 and 1, got {share}")

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .charset import BLANK, Charset, normalize
+from .charset import BLANK, BREAK_MARK, Charset, normalize
 from .errors import HwlearnError
 
 NEG_INF = float("-inf")
@@ -357,8 +357,6 @@ class Lexicon:
 
 
 _TRAILING_MARKS = re.compile(r"[^\w]+$")
-#: What ends the first part of a word a line break cut (``immedi-``; :attr:`Lexicon.breaks`).
-BREAK_MARK = "-"
 #: Line-break parts rescored per sample by :func:`lexicon_decode`, beside the words.
 BREAK_CANDIDATES = 8
 

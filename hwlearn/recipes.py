@@ -15,9 +15,9 @@ from typing import Iterable, Sequence
 
 import torch
 
-from .charset import Charset
+from .charset import BREAK_MARK, Charset
 from .checkpoint import load_checkpoint
-from .decode import BREAK_MARK, PRIOR_WEIGHT, reading_method
+from .decode import PRIOR_WEIGHT, reading_method
 from .errors import HwlearnError
 from .train import ModelInputs, Source, Trainer, TrainConfig, TrainResult, ValSet, resolve_device
 
@@ -117,7 +117,7 @@ def break_parts(counts, charset: Charset, max_words: int = BREAK_WORDS,
     that are all letters, and of their Capitalized forms (counted as in :func:`lexicon_words`),
     each of the ``len - 3`` places to break (two or more letters on each line) gets ``share / (len
     - 3)`` of the form's count, summed over the forms that share a part. Empty for a plain word list
-    (every count equal: no prior to share) or a charset without :data:`hwlearn.decode.BREAK_MARK`.
+    (every count equal: no prior to share) or a charset without :data:`hwlearn.charset.BREAK_MARK`.
     Archives break words at line ends (GW: 50 of 2,375 train words); without these, lexicon
     decoding must read a part as a word (``De-`` -> ``To.``)."""
     if not charset.covers(BREAK_MARK):

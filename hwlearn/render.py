@@ -33,14 +33,14 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 from scipy import ndimage
 from scipy.special import ndtr
 
-from .charset import normalize
+from .charset import BREAK_MARK, normalize
 from .errors import HwlearnError
 from .fonts import FontInfo, FontLibrary
 
@@ -66,6 +66,10 @@ class RenderStyle:
     mark_gap_prob: float = 0.5  # chance of a gap before trailing punctuation (``day ,``: pens lift, fonts don't)
     mark_gap: Range = (0.05, 0.4)  # that gap, em
     long_s_prob: float = 0.0  # chance that a double s is drawn with a long first s (``ſs``, before ~1800)
+    superscript_prob: float = 0.0  # chance that an ordinal's letters are drawn small and raised (``28ᵗʰ.``)
+    superscript_scale: Range = (0.45, 0.7)  # their size, em of the word's
+    superscript_raise: Range = (0.5, 0.9)  # their baseline's height, in heights of the digits
+    low_hyphen_prob: float = 0.0  # chance that a line-break hyphen (``immedi-``) is drawn on the baseline
     # geometry
     stretch: Range = (0.9, 1.6)  # horizontal scale factor
     slant: Range = (-10.0, 25.0)  # shear angle in degrees, > 0 leans right
@@ -137,8 +141,10 @@ PRESETS: dict[str, RenderStyle] = {
         noise=(0.01, 0.05),
     ),
     # handwriting from before about 1800 (GW's letters of 1755): the default, and half of all double s drawn
-    # with a long first s (``neceſsary``), which a model pretrained without reads as one f (``necefary``)
-    "historical": RenderStyle(long_s_prob=0.5),
+    # with a long first s (``neceſsary``), which a model pretrained without reads as one f (``necefary``); half
+    # of all ordinals with raised letters (``28ᵗʰ``, read as ``it``) and half of all line-break hyphens on the
+    # baseline (``particu_``, read as ``particu.``)
+    "historical": RenderStyle(long_s_prob=0.5, superscript_prob=0.5, low_hyphen_prob=0.5),
     "clean": RenderStyle(
         font_scale=(1.0, 1.0), stroke_width=(0.0, 0.0), tracking_prob=0.0, mark_gap_prob=0.0, stretch=(1.0, 1.0),
         slant=(0.0, 0.0), rotation=(0.0, 0.0), taper=(0.0, 0.0), wave_amplitude=(0.0, 0.0),
@@ -287,38 +293,77 @@ def _with_long_s(word: str, rng: np.random.Generator, prob: float) -> str:
 #: Punctuation that may stand apart from the word it ends (``RenderStyle.mark_gap``).
 TRAILING_MARKS = ",.;:"
 
+#: An ordinal (``28th.``, ``1st``, ``2d``): its digits, its letters, the marks after it.
+ORDINAL = re.compile(r"(\d+)(st|nd|rd|th|d)([,.;:]*)")
 
-def _draw_word(word: str, info: FontInfo, size: int, rng: np.random.Generator, s: RenderStyle) -> _Glyphs:
-    """Draw ``word``, then crop the canvas to its ink plus a margin for the later stroke dilation.
+#: A line-break part (``immedi-``): letters, then :data:`hwlearn.charset.BREAK_MARK`.
+LINE_BREAK_PART = re.compile(rf"(.*\w){re.escape(BREAK_MARK)}")
 
-    Trailing punctuation is sometimes drawn a gap apart (``mark_gap``): handwriting's commas and
-    periods often stand well after the word, a font's right after its last letter.
 
-    The canvas is the layout box (``getbbox``) grown by half an em on every side, because the
-    swashes of script fonts reach well outside the box Pillow reports.
-    """
+class _Piece(NamedTuple):
+    """Text drawn at ``(x, y)`` from the word's baseline origin (y down) with one font."""
+
+    x: float
+    y: float
+    text: str
+    font: ImageFont.FreeTypeFont
+
+
+def _pieces(word: str, info: FontInfo, size: int, rng: np.random.Generator, s: RenderStyle) -> list[_Piece]:
+    """Where each part of ``word`` is drawn: all of it at once (the font's own layout, joins and all), or one
+    character at a time with extra letter spacing (``tracking``), or with its trailing marks a gap apart
+    (``mark_gap``: handwriting's commas and periods often stand well after the word, a font's right after its
+    last letter), or an ordinal with raised letters (``superscript_prob``), or a line-break part with its hyphen
+    on the baseline (``low_hyphen_prob``). The rng is drawn from only for the choices that ``word`` allows."""
     font = _font(str(info.path), size)
     if rng.random() < s.tracking_prob and len(word) > 1:
         extra = _u(rng, s.tracking) * size
         pieces, x = [], 0.0
         for ch in word:
-            pieces.append((x, ch))
+            pieces.append(_Piece(x, 0.0, ch, font))
             x += font.getlength(ch) + extra
-    else:
-        pieces = [(0.0, word)]
-        body = word.rstrip(TRAILING_MARKS)
-        if body.strip() and body != word and rng.random() < s.mark_gap_prob:
-            pieces = [(0.0, body), (font.getlength(body) + _u(rng, s.mark_gap) * size, word[len(body):])]
-    boxes = [font.getbbox(text, anchor="ls") for _, text in pieces]
-    left = min(x + b[0] for (x, _), b in zip(pieces, boxes))
-    right = max(x + b[2] for (x, _), b in zip(pieces, boxes))
-    top, bottom = min(b[1] for b in boxes), max(b[3] for b in boxes)
+        return pieces
+    if s.superscript_prob and (m := ORDINAL.fullmatch(word)) and rng.random() < s.superscript_prob:
+        digits, letters, marks = m.groups()
+        small = _font(str(info.path), max(4, round(size * _u(rng, s.superscript_scale))))
+        x = font.getlength(digits) + 0.05 * size
+        y = font.getbbox(digits, anchor="ls")[1] * _u(rng, s.superscript_raise)  # (the digits' top is < 0)
+        pieces = [_Piece(0.0, 0.0, digits, font), _Piece(x, y, letters, small)]
+        if marks:  # under the letters, on the baseline (GW: ``28.`` with ``th`` above the period)
+            pieces.append(_Piece(x + _u(rng, (0.2, 0.8)) * small.getlength(letters), 0.0, marks, font))
+        return pieces
+    if s.low_hyphen_prob and (m := LINE_BREAK_PART.fullmatch(word)) and rng.random() < s.low_hyphen_prob:
+        body = m.group(1)
+        mask, (_, y) = font.getmask2(BREAK_MARK, anchor="ls")  # (getbbox's box reaches down to the baseline)
+        _, top, _, bottom = mask.getbbox() or (0, 0, 0, 0)
+        x = font.getlength(body) + _u(rng, s.mark_gap) * size
+        return [_Piece(0.0, 0.0, body, font), _Piece(x, -(y + 0.5 * (top + bottom)) - _u(rng, (0.0, 0.1)) * size,
+                                                     BREAK_MARK, font)]
+    body = word.rstrip(TRAILING_MARKS)
+    if body.strip() and body != word and rng.random() < s.mark_gap_prob:
+        return [_Piece(0.0, 0.0, body, font),
+                _Piece(font.getlength(body) + _u(rng, s.mark_gap) * size, 0.0, word[len(body):], font)]
+    return [_Piece(0.0, 0.0, word, font)]
+
+
+def _draw_word(word: str, info: FontInfo, size: int, rng: np.random.Generator, s: RenderStyle) -> _Glyphs:
+    """Draw ``word`` (:func:`_pieces`), then crop the canvas to its ink plus a margin for the later stroke
+    dilation.
+
+    The canvas is the layout box (``getbbox``) grown by half an em on every side, because the
+    swashes of script fonts reach well outside the box Pillow reports.
+    """
+    pieces = _pieces(word, info, size, rng, s)
+    boxes = [p.font.getbbox(p.text, anchor="ls") for p in pieces]
+    left = min(p.x + b[0] for p, b in zip(pieces, boxes))
+    right = max(p.x + b[2] for p, b in zip(pieces, boxes))
+    top, bottom = min(p.y + b[1] for p, b in zip(pieces, boxes)), max(p.y + b[3] for p, b in zip(pieces, boxes))
     spill = int(math.ceil(0.5 * size))
     image = Image.new("L", (int(math.ceil(right - left)) + 2 * spill, int(math.ceil(bottom - top)) + 2 * spill), 0)
     draw = ImageDraw.Draw(image)
     ox, oy = spill - left, spill - top  # where the baseline origin lands
-    for x, text in pieces:
-        draw.text((ox + x, oy), text, fill=255, font=font, anchor="ls")
+    for p in pieces:
+        draw.text((ox + p.x, oy + p.y), p.text, fill=255, font=p.font, anchor="ls")
     ink = np.asarray(image)
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:

@@ -78,12 +78,12 @@ def train_loop_options(f):
 
 
 def word_mix_options(f):
-    """--max-len --phrase-share --char-floor (the word sampler's options, same for synth and pretrain),
-    passed to the command as one ``sampler_options`` dict."""
+    """--max-len --phrase-share --char-floor --break-share (the word sampler's options, same for synth and
+    pretrain), passed to the command as one ``sampler_options`` dict."""
     @functools.wraps(f)
-    def command(*args, max_len, phrase_share, char_floor, **kwargs):
-        return f(*args, sampler_options={"max_len": max_len, "phrase_share": phrase_share, "char_floor": char_floor},
-                 **kwargs)
+    def command(*args, max_len, phrase_share, char_floor, break_share, **kwargs):
+        return f(*args, sampler_options={"max_len": max_len, "phrase_share": phrase_share, "char_floor": char_floor,
+                                         "break_share": break_share}, **kwargs)
 
     for opt in reversed([
         click.option("--max-len", default=20, show_default=True, type=click.IntRange(min=1),
@@ -94,6 +94,9 @@ def word_mix_options(f):
                      help="Draw words holding rare letters more often, so that every letter that 20 or more corpus "
                           "words have is in at least this share of the words (e.g. 0.01; from a German word list Ä "
                           "is in 0.06 %)."),
+        click.option("--break-share", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+                     help="Share of samples that are the first part of a word a line break cut, with its hyphen "
+                          "(immedi-): for archives of running text (e.g. 0.02)."),
     ]):
         command = opt(command)
     return command
