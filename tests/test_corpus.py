@@ -296,6 +296,24 @@ def test_phrases_join_words_with_space_or_hyphen_within_max_len():
     assert all(w in no_joiners.vocabulary for w in no_joiners.sample_many(500, np.random.default_rng(4)))
 
 
+def test_line_break_parts_are_first_parts_of_words_with_a_hyphen():
+    stats = words_stats({"immediately": 50, "particular": 50, "the": 80, "of": 60})
+    charset = Charset(LOWER + "-")
+    sampler = plain_sampler(stats, charset=charset, break_share=0.3)
+    words = sampler.sample_many(4000, np.random.default_rng(5))
+    parts = [w for w in words if w.endswith("-")]
+    long_draws = sum(w.rstrip("-") in ("immediately", "particular") or w.endswith("-") for w in words)
+    assert len(parts) / long_draws == pytest.approx(0.3, abs=0.04)  # words of 4+ letters only
+    cuts = {(w, v) for w in parts for v in ("immediately", "particular") if v.startswith(w[:-1])}
+    assert cuts and all(2 <= len(w) - 1 <= len(v) - 2 for w, v in cuts)  # two or more letters on each line
+    assert len({w for w in parts}) > 10  # every place to break is drawn
+    assert not any(w.rstrip("-") in ("the", "of") and w.endswith("-") for w in words)
+    # without a hyphen in the charset, or by default, there are none
+    assert not any(w.endswith("-") for w in plain_sampler(stats, charset=Charset(LOWER), break_share=0.9)
+                   .sample_many(500, np.random.default_rng(5)))
+    assert not any(w.endswith("-") for w in plain_sampler(stats, charset=charset).sample_many(500, np.random.default_rng(5)))
+
+
 def test_char_floor_draws_words_with_rare_characters_more_often():
     # 20 words with Ä share 20 of ~2020 draws at temperature 1; a floor of 5 % puts Ä in about 5 %
     # of them, keeps the common words' relative frequencies, and cannot invent a character no
@@ -348,7 +366,7 @@ def test_sampler_is_picklable():
 
 @pytest.mark.parametrize(
     "kwargs", [dict(temperature=0), dict(max_len=0), dict(punct_share=1.5), dict(number_share=0.7, date_share=0.5),
-               dict(phrase_share=-0.1), dict(char_floor=1.0), dict(char_floor=-0.01)]
+               dict(phrase_share=-0.1), dict(char_floor=1.0), dict(char_floor=-0.01), dict(break_share=1.2)]
 )
 def test_sampler_rejects_bad_parameters(kwargs):
     with pytest.raises(HwlearnError):

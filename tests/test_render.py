@@ -157,6 +157,41 @@ def test_long_s_draws_the_first_of_a_double_s_as_an_f(fonts):
     assert RenderStyle.preset("historical").long_s_prob == 0.5
 
 
+def ink_rows(img: np.ndarray, cols: slice) -> float:
+    """Mean row of the ink in the columns ``cols`` of a clean-style image (0 = top)."""
+    ink = 255.0 - img[:, cols].astype(np.float64)
+    return float((ink.sum(axis=1) * np.arange(img.shape[0])).sum() / ink.sum())
+
+
+def test_ordinal_letters_are_drawn_small_and_raised(fonts):
+    """superscript_prob: an ordinal's letters are drawn smaller and higher than its digits (GW's ``28ᵗʰ.``);
+    a word that is no ordinal is drawn as before, from the same draws."""
+    clean = RenderStyle.preset("clean")
+    raised, plain = Renderer(fonts, 64, clean.replace(superscript_prob=1.0)), Renderer(fonts, 64, clean)
+    for i, font in enumerate(fonts):
+        up, flat = raised.render_with_font("28th", font, rng(i)), plain.render_with_font("28th", font, rng(i))
+        assert up.shape[1] < flat.shape[1], font.name  # smaller letters
+        right = slice(-max(2, up.shape[1] // 5), None)  # the letters' end
+        assert ink_rows(up, right) < ink_rows(flat, right) - 4, font.name  # higher
+        for word in ("day", "th", "1790", "De-"):
+            assert np.array_equal(raised.render_with_font(word, font, rng(i)), plain.render_with_font(word, font, rng(i)))
+        # a period after the letters is drawn under them, on the baseline: it hardly widens the word
+        assert raised.render_with_font("28th.", font, rng(i)).shape[1] <= up.shape[1] + 0.2 * 64, font.name
+
+
+def test_line_break_hyphen_is_drawn_on_the_baseline(fonts):
+    """low_hyphen_prob: the hyphen that ends a line-break part (``immedi-``) is drawn low, where GW writes it;
+    a hyphen inside a word is drawn as before, from the same draws."""
+    clean = RenderStyle.preset("clean").replace(mark_gap=(0.2, 0.2))
+    low, plain = Renderer(fonts, 64, clean.replace(low_hyphen_prob=1.0)), Renderer(fonts, 64, clean)
+    for i, font in enumerate(fonts):
+        down, mid = low.render_with_font("immedi-", font, rng(i)), plain.render_with_font("immedi-", font, rng(i))
+        hyphen = slice(-max(2, down.shape[1] // 12), None)
+        assert ink_rows(down, hyphen) > ink_rows(mid, hyphen) + 4, font.name
+        for word in ("well-known", "day", "-"):
+            assert np.array_equal(low.render_with_font(word, font, rng(i)), plain.render_with_font(word, font, rng(i)))
+
+
 def test_style_validation_presets_and_frozen():
     assert RenderStyle.preset("default") == RenderStyle()
     hard, default = RenderStyle.preset("hard"), RenderStyle()

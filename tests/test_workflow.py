@@ -276,9 +276,9 @@ def test_pretrain_cli_records_sampler_options_and_rejects_a_floor_of_one(tmp_pat
     out = tmp_path / "pre"
     result = _invoke(["pretrain", "-o", out, "--fonts", fonts, "--corpus", corpus, "--steps", "2", "--batch-size", "4",
                       "--val-every", "2", "--val-size", "4", "--workers", "0", "--device", "cpu", "--max-len", "9",
-                      "--phrase-share", "0.3", "--char-floor", "0.05"])
+                      "--phrase-share", "0.3", "--char-floor", "0.05", "--break-share", "0.02"])
     assert result.exit_code == 0, result.output
     options = read_meta(out / "best")["synthetic"]["sampler_options"]
-    assert options == {"max_len": 9, "phrase_share": 0.3, "char_floor": 0.05}
+    assert options == {"max_len": 9, "phrase_share": 0.3, "char_floor": 0.05, "break_share": 0.02}
     result = _invoke(["pretrain", "-o", tmp_path / "bad", "--fonts", fonts, "--corpus", corpus, "--char-floor", "1"])
     assert result.exit_code == 2 and "--char-floor" in result.output and not (tmp_path / "bad").exists()

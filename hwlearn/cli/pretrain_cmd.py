@@ -15,7 +15,7 @@ from .options import (amp_option, device_option, print_train_result, seed_option
 @click.option("--preset", default="small", show_default=True, help="Model preset: small (CPU, height 32) or base (GPU, height 64).")
 @click.option("--fonts", "fonts_dir", type=click.Path(path_type=Path), default=None, help="Fonts directory. [default: bundled fonts/]")
 @click.option("--corpus", type=click.Path(path_type=Path), default=None, help="Corpus statistics JSON. [default: bundled English]")
-@click.option("--style", default="default", show_default=True, help="Render style preset: default, historical (handwriting before ~1800: long s), hard.")
+@click.option("--style", default="default", show_default=True, help="Render style preset: default, historical (handwriting before ~1800: long s, raised ordinals, low line-break hyphens), hard.")
 @word_mix_options
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Train on a dataset written by `hwlearn synth` instead of rendering on the fly.")

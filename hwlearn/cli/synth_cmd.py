@@ -29,7 +29,7 @@ PREVIEW_COUNT = 32
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Item i of seed s is always the same image.")
 @click.option("--style", default="default", show_default=True,
-              help="Render style preset: default, historical (long s, before ~1800), hard (stronger distortion) or clean.")
+              help="Render style preset: default, historical (before ~1800: long s, raised ordinals, low line-break hyphens), hard (stronger distortion) or clean.")
 @click.option("--preview", type=click.Path(path_type=Path), default=None,
               help=f"Also write a contact sheet of the first {PREVIEW_COUNT} samples (PNG).")
 @word_mix_options
