@@ -138,7 +138,7 @@ fi
 for name in ${DATASETS:-gw_words dhsd}; do
     [ "$(left)" -gt 60 ] || { echo "no time left for $name" | tee -a "$OUT/session.log"; break; }
     case $name in
-        gw_words) args="--lexicon corpora/en_default.json --adapt-lexicon --set style=historical" ;;
+        gw_words) args="--lexicon corpora/en_default.json --adapt-lexicon --set style=historical --set break_share=0.02" ;;
         dhsd) args="--corpus runs/corpora/de_ngerman.json $DHSD_SET" ;;
         *) echo "error: unknown dataset $name (gw_words, dhsd)"; exit 1 ;;
     esac
