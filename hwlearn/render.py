@@ -8,7 +8,8 @@ operations:
 1. **glyphs** — pick a covering font and a size (so that the font's line height is about the
    output height), draw the word with Pillow (RAQM layout, so cursive joins and contextual forms
    work; occasionally per character with extra tracking, or with trailing punctuation set a gap
-   apart) onto a generous canvas, crop it to the ink, then move the stroke edges towards a
+   apart; in the ``historical`` style an ordinal's letters raised, a line-break hyphen on the
+   baseline) onto a generous canvas, crop it to the ink, then move the stroke edges towards a
    random pen width (dilation by blur + shifted threshold, thinning by lowering the
    anti-aliased coverage);
 2. **geometry** — one inverse warp (``scipy.ndimage.map_coordinates``) combining horizontal
@@ -20,8 +21,8 @@ operations:
 4. **appearance** — at output resolution: ink of neighbouring words cut by the crop, paper
    brightness and mottled texture, ink contrast and fading, blur, resolution loss and noise.
 
-All random ranges live in the frozen :class:`RenderStyle` (presets ``default``, ``hard``,
-``clean``); ``docs/rendering.md`` lists them with their units. Font objects are never pickled:
+All random ranges live in the frozen :class:`RenderStyle` (presets ``default``, ``historical``,
+``hard``, ``clean``); ``docs/rendering.md`` lists them with their units. Font objects are never pickled:
 each process opens them lazily, cached by ``(path, size)``, so a :class:`Renderer` can be sent to
 DataLoader workers.
 """
@@ -294,7 +295,7 @@ def _with_long_s(word: str, rng: np.random.Generator, prob: float) -> str:
 TRAILING_MARKS = ",.;:"
 
 #: An ordinal (``28th.``, ``1st``, ``2d``): its digits, its letters, the marks after it.
-ORDINAL = re.compile(r"(\d+)(st|nd|rd|th|d)([,.;:]*)")
+ORDINAL = re.compile(rf"(\d+)(st|nd|rd|th|d)([{re.escape(TRAILING_MARKS)}]*)")
 
 #: A line-break part (``immedi-``): letters, then :data:`hwlearn.charset.BREAK_MARK`.
 LINE_BREAK_PART = re.compile(rf"(.*\w){re.escape(BREAK_MARK)}")
