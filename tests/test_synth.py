@@ -161,7 +161,7 @@ def test_cli_synth_end_to_end(assets, tmp_path):
     assert len(list((out / "images").glob("*.png"))) == 6
     assert len((out / "labels.tsv").read_text().splitlines()) == 6
     assert read_meta(out)["seed"] == 3
-    assert read_meta(out)["sampler_options"] == {"max_len": 20, "phrase_share": 0.0, "char_floor": 0.0}
+    assert read_meta(out)["sampler_options"] == {"max_len": 20, "phrase_share": 0.0, "char_floor": 0.0, "break_share": 0.0}
     assert _png(sheet).shape[1] > 100
     assert "images/s" in result.output
 
@@ -181,7 +181,8 @@ def test_cli_synth_end_to_end(assets, tmp_path):
                                        "-o", str(mixed), "--height", "24", "--workers", "1", "--max-len", "30",
                                        "--phrase-share", "1", "--char-floor", "0.05"])
     assert result.exit_code == 0, result.output
-    assert read_meta(mixed)["sampler_options"] == {"max_len": 30, "phrase_share": 1.0, "char_floor": 0.05}
+    assert read_meta(mixed)["sampler_options"] == {"max_len": 30, "phrase_share": 1.0, "char_floor": 0.05,
+                                                     "break_share": 0.0}
     assert "char_floor 0.05" in " ".join(result.output.split())
     words = [line.split("\t")[1] for line in (mixed / "labels.tsv").read_text(encoding="utf-8").splitlines()]
     assert sum(" " in w or "-" in w for w in words) >= 6  # phrases (punctuation may crowd out a joiner)
