@@ -665,8 +665,8 @@ class WordSampler:
             token = _draw_format(self._dates, rng)
         if token is None or len(token) > self.max_len:
             token = self._draw_word(rng)
-            if self.break_share and rng.random() < self.break_share and token.isalpha() and len(token) >= 4:
-                return token[: int(rng.integers(2, len(token) - 1))] + BREAK_MARK  # (no punctuation after it)
+            if self.break_share and rng.random() < self.break_share and token.isalpha() and (cuts := break_cuts(token)):
+                return token[: int(rng.integers(cuts.start, cuts.stop))] + BREAK_MARK  # (no punctuation after it)
             if self.phrase_share and self.phrase_joiners and rng.random() < self.phrase_share:
                 token = self._extend_phrase(token, rng)
         if self._affix_cdf is not None and self.punct_share and rng.random() < self.punct_share:
@@ -744,6 +744,13 @@ def floor_char_shares(words: list[str], weights: np.ndarray, floor: float, round
             p[ids] *= floor * (1.0 - share) / (share * (1.0 - floor))
             p /= p.sum()
     return p
+
+
+def break_cuts(word: str) -> range:
+    """Where a line break may cut ``word``: the lengths of its first part that leave two or more letters
+    on each line (empty for a word of under four letters). The sampler's line-break parts
+    (``break_share``) and the lexicon's (:func:`hwlearn.recipes.break_parts`) are cut there."""
+    return range(2, len(word) - 1)
 
 
 def _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,

@@ -115,11 +115,13 @@ def break_parts(counts, charset: Charset, max_words: int = BREAK_WORDS,
     ``immedi-``, ``Recrui`` of ``Recrui-``), with counts for a lexicon's prior
     (:attr:`hwlearn.decode.Lexicon.breaks`): of the ``max_words`` most frequent words of ``counts``
     that are all letters, and of their Capitalized forms (counted as in :func:`lexicon_words`),
-    each of the ``len - 3`` places to break (two or more letters on each line) gets ``share / (len
-    - 3)`` of the form's count, summed over the forms that share a part. Empty for a plain word list
+    each of the ``len - 3`` places to break (:func:`hwlearn.corpus.break_cuts`: two or more letters on
+    each line) gets ``share / (len - 3)`` of the form's count, summed over the forms that share a part. Empty for a plain word list
     (every count equal: no prior to share) or a charset without :data:`hwlearn.charset.BREAK_MARK`.
     Archives break words at line ends (GW: 50 of 2,375 train words); without these, lexicon
     decoding must read a part as a word (``De-`` -> ``To.``)."""
+    from .corpus import break_cuts
+
     if not charset.covers(BREAK_MARK):
         return {}
     ranked = [(w, c) for w, c in _by_frequency(counts, charset) if w.isalpha()]
@@ -133,11 +135,12 @@ def break_parts(counts, charset: Charset, max_words: int = BREAK_WORDS,
         if cap != word and charset.covers(cap):
             forms[cap] = max(counts.get(cap, 0), count)
         for form, n in forms.items():
-            if form in done or len(form) < 4:
+            cuts = break_cuts(form)
+            if form in done or not cuts:
                 continue
             done.add(form)
-            for cut in range(2, len(form) - 1):
-                parts[form[:cut]] = parts.get(form[:cut], 0.0) + share * n / (len(form) - 3)
+            for cut in cuts:
+                parts[form[:cut]] = parts.get(form[:cut], 0.0) + share * n / len(cuts)
     return parts
 
 
