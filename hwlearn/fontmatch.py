@@ -11,8 +11,9 @@ Herr Von Muellerhoff, ...), the farthest the round print hands (Patrick Hand, Co
 
 Adaptation can use the ranking to draw its synthetic words from the closest fonts
 (:class:`hwlearn.selftrain.AdaptConfig` ``match_fonts``, ``hwlearn adapt --match-fonts K``). It is
-off by default: on GW it did not lower the label-free CER (0.2399 with the 20 closest fonts vs
-0.2355 with all; ``benchmarks/EXPERIMENTS.md``).
+off by default. On a weak GW model (CER 0.24) it did not lower the label-free CER. At today's
+accuracy 20 matched fonts read the train labels better on three GW models and on DHSD, so it is the
+candidate default (``benchmarks/EXPERIMENTS.md``, session 56).
 """
 
 from __future__ import annotations
