@@ -115,8 +115,8 @@ def break_parts(counts, charset: Charset, max_words: int = BREAK_WORDS,
     ``immedi-``, ``Recrui`` of ``Recrui-``), with counts for a lexicon's prior
     (:attr:`hwlearn.decode.Lexicon.breaks`): of the ``max_words`` most frequent words of ``counts``
     that are all letters, and of their Capitalized forms (counted as in :func:`lexicon_words`),
-    each of the ``len - 3`` places to break (:func:`hwlearn.corpus.break_cuts`: two or more letters on
-    each line) gets ``share / (len - 3)`` of the form's count, summed over the forms that share a part. Empty for a plain word list
+    each place to break (:func:`hwlearn.corpus.break_cuts`) gets an equal part of ``share`` times the form's
+    count, summed over the forms that share a part. Empty for a plain word list
     (every count equal: no prior to share) or a charset without :data:`hwlearn.charset.BREAK_MARK`.
     Archives break words at line ends (GW: 50 of 2,375 train words); without these, lexicon
     decoding must read a part as a word (``De-`` -> ``To.``)."""
