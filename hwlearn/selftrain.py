@@ -96,7 +96,7 @@ class AdaptConfig:
     seed: int = 0
     beam_width: int = 10
     layout: str = "auto"  # "auto" (chosen by mean confidence) or one of hwlearn.layout.LAYOUTS
-    match_fonts: int = 0  # > 0: synthetic words only from the fonts closest to the images (hwlearn.fontmatch)
+    match_fonts: int = 20  # > 0: synthetic words only from the fonts closest to the images (hwlearn.fontmatch)
     views: int = 4  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
     augment: str = "strong"  # augmentation of the pseudo-labeled images in training: "strong" or "light" (AUGMENTS)
     dropout: float | None = 0.2  # dropout while training on the pseudo-labels (None: the model's own; see adapt())
@@ -359,9 +359,17 @@ def match_synthetic_fonts(model, inputs, synthetic, config: AdaptConfig, charset
                           max_images: int = 1000):
     """``(synthetic drawing only with the fonts closest to the images, their names)``: the
     ``config.match_fonts`` closest by :func:`hwlearn.fontmatch.rank_fonts` (on up to ``max_images``
-    of ``inputs``, a seeded sample), plus any further font needed to draw every character."""
-    if not hasattr(synthetic, "with_fonts"):
-        raise HwlearnError("font matching needs a SyntheticWords stream (with_fonts)")
+    of ``inputs``, a seeded sample), plus any further font needed to draw every character.
+    ``(synthetic, [])`` unchanged when there is nothing to choose: a stream that cannot be redrawn
+    with fewer fonts (no ``with_fonts``), or one with no more than ``config.match_fonts`` fonts."""
+    fonts = getattr(getattr(synthetic, "renderer", None), "fonts", None)
+    if not hasattr(synthetic, "with_fonts") or fonts is None:
+        console.print("font matching skipped: the synthetic stream cannot be redrawn with fewer fonts")
+        return synthetic, []
+    if len(fonts) <= config.match_fonts:
+        console.print(f"font matching skipped: the synthetic words use {len(fonts)} fonts, "
+                      f"no more than the {config.match_fonts} asked for")
+        return synthetic, []
     rng = np.random.default_rng(config.seed)
     pick = sorted(rng.choice(len(inputs), size=min(max_images, len(inputs)), replace=False).tolist())
     ranking = rank_fonts(model, height, [inputs[i][0] for i in pick], synthetic, seed=config.seed, device=device)

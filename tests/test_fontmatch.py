@@ -78,3 +78,19 @@ def test_adapt_draws_synthetic_words_from_the_matched_fonts(tiny_run, tmp_path):
     round_meta = json.loads((tmp_path / "adapt" / "round1" / "last" / "meta.json").read_text())
     assert round_meta["adapt"]["fonts_used"] == used and round_meta["adapt"]["match_fonts"] == 1
     assert result.final_checkpoint.exists()
+
+
+def test_font_matching_is_skipped_when_there_is_nothing_to_choose(tiny):
+    from hwlearn.selftrain import AdaptConfig, match_synthetic_fonts
+
+    ckpt, synthetic = tiny
+    inputs = [(to_model_input(synthetic[i][0], ckpt.height), None) for i in range(4)]
+    everything = AdaptConfig(match_fonts=len(synthetic.renderer.fonts))
+    assert match_synthetic_fonts(ckpt.model, inputs, synthetic, everything, ckpt.charset, ckpt.height,
+                                 "cpu") == (synthetic, [])
+    plain = [synthetic[i] for i in range(4)]  # a stream that cannot be redrawn with other fonts
+    assert match_synthetic_fonts(ckpt.model, inputs, plain, AdaptConfig(match_fonts=1), ckpt.charset, ckpt.height,
+                                 "cpu") == (plain, [])
+    matched, used = match_synthetic_fonts(ckpt.model, inputs, synthetic, AdaptConfig(match_fonts=1), ckpt.charset,
+                                          ckpt.height, "cpu")
+    assert 1 <= len(used) < len(synthetic.renderer.fonts) and matched.renderer.fonts.names == used

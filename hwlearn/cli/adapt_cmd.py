@@ -39,7 +39,7 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
 @click.option("--layout", default="auto", show_default=True, type=click.Choice(["auto", *LAYOUTS]),
               help="How the images' blank margins are trimmed before reading (auto: the layout the model is "
                    "most confident with, on up to 2000 of the images; see docs/adapting.md).")
-@click.option("--match-fonts", default=0, show_default=True, type=click.IntRange(min=0), metavar="K",
+@click.option("--match-fonts", default=20, show_default=True, type=click.IntRange(min=0), metavar="K",
               help="Draw the synthetic words mixed into training from the K fonts whose words look most like "
                    "your images (0: all fonts).")
 @click.option("--views", default=4, show_default=True, type=click.IntRange(min=0),
