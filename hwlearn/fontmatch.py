@@ -9,11 +9,11 @@ spread over the real images (a diagonal Mahalanobis distance). On George Washing
 longhand the closest fonts are the formal scripts (Meddon, Mrs Saint Delafield, Homemade Apple,
 Herr Von Muellerhoff, ...), the farthest the round print hands (Patrick Hand, Coming Soon).
 
-Adaptation can use the ranking to draw its synthetic words from the closest fonts
-(:class:`hwlearn.selftrain.AdaptConfig` ``match_fonts``, ``hwlearn adapt --match-fonts K``). It is
-off by default. On a weak GW model (CER 0.24) it did not lower the label-free CER. At today's
-accuracy 20 matched fonts read the train labels better on three GW models and on DHSD, so it is the
-candidate default (``benchmarks/EXPERIMENTS.md``, session 56).
+Adaptation uses the ranking to draw its synthetic words from the closest fonts
+(:class:`hwlearn.selftrain.AdaptConfig` ``match_fonts``, ``hwlearn adapt --match-fonts K``; 20 by
+default, 0: all fonts). On a weak GW model (CER 0.24) it did not lower the label-free CER; at today's
+accuracy 20 matched fonts read the train labels better on GW's models and on DHSD's
+(``benchmarks/EXPERIMENTS.md``, sessions 56 and 57).
 """
 
 from __future__ import annotations
