@@ -12,7 +12,8 @@ Herr Von Muellerhoff, ...), the farthest the round print hands (Patrick Hand, Co
 Adaptation uses the ranking to draw its synthetic words from the closest fonts
 (:class:`hwlearn.selftrain.AdaptConfig` ``match_fonts``, ``hwlearn adapt --match-fonts K``; 20 by
 default, 0: all fonts). On a weak GW model (CER 0.24) it did not lower the label-free CER; at today's
-accuracy 20 matched fonts read the train labels better on GW's models and on DHSD's
+accuracy 20 matched fonts read the train labels a little better on average over eight GW models
+(better on four, worse on three) and on DHSD
 (``benchmarks/EXPERIMENTS.md``, sessions 56 and 57).
 """
 
