@@ -420,12 +420,13 @@ def eval_step(name: str, checkpoint: Path, test_tsv: Path, run_dir: Path, args, 
     """CER/WER of ``checkpoint`` on the test split (greedy, lexicon with ``--lexicon``, and guided
     by the character model of ``--char-lm`` unless it is ``none``);
     per-image predictions go to ``RUN/eval/<name>.csv``."""
+    from hwlearn.decode import ARCHIVE_LM_WEIGHT, LM_WEIGHT
     from hwlearn.recipes import evaluate
 
     out = run_dir / "eval" / f"{name}.json"
     key = {"checkpoint": str(checkpoint), "checkpoint_mtime_ns": (Path(checkpoint) / "meta.json").stat().st_mtime_ns,
            "labels": str(test_tsv), "lexicon": str(args.lexicon) if args.lexicon else None,
-           "char_lm": str(args.char_lm)}
+           "char_lm": str(args.char_lm), "lm_weights": [LM_WEIGHT, ARCHIVE_LM_WEIGHT]}
     if out.exists():
         cached = json.loads(out.read_text(encoding="utf-8"))
         if cached.get("key") == key:

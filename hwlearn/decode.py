@@ -448,6 +448,12 @@ def lexicon_decode(
 #: character that offsets its cost (both chosen on DHSD *train* labels: benchmarks/EXPERIMENTS.md).
 LM_WEIGHT = 0.3
 LM_BONUS = 1.0
+#: The weight when reading with a character model that knows the archive's words: a lexicon's words are
+#: favoured, or an adapted model's own readings are mixed in (:func:`hwlearn.recipes.reading_lm_weight`).
+#: It read the train labels of adapted GW and DHSD models better than :data:`LM_WEIGHT`; a model that
+#: knows only the language's spelling (DHSD's fine-tuned one) reads street names worse with it
+#: (benchmarks/EXPERIMENTS.md, session 58).
+ARCHIVE_LM_WEIGHT = 0.6
 #: Score bonus of :func:`charlm_decode` for each word of a reading that the lexicon lists (chosen on GW
 #: *train* labels: benchmarks/EXPERIMENTS.md).
 WORD_BONUS = 5.0
@@ -634,10 +640,12 @@ def decode_batch(
 
 
 def search(log_probs, lengths, charset: Charset, method: str = "greedy", lexicon: Lexicon | None = None,
-           beam_width: int = 10, charlm=None) -> tuple[list[list[int]], list[float] | None]:
+           beam_width: int = 10, charlm=None,
+           lm_weight: float = LM_WEIGHT) -> tuple[list[list[int]], list[float] | None]:
     """The decoding half of :func:`decode_batch`: ``(class ids per sample, factors)``, ``factors``
     the lexicon decoder's per-sample confidence factor (a word's share among the words found, 0
-    where none fits) and ``None`` for the other methods. Runs on the CPU, in this process."""
+    where none fits) and ``None`` for the other methods. ``lm_weight``: the character model's weight
+    (:func:`charlm_decode`). Runs on the CPU, in this process."""
     if method == "greedy":
         return greedy_decode(log_probs, lengths), None
     if method == "beam":
@@ -652,7 +660,7 @@ def search(log_probs, lengths, charset: Charset, method: str = "greedy", lexicon
     if method == "charlm":
         if charlm is None:
             raise HwlearnError("charlm decoding needs a character model (CharLM)")
-        return charlm_decode(log_probs, lengths, charlm, charset, beam_width=beam_width,
+        return charlm_decode(log_probs, lengths, charlm, charset, weight=lm_weight, beam_width=beam_width,
                              words=lexicon.word_keys if lexicon is not None else None), None
     raise HwlearnError(f"unknown decoding method {method!r} (choose from {', '.join(METHODS)})")
 

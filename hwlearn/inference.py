@@ -32,7 +32,7 @@ import torch
 
 from .charset import Charset
 from .data import augment_real, collate, to_model_input
-from .decode import Prediction, consensus, distinct_readings, scored, search, sequence_confidence
+from .decode import LM_WEIGHT, Prediction, consensus, distinct_readings, scored, search, sequence_confidence
 from .synth import available_cores
 
 #: Fewest searches (items x views x methods other than greedy) worth starting worker processes for:
@@ -173,6 +173,7 @@ def predict_views(
     beam_width: int = 10,
     charlm=None,
     pool: SearchPool | None = None,
+    lm_weight: float = LM_WEIGHT,
 ) -> list[Prediction]:
     """Like :func:`predict`, reading each item from several views of it: ``views[0]`` is the
     dataset, ``views[1:]`` hold other renderings of the same items in the same order (augmented
@@ -180,7 +181,8 @@ def predict_views(
     and the one the views agree on best is kept (:func:`hwlearn.decode.consensus`). With one view
     this is plain :func:`predict`."""
     return predictions_by_method(model, views, charset, (method,), device=device, batch_size=batch_size,
-                                 lexicon=lexicon, beam_width=beam_width, charlm=charlm, pool=pool)[method]
+                                 lexicon=lexicon, beam_width=beam_width, charlm=charlm, pool=pool,
+                                 lm_weight=lm_weight)[method]
 
 
 @torch.no_grad()
@@ -197,19 +199,21 @@ def predictions_by_method(
     charlm=None,
     workers: int | None = None,
     pool: SearchPool | None = None,
+    lm_weight: float = LM_WEIGHT,
 ) -> dict[str, list[Prediction]]:
     """:func:`predict_views` with each of ``methods``, ``{method: predictions}``: the model reads
     every batch once and each method decodes its outputs (reading the same items greedily and with a
     lexicon or character model costs one run of the model, not one per method).
 
     The searches run in ``pool`` (a :class:`SearchPool` made for the same charset, lexicon,
-    character model and beam width) when given: one that outlives several calls keeps its workers
+    character model, beam width and ``lm_weight``, the character model's weight) when given: one that outlives several calls keeps its workers
     and their warm character-model caches. Else in a pool of ``workers`` processes (default
     :func:`search_workers`) made for this call."""
     methods = list(dict.fromkeys(methods))
     n = len(views[0])
-    if pool is not None and not pool.serves(charset, lexicon, charlm, beam_width):
-        raise ValueError("the search pool was made for another charset, lexicon, character model or beam width")
+    if pool is not None and not pool.serves(charset, lexicon, charlm, beam_width, lm_weight):
+        raise ValueError("the search pool was made for another charset, lexicon, character model, beam width or "
+                         "character model weight")
     if pool is None and workers is None:
         workers = search_workers(n * len(views) * sum(m != "greedy" for m in methods))
     results: dict[str, list] = {m: [None] * n for m in methods}
@@ -221,8 +225,8 @@ def predictions_by_method(
             for i, p in zip(idx, _agreed(readings, outputs)):
                 results[method][i] = p
 
-    with nullcontext(pool) if pool is not None else SearchPool(charset, lexicon, charlm, beam_width,
-                                                               workers) as searches:
+    with nullcontext(pool) if pool is not None else SearchPool(charset, lexicon, charlm, beam_width, workers,
+                                                               lm_weight=lm_weight) as searches:
         # the cores are the workers': torch threads would wait on each other (2 cores: the model's run 2-3x slower)
         with torch_threads(1 if searches.workers > 1 else None):
             pending: deque = deque()  # batches read by the model, their searches under way
@@ -315,8 +319,9 @@ def _init_search_worker(*args) -> None:
 
 
 def _search_in_worker(method: str, log_probs: np.ndarray, lengths: list[int]):
-    charset, lexicon, charlm, beam_width = _SEARCH_ARGS
-    return search(log_probs, lengths, charset, method, lexicon=lexicon, beam_width=beam_width, charlm=charlm)
+    charset, lexicon, charlm, beam_width, lm_weight = _SEARCH_ARGS
+    return search(log_probs, lengths, charset, method, lexicon=lexicon, beam_width=beam_width, charlm=charlm,
+                  lm_weight=lm_weight)
 
 
 #: :meth:`SearchPool.share_model`'s folders, in the temporary directory: ``hwlearn-model-<pid>-<random>``,
@@ -353,11 +358,11 @@ class SearchPool:
     they start at once and share the lexicon and character model, nor do they import the caller's
     script again); elsewhere the platform's default start method (spawn: a script that reads many
     images needs the usual ``if __name__ == "__main__":`` guard). Workers start at the first search
-    and stop at :meth:`close`."""
+    and stop at :meth:`close`. ``lm_weight``: the character model's weight in its searches."""
 
     def __init__(self, charset: Charset, lexicon=None, charlm=None, beam_width: int = 10, workers: int | None = None,
-                 start_method: str | None = None):
-        self.args = (charset, lexicon, charlm, beam_width)
+                 start_method: str | None = None, lm_weight: float = LM_WEIGHT):
+        self.args = (charset, lexicon, charlm, beam_width, lm_weight)
         self.workers = available_cores() if workers is None else max(1, int(workers))
         self.pool = None
         self.model_dir: str | None = None  # where share_model saves the model for the workers
@@ -367,17 +372,18 @@ class SearchPool:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_search_worker,
                                             initargs=self.args)
 
-    def serves(self, charset: Charset, lexicon, charlm, beam_width: int) -> bool:
+    def serves(self, charset: Charset, lexicon, charlm, beam_width: int, lm_weight: float = LM_WEIGHT) -> bool:
         """Whether its searches are the ones a call with these would make."""
         mine = self.args
-        return mine[0] == charset and mine[1] is lexicon and mine[2] is charlm and mine[3] == beam_width
+        return (mine[0] == charset and mine[1] is lexicon and mine[2] is charlm and mine[3] == beam_width
+                and mine[4] == lm_weight)
 
     def submit(self, method: str, log_probs: torch.Tensor, lengths: torch.Tensor):
         """The search's ``(ids, factors)``, to come: an object whose ``result()`` gives it."""
         if self.pool is None or method == "greedy":
-            charset, lexicon, charlm, beam_width = self.args
+            charset, lexicon, charlm, beam_width, lm_weight = self.args
             return _Done(search(log_probs, lengths, charset, method, lexicon=lexicon, beam_width=beam_width,
-                                charlm=charlm))
+                                charlm=charlm, lm_weight=lm_weight))
         return self.pool.submit(_search_in_worker, method, log_probs.numpy(), lengths.tolist())
 
     def read(self, view, indices: Sequence[int], model_file: str | None = None):

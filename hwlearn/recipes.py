@@ -216,6 +216,17 @@ def load_charlm(source: str | Path | None, ckpt=None, domain: bool = True):
     return lm
 
 
+def reading_lm_weight(lexicon, charlm) -> float:
+    """The character model's weight when reading: :data:`hwlearn.decode.ARCHIVE_LM_WEIGHT` when it knows
+    the archive's words — a lexicon given (its words are favoured) or an adapted model's own readings mixed
+    in (a :class:`~hwlearn.charlm.MixedCharLM`, :func:`load_charlm`) — else :data:`hwlearn.decode.LM_WEIGHT`,
+    which self-training's pseudo-labels use too (benchmarks/EXPERIMENTS.md, session 58)."""
+    from .charlm import MixedCharLM
+    from .decode import ARCHIVE_LM_WEIGHT, LM_WEIGHT
+
+    return ARCHIVE_LM_WEIGHT if lexicon is not None or isinstance(charlm, MixedCharLM) else LM_WEIGHT
+
+
 def synthetic_like(ckpt, seed: int):
     """An endless synthetic word stream made like the one ``ckpt`` was pretrained on (same fonts,
     corpus, style, sampler options, charset, height), with another seed. Fonts and corpus that
@@ -461,7 +472,7 @@ def evaluate(
     methods = ["greedy"] + ["lexicon"] * (lexicon is not None) + ["charlm"] * (charlm is not None)
     summary["csv_decoding"] = reading_method(lexicon, charlm)
     by_method = predictions_by_method(ckpt.model, view_inputs, ckpt.charset, methods, device=dev, batch_size=batch_size,
-                                      lexicon=lexicon, charlm=charlm)
+                                      lexicon=lexicon, charlm=charlm, lm_weight=reading_lm_weight(lexicon, charlm))
     for method, preds in by_method.items():
         summary["results"][method] = score(refs, [p.text for p in preds])
         if method == summary["csv_decoding"]:
@@ -539,7 +550,7 @@ def recognize(
     view_inputs = [[(to_model_input(img, ckpt.height), None) for img in images]]
     view_inputs += augmented_copies(images, views, ckpt.height)
     preds = predict_views(ckpt.model, view_inputs, ckpt.charset, device=dev, batch_size=batch_size, method=method,
-                          lexicon=lexicon, charlm=charlm) if images else []
+                          lexicon=lexicon, charlm=charlm, lm_weight=reading_lm_weight(lexicon, charlm)) if images else []
     return [(p, pr.text, pr.confidence) for p, pr in zip(kept, preds)], skipped
 
 

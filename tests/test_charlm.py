@@ -14,7 +14,8 @@ import torch
 from hwlearn.charlm import (END_AFTER_SEPARATOR, SEPARATOR_SHARE, SEPARATORS, UNSEEN, CharLM, MixedCharLM,
                             suffix_shares)
 from hwlearn.charset import Charset
-from hwlearn.decode import Lexicon, beam_search, charlm_decode, decode_batch, greedy_decode, reading_method, word_keys
+from hwlearn.decode import (ARCHIVE_LM_WEIGHT, LM_WEIGHT, Lexicon, beam_search, charlm_decode, decode_batch,
+                            greedy_decode, reading_method, word_keys)
 from hwlearn.errors import HwlearnError
 from hwlearn.recipes import load_charlm
 from test_decode import CHARSET, _log_probs, _spell
@@ -153,6 +154,34 @@ def test_charlm_decode_corrects_a_misspelling_but_keeps_unknown_words():
     # weight 0 is the image alone
     lp, lengths = _log_probs(_rows("hh_a_u_ss_e", p=0.9, alt={3: {"o": 0.35}}))
     assert CHARSET.decode(charlm_decode(lp, lengths, lm, CHARSET, weight=0.0, bonus=0.0)[0]) == "hause"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_search_pool_decodes_with_its_own_character_model_weight(workers):
+    from hwlearn.inference import SearchPool
+
+    lm = CharLM(WORDS)
+    lp, lengths = _log_probs(_rows("hh_a_u_ss_e", p=0.9, alt={3: {"o": 0.35}}))
+    read = {}
+    for weight in (0.0, LM_WEIGHT):
+        with SearchPool(CHARSET, None, lm, 10, workers=workers, lm_weight=weight) as pool:
+            read[weight] = CHARSET.decode(pool.submit("charlm", lp, lengths).result()[0][0])
+    assert read == {0.0: "hause", LM_WEIGHT: "house"}  # weight 0: the image alone
+
+
+def test_reading_weighs_the_character_model_more_when_it_knows_the_archive(tmp_path):
+    from hwlearn.inference import SearchPool, predictions_by_method
+    from hwlearn.recipes import reading_lm_weight
+
+    lm = CharLM(WORDS)
+    adapted = MixedCharLM(lm, CharLM({"house": 3}, lm.order, counted=True), 0.2)
+    lexicon = Lexicon(WORDS, CHARSET)
+    assert reading_lm_weight(None, None) == reading_lm_weight(None, lm) == LM_WEIGHT
+    assert reading_lm_weight(lexicon, lm) == reading_lm_weight(None, adapted) == ARCHIVE_LM_WEIGHT > LM_WEIGHT
+    # a pool made for another weight is refused rather than silently used
+    with SearchPool(CHARSET, None, lm, 10, workers=1, lm_weight=ARCHIVE_LM_WEIGHT) as pool:
+        with pytest.raises(ValueError, match="weight"):
+            predictions_by_method(torch.nn.Identity(), [[]], CHARSET, ["charlm"], charlm=lm, pool=pool)
 
 
 def _label_probs(probs: np.ndarray) -> dict[tuple[int, ...], float]:
