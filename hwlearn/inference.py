@@ -207,8 +207,8 @@ def predictions_by_method(
 
     The searches run in ``pool`` (a :class:`SearchPool` made for the same charset, lexicon,
     character model, beam width and ``lm_weight``, the character model's weight) when given: one
-    that outlives several calls keeps its workers and their warm character-model caches. Else in a pool of ``workers`` processes (default
-    :func:`search_workers`) made for this call."""
+    that outlives several calls keeps its workers and their warm character-model caches. Else in a
+    pool of ``workers`` processes (default :func:`search_workers`) made for this call."""
     methods = list(dict.fromkeys(methods))
     n = len(views[0])
     if pool is not None and not pool.serves(charset, lexicon, charlm, beam_width, lm_weight):

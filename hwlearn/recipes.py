@@ -550,7 +550,8 @@ def recognize(
     view_inputs = [[(to_model_input(img, ckpt.height), None) for img in images]]
     view_inputs += augmented_copies(images, views, ckpt.height)
     preds = predict_views(ckpt.model, view_inputs, ckpt.charset, device=dev, batch_size=batch_size, method=method,
-                          lexicon=lexicon, charlm=charlm, lm_weight=reading_lm_weight(lexicon, charlm)) if images else []
+                          lexicon=lexicon, charlm=charlm,
+                          lm_weight=reading_lm_weight(lexicon, charlm)) if images else []
     return [(p, pr.text, pr.confidence) for p, pr in zip(kept, preds)], skipped
 
 
