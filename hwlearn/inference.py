@@ -372,7 +372,7 @@ class SearchPool:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_search_worker,
                                             initargs=self.args)
 
-    def serves(self, charset: Charset, lexicon, charlm, beam_width: int, lm_weight: float = LM_WEIGHT) -> bool:
+    def serves(self, charset: Charset, lexicon, charlm, beam_width: int, lm_weight: float) -> bool:
         """Whether its searches are the ones a call with these would make."""
         mine = self.args
         return (mine[0] == charset and mine[1] is lexicon and mine[2] is charlm and mine[3] == beam_width

@@ -169,7 +169,7 @@ def test_search_pool_decodes_with_its_own_character_model_weight(workers):
     assert read == {0.0: "hause", LM_WEIGHT: "house"}  # weight 0: the image alone
 
 
-def test_reading_weighs_the_character_model_more_when_it_knows_the_archive(tmp_path):
+def test_reading_weighs_the_character_model_more_when_it_knows_the_archive():
     from hwlearn.inference import SearchPool, predictions_by_method
     from hwlearn.recipes import reading_lm_weight
 
