@@ -40,8 +40,9 @@ Each round:
 
 An interrupted run can be resumed (``resume``): run again into the same directory with the same
 checkpoint, images and settings, and the finished rounds (each checkpoint carries a key of all three
-and its report row) are loaded rather than trained again; the images are re-labeled once by the last
-finished round's model, so the resumed run trains and chooses as the uninterrupted one would.
+and its report row) are loaded rather than trained again, and so are the readings of the images by the
+pretrained model and by the last finished round's (``round<k>/readings.json``, :func:`save_readings`; read
+again where a round has none), so the resumed run trains and chooses as the uninterrupted one would.
 
 Labels of an optional validation set are used only to print CER/WER per round, never to train or
 to choose. The final model is the round with the highest label-free score (round 0 = the
@@ -211,6 +212,10 @@ DOMAIN_WORDS = "domain_words"
 
 #: File in each round's directory listing every unlabeled image's pseudo-label (see :func:`write_pseudo_labels`).
 PSEUDO_LABELS = "pseudo_labels.tsv"
+
+#: File in each round's directory (``round0``: the pretrained model's) with every image's reading by the round's
+#: model after it trained, which the next round selects from (:func:`save_readings`).
+READINGS = "readings.json"
 
 
 #: Trailing marks whose share of the pseudo-labels :func:`hold_mark_shares` holds.
@@ -413,6 +418,33 @@ def finished_rounds(out_dir: Path, key: str, rounds: int) -> list[RoundReport]:
     return done
 
 
+def save_readings(folder: Path, key: str, predictions: Sequence[Prediction], row: RoundReport | None = None) -> None:
+    """Write every image's reading by a round's model (and, for round 0, its report row) to ``folder`` /
+    :data:`READINGS` under the run's resume ``key``, so a resumed run need not read the images again."""
+    data = {"resume_key": key, "readings": [[p.text, float(p.confidence)] for p in predictions]}
+    if row is not None:
+        data["report"] = asdict(row)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (READINGS + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(folder / READINGS)
+
+
+def saved_readings(folder: Path, key: str, count: int,
+                   charset: Charset) -> tuple[list[Prediction], RoundReport | None] | None:
+    """The readings (and report row, when saved) :func:`save_readings` wrote to ``folder`` under ``key`` for
+    ``count`` images; None when there are none, or they were made under another key or for other images."""
+    try:
+        data = json.loads((folder / READINGS).read_text(encoding="utf-8"))
+        if data.get("resume_key") != key or len(data["readings"]) != count:
+            return None
+        preds = [Prediction(text, float(confidence), charset.encode(text)) for text, confidence in data["readings"]]
+        row = RoundReport(**data["report"]) if "report" in data else None
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable, or written by another hwlearn version
+        return None
+    return preds, row
+
+
 def read_selected_labels(path: Path) -> Counter:
     """The pseudo-labels a round trained on, and how often each, from its :func:`write_pseudo_labels` file."""
     readings: Counter = Counter()
@@ -517,19 +549,24 @@ def adapt(
                 row.seconds["report"] = round(time.perf_counter() - started, 1)
             return preds, row
 
-        preds, row = label_and_score(0, 0.0, [], [], preds)  # the layout choice may have labeled them all
-        round0_marks = mark_shares([p.text for p in preds])
-        row.checkpoint = str(checkpoint)
-        rounds = [row]
-        if report:
-            report(row)
-        round_dirs = {0: Path(checkpoint)}
-        readings: dict[int, Counter] = {}  # round -> the pseudo-labels it trained on, and how often each
         key = resume_key(checkpoint, ckpt.meta, unlabeled, config, method, lexicon, charlm, layout, val_items)
         done = finished_rounds(out_dir, key, config.rounds) if resume else []
         if resume and not done and (out_dir / "round1" / "last" / "meta.json").is_file():
             raise HwlearnError(f"{out_dir}: its rounds were made from another checkpoint, other images or other "
                                "settings; use --overwrite to start over")
+        saved = saved_readings(out_dir / "round0", key, len(inputs), charset) if done else None
+        if saved and saved[1]:
+            preds, row = saved
+        else:
+            preds, row = label_and_score(0, 0.0, [], [], preds)  # the layout choice may have labeled them all
+            row.checkpoint = str(checkpoint)
+            save_readings(out_dir / "round0", key, preds, row)
+        round0_marks = mark_shares([p.text for p in preds])
+        rounds = [row]
+        if report:
+            report(row)
+        round_dirs = {0: Path(checkpoint)}
+        readings: dict[int, Counter] = {}  # round -> the pseudo-labels it trained on, and how often each
         for row in done:
             round_dirs[row.round] = out_dir / f"round{row.round}" / "last"
             readings[row.round] = read_selected_labels(out_dir / f"round{row.round}" / PSEUDO_LABELS)
@@ -539,8 +576,13 @@ def adapt(
         if done:
             last = done[-1].round
             model.load_state_dict(load_checkpoint(round_dirs[last], device=device).model.state_dict())
-            console.print(f"resuming: rounds 1-{last} were finished in {out_dir}; re-labeling with round {last}'s model")
-            preds, _ = label_and_score(last, config.share(last), [], [], with_val=False)
+            saved = saved_readings(out_dir / f"round{last}", key, len(inputs), charset)
+            if saved:
+                preds = saved[0]
+                console.print(f"resuming: rounds 1-{last} were finished in {out_dir}, with round {last}'s readings")
+            else:  # (a round finished by an older hwlearn, or stopped before its readings were written)
+                console.print(f"resuming: rounds 1-{last} were finished in {out_dir}; re-labeling with round {last}'s model")
+                preds, _ = label_and_score(last, config.share(last), [], [], with_val=False)
         for r in range(len(done) + 1, config.rounds + 1):
             share = config.share(r)
             changes = mark_changes([p.text for p in preds], round0_marks) if config.hold_marks and r > 1 else {}
@@ -589,6 +631,7 @@ def adapt(
                                   "metrics": {"mean_confidence": row.mean_confidence,
                                               **{f"val_{k}": v for k, v in row.val.items()}},
                                   "report": asdict(row), "resume_key": key})
+            save_readings(out_dir / f"round{r}", key, preds)
             round_dirs[r] = out_dir / f"round{r}" / "last"
             rounds.append(row)
             if report:

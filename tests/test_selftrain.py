@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 
@@ -83,15 +84,19 @@ class _Stop(Exception):
     pass
 
 
-def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_run, tmp_path):
+def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_run, tmp_path, monkeypatch):
     """Stopped after round 2 of 3 and resumed, adaptation reuses rounds 1-2 and trains round 3 to the
-    weights and scores of the uninterrupted run. Without --resume or --overwrite the unfinished run is
+    weights and scores of the uninterrupted run, without reading the images again but with round 3's model
+    (from rounds saved without their readings: reading them again). Without --resume or --overwrite the unfinished run is
     refused; resuming with other settings is refused; overwrite starts over."""
     import torch
 
     from hwlearn.checkpoint import load_checkpoint
     from hwlearn.errors import HwlearnError
+    from hwlearn import selftrain
+    from hwlearn.inference import predict_views
     from hwlearn.recipes import adapt_folder
+    from hwlearn.selftrain import READINGS
 
     folder = tmp_path / "images"
     write_word_images(tiny_run / "best", folder, 16, seed=21)
@@ -110,19 +115,25 @@ def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_ru
     round1 = (tmp_path / "resumed" / "round1" / "last" / "model.safetensors").stat().st_mtime_ns
     with pytest.raises(HwlearnError, match="unfinished adaptation run; use --resume"):
         adapt_folder(tiny_run / "best", folder, tmp_path / "resumed", device="cpu", config=config)
-    seen = []
-    resumed = adapt_folder(tiny_run / "best", folder, tmp_path / "resumed", device="cpu", config=config,
-                           report=lambda row: seen.append(row.round), resume=True)
-    assert seen == [0, 1, 2, 3]
+    # a copy without the saved readings, as an older hwlearn left its rounds: resumed by reading the images again
+    shutil.copytree(tmp_path / "resumed", tmp_path / "unsaved")
+    for path in (tmp_path / "unsaved").glob(f"round*/{READINGS}"):
+        path.unlink()
+    readings = []  # the reading passes over every image (the image and its copies)
+    monkeypatch.setattr(selftrain, "predict_views", lambda *a, **k: readings.append(1) or predict_views(*a, **k))
+    for name, passes in (("resumed", 1), ("unsaved", 3)):
+        seen, readings[:] = [], []
+        resumed = adapt_folder(tiny_run / "best", folder, tmp_path / name, device="cpu", config=config,
+                               report=lambda row: seen.append(row.round), resume=True)
+        assert seen == [0, 1, 2, 3]
+        assert len(readings) == passes  # round 3's model; without the saved readings round 0's and round 2's too
+        assert [r.mean_confidence for r in resumed.rounds] == [r.mean_confidence for r in whole.rounds]
+        assert resumed.chosen_round == whole.chosen_round
+        for part in ("round3/last", "final"):
+            a = load_checkpoint(tmp_path / "whole" / part).model.state_dict()
+            b = load_checkpoint(tmp_path / name / part).model.state_dict()
+            assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "resumed" / "round1" / "last" / "model.safetensors").stat().st_mtime_ns == round1  # reused
-    assert [r.mean_confidence for r in resumed.rounds] == [r.mean_confidence for r in whole.rounds]
-    assert resumed.chosen_round == whole.chosen_round
-    a = load_checkpoint(tmp_path / "whole" / "round3" / "last").model.state_dict()
-    b = load_checkpoint(tmp_path / "resumed" / "round3" / "last").model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    a = load_checkpoint(tmp_path / "whole" / "final").model.state_dict()
-    b = load_checkpoint(tmp_path / "resumed" / "final").model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
     # other settings are another run: resuming it is refused, overwrite starts over (round 1 trained again, 4 steps)
     with pytest.raises(_Stop):
