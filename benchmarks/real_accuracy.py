@@ -156,6 +156,7 @@ class Profile:
     adapt_dropout: float = AdaptConfig.dropout  # dropout while training on pseudo-labels (whatever the preset has)
     adapt_rare_chars: bool = AdaptConfig.rare_chars  # rare characters' readings selected at the share, repeated
     adapt_hold_marks: bool = AdaptConfig.hold_marks  # trailing marks' share of the pseudo-labels held at round 0's
+    adapt_beam_width: int | None = AdaptConfig.beam_width  # prefixes the pseudo-labels' search keeps (None: by method)
     finetune_steps: int = 2000
     finetune_lr: float = TrainConfig.lr  # hwlearn train's default
     finetune_synthetic_share: float = 0.0
@@ -371,7 +372,8 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                          start_share=profile.adapt_start_share, end_share=profile.adapt_end_share,
                          synthetic_share=profile.adapt_synthetic_share, views=profile.adapt_views,
                          augment=profile.adapt_augment, dropout=profile.adapt_dropout,
-                         rare_chars=profile.adapt_rare_chars, hold_marks=profile.adapt_hold_marks)
+                         rare_chars=profile.adapt_rare_chars, hold_marks=profile.adapt_hold_marks,
+                         beam_width=profile.adapt_beam_width)
 
     def report(row):
         val = "  ".join(f"test {k} {v:.4f}" for k, v in row.val.items())

@@ -58,7 +58,7 @@ import json
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -95,7 +95,9 @@ class AdaptConfig:
     warmup_steps: int = 50
     num_workers: int = 2
     seed: int = 0
-    beam_width: int = 10
+    # prefixes the pseudo-labels' search keeps (and the rounds' report-only readings); None: LEXICON_BEAM with a
+    # lexicon, else CHARLM_BEAM
+    beam_width: int | None = None
     layout: str = "auto"  # "auto" (chosen by mean confidence) or one of hwlearn.layout.LAYOUTS
     match_fonts: int = 20  # > 0: synthetic words only from the fonts closest to the images (hwlearn.fontmatch)
     views: int = 4  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
@@ -120,6 +122,16 @@ class AdaptConfig:
         t = min(1.0, (round_index - 1) / (ramp - 1))
         return self.start_share + t * (self.end_share - self.start_share)
 
+
+#: The pseudo-labels' beam with a lexicon (:attr:`AdaptConfig.beam_width` None): a search that may only grow along the
+#: lexicon's words loses, with 10 prefixes, the word whose first letter the model doubts before its end (GW: the
+#: pretrained model's round-1 pseudo-labels 0.270 -> 0.240 CER at 24, and the train labels read better after
+#: adaptation on all four models tried; benchmarks/EXPERIMENTS.md, session 59).
+LEXICON_BEAM = 24
+
+#: The pseudo-labels' beam without a lexicon (the character model's search, or greedy): on DHSD 24 labeled
+#: round 1 no better (0.2419 -> 0.2402 CER), and the one adaptation tried read the train labels a little worse.
+CHARLM_BEAM = 10
 
 #: Augmentation of the pseudo-labeled images while training on them (:attr:`AdaptConfig.augment`).
 AUGMENTS = {"strong": augment_real_strong, "light": augment_real}
@@ -488,6 +500,8 @@ def adapt(
     method = "lexicon" if lexicon is not None else reading_method(None, charlm)  # pseudo-labels: lexicon words
     if config.augment not in AUGMENTS:
         raise HwlearnError(f"unknown augmentation {config.augment!r} (choose from {', '.join(AUGMENTS)})")
+    if config.beam_width is None:
+        config = replace(config, beam_width=LEXICON_BEAM if lexicon is not None else CHARLM_BEAM)
     if config.dropout is not None:
         model.set_dropout(config.dropout)  # (readings are made in eval mode: dropout only acts in training)
 

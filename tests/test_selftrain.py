@@ -31,7 +31,8 @@ def test_adapt_command_defaults_are_the_library_defaults():
     defaults = {p.name: p.default for p in adapt.params}
     config = AdaptConfig()
     for name in ("rounds", "ramp_rounds", "steps_per_round", "start_share", "end_share", "synthetic_share",
-                 "batch_size", "lr", "layout", "match_fonts", "views", "augment", "dropout", "rare_chars", "hold_marks"):
+                 "batch_size", "lr", "layout", "match_fonts", "views", "augment", "dropout", "rare_chars", "hold_marks",
+                 "beam_width"):
         assert defaults[name] == getattr(config, name), name
 
 
@@ -144,6 +145,24 @@ def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_ru
         adapt_folder(tiny_run / "best", folder, tmp_path / "other", device="cpu", config=other, resume=True)
     adapt_folder(tiny_run / "best", folder, tmp_path / "other", device="cpu", config=other, overwrite=True)
     assert json.loads((tmp_path / "other" / "round1" / "last" / "meta.json").read_text())["training"]["step"] == 4
+
+
+def test_the_pseudo_labels_beam_is_wider_with_a_lexicon(tiny_run, tmp_path, tiny_assets):
+    """Unless set, the pseudo-labels' search keeps LEXICON_BEAM prefixes with a lexicon (its words' first
+    letters) and CHARLM_BEAM without; each round records the beam it used, and keeps every image's reading."""
+    from hwlearn.recipes import adapt_folder
+    from hwlearn.selftrain import CHARLM_BEAM, LEXICON_BEAM, READINGS
+
+    assert LEXICON_BEAM > CHARLM_BEAM
+    folder = tmp_path / "images"
+    write_word_images(tiny_run / "best", folder, 8, seed=3)
+    config = AdaptConfig(rounds=1, steps_per_round=1, batch_size=4, num_workers=0, views=0, match_fonts=0)
+    for name, lexicon, beam in (("lexicon", tiny_assets[1], LEXICON_BEAM), ("charlm", None, CHARLM_BEAM)):
+        adapt_folder(tiny_run / "best", folder, tmp_path / name, device="cpu", config=config, lexicon_source=lexicon)
+        meta = json.loads((tmp_path / name / "round1" / "last" / "meta.json").read_text())
+        assert meta["adapt"]["beam_width"] == beam, name
+        for r in (0, 1):
+            assert len(json.loads((tmp_path / name / f"round{r}" / READINGS).read_text())["readings"]) == 8
 
 
 def test_mark_shares_are_held_by_the_readings_that_gain_or_lose_least():
