@@ -19,7 +19,6 @@ Gutenberg license headers and footers are dropped before counting.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from nltk.tokenize import RegexpTokenizer
 
 from .charset import BREAK_MARK, DEFAULT_CHARSET, Charset, normalize
 from .errors import HwlearnError
-from .paths import default_corpus_path
+from .paths import default_corpus_path, write_text_atomic
 
 FORMAT = "hwlearn-corpus-stats"
 VERSION = 1
@@ -390,11 +389,9 @@ class CorpusStats:
     def save(self, path: str | Path) -> None:
         """Write the statistics as JSON (atomically: a temporary file, then a rename)."""
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(_dump(self.to_dict()), encoding="utf-8")
-            os.replace(tmp, path)
+            write_text_atomic(path, _dump(self.to_dict()))
         except OSError as exc:
             raise HwlearnError(f"{path}: cannot write ({exc.strerror})") from None
 

@@ -1,4 +1,4 @@
-"""Where the bundled fonts and corpus statistics live.
+"""Where the bundled fonts and corpus statistics live, and how a file is written so that no reader sees half of it.
 
 The repository ships ``fonts/`` and ``corpora/`` next to the ``hwlearn`` package. An editable
 install (``pip install -e .``) finds them there; otherwise set ``HWLEARN_FONTS`` /
@@ -12,6 +12,14 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS_NAME = "en_default.json"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file beside it and a rename: a reader sees the
+    old file or the new one, never a half-written one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def default_fonts_dir() -> Path:

@@ -77,6 +77,7 @@ from .inference import (AugmentedCopy, SearchPool, model_outputs, predict, predi
                         search_workers)
 from .layout import LAYOUTS, Layout, candidates, synthetic_margins
 from .metrics import score
+from .paths import write_text_atomic
 from .train import ModelInputs, Source, Trainer, TrainConfig
 
 
@@ -437,9 +438,7 @@ def save_readings(folder: Path, key: str, predictions: Sequence[Prediction], row
     if row is not None:
         data["report"] = asdict(row)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (READINGS + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(folder / READINGS)
+    write_text_atomic(folder / READINGS, json.dumps(data, ensure_ascii=False))
 
 
 def saved_readings(folder: Path, key: str, count: int,

@@ -35,6 +35,7 @@ import numpy as np
 
 from .charset import DEFAULT_CHARSET, Charset
 from .errors import HwlearnError
+from .paths import write_text_atomic
 
 #: How many words are drawn for one item before giving up when the renderer can draw none.
 MAX_WORD_TRIES = 100
@@ -280,11 +281,11 @@ def write_dataset(
     seconds = time.perf_counter() - start_time
 
     labels_path = out_dir / LABELS_NAME
-    _write_atomic(labels_path, "".join(f"{IMAGES_DIR}/{_name(i, digits)}\t{w}\n" for i, w in enumerate(words)))
+    write_text_atomic(labels_path, "".join(f"{IMAGES_DIR}/{_name(i, digits)}\t{w}\n" for i, w in enumerate(words)))
     rate = n / seconds if seconds > 0 else float("inf")
     meta = _meta(dataset, n, seconds, rate, workers)
     meta_path = out_dir / META_NAME
-    _write_atomic(meta_path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(meta_path, json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return WriteReport(out_dir, n, seconds, rate, workers, labels_path, meta_path)
 
 
@@ -349,12 +350,6 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if images_dir.is_dir():
         for png in images_dir.glob("*.png"):
             png.unlink()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _meta(dataset: SyntheticWords, n: int, seconds: float, rate: float, workers: int) -> dict:
