@@ -63,7 +63,9 @@ than ``benchmarks/results/`` unless ``--json`` says otherwise.
 ``pretrain`` or ``finetune`` run, an adaptation's ``final``, an evaluation of the same checkpoint
 with the same lexicon); an interrupted training run is resumed from ``last``; an interrupted
 adaptation goes on after its last finished round (``hwlearn.selftrain``). ``RUN/settings.json`` records what the outputs depend on, and a run
-directory made with other settings is refused. ``--skip-pretrain CKPT`` uses an existing
+directory made with other settings is refused. ``RUN/steps.json`` records the commit each step was made at:
+a step reused from other code (a default may have changed in it since) is named in a warning, and its
+entry in the result's ``steps`` keeps its own ``code``. ``--skip-pretrain CKPT`` uses an existing
 pretrained checkpoint instead of step 1.
 
 **German (DHSD).** Pretrain on German words: build corpus statistics from the German word list
@@ -282,21 +284,34 @@ def check_settings(run_dir: Path, settings: dict) -> None:
 
 
 class StepLog:
-    """Wall time and facts of each step, kept in ``RUN/steps.json`` so that reused steps keep theirs."""
+    """Wall time and facts of each step, and the code that made it (``git_state``), kept in
+    ``RUN/steps.json`` so that reused steps keep theirs."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, code: dict):
         self.path = path
+        self.code = code
         self.saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         self.steps: dict = {}
 
     def done(self, name: str, wall_s: float, **facts) -> None:
-        self.steps[name] = {"wall_s": round(wall_s, 1), "reused": False, **facts}
+        self.steps[name] = {"wall_s": round(wall_s, 1), "reused": False, **facts, "code": self.code}
         self.saved[name] = self.steps[name]
         self.path.write_text(json.dumps(self.saved, indent=2) + "\n", encoding="utf-8")
 
-    def reused(self, name: str, what: Path, **facts) -> None:
+    def reused(self, name: str, what: Path, in_run: bool = True, **facts) -> None:
+        """Record a step whose outputs are reused; say so, and say when other code made those of the run
+        directory (``in_run``): the settings check cannot see a default changed in hwlearn's code."""
         console.print(f"[cyan]{name}: reusing {what}")
+        if not in_run:  # (e.g. --skip-pretrain's checkpoint: made elsewhere, by code this run cannot know)
+            self.steps[name] = {"wall_s": None, **facts, "reused": True}
+            return
         self.steps[name] = {**self.saved.get(name, {"wall_s": None}), **facts, "reused": True}
+        made_by = self.steps[name].get("code")
+        if made_by != self.code or self.code["dirty"]:
+            made = (f"commit {made_by['commit'][:10]}{' with uncommitted changes' if made_by['dirty'] else ''}"
+                    if made_by else "code that did not record its commit")
+            console.print(f"[yellow]{name}: made by {made}, not by this code; its outputs are used as they are "
+                          "(another --out-dir runs it with this code)")
 
 
 def claim(out: Path, pretrained: Path, **extra) -> None:
@@ -329,7 +344,7 @@ def pretrain_step(run_dir: Path, profile: Profile, args, log: StepLog) -> Path:
     from hwlearn.recipes import pretrain
 
     if args.skip_pretrain is not None:
-        log.reused("pretrain", args.skip_pretrain, checkpoint=str(args.skip_pretrain), skip_pretrain=True)
+        log.reused("pretrain", args.skip_pretrain, in_run=False, checkpoint=str(args.skip_pretrain), skip_pretrain=True)
         return args.skip_pretrain
     out = run_dir / "pretrain"
     state = training_state(out)
@@ -601,7 +616,7 @@ def run(args: argparse.Namespace) -> dict:
     train_images = [Path(p) for p, _ in train]
     console.print(f"{name}: {len(train)} train images ({len(finetune_items)} with labels the model can write), "
                   f"{len(test)} test images; run directory {run_dir}")
-    log = StepLog(run_dir / "steps.json")
+    log = StepLog(run_dir / "steps.json", code)
     # (after the checks above: a refused run does not wait for it)
     host_speed = measure_host_speed(profile, device, args.speed_check_steps)
 

@@ -132,6 +132,22 @@ def test_a_setting_added_since_a_run_counts_as_its_default(tmp_path):
         ra.check_settings(tmp_path, {**full, "adapt_end_share": 1.0})
 
 
+def test_a_step_reused_from_other_code_is_named(tmp_path, capsys):
+    old, now = {"commit": "a" * 40, "dirty": False}, {"commit": "b" * 40, "dirty": False}
+    ra.StepLog(tmp_path / "steps.json", old).done("adapt_train", 1.0, images=3)
+    log = ra.StepLog(tmp_path / "steps.json", now)
+    log.reused("adapt_train", tmp_path / "final")
+    assert "adapt_train: made by commit aaaaaaaaaa, not by this code" in capsys.readouterr().err
+    assert log.steps["adapt_train"]["code"] == old and log.steps["adapt_train"]["images"] == 3
+    log.done("finetune", 2.0)
+    log.reused("pretrain", tmp_path / "elsewhere", in_run=False, skip_pretrain=True)  # not the run's own output
+    ra.StepLog(tmp_path / "steps.json", now).reused("finetune", tmp_path / "last")  # made by this code
+    assert "not by this code" not in capsys.readouterr().err
+    log.done("adapt_train", 1.0)
+    ra.StepLog(tmp_path / "steps.json", {**now, "dirty": True}).reused("adapt_train", tmp_path / "final")
+    assert "made by commit bbbbbbbbbb, not by this code" in capsys.readouterr().err  # (uncommitted code now)
+
+
 def test_systems_limits_the_run_to_the_models_asked_for(barely_trained, dataset, tmp_path):
     run_dir = tmp_path / "run"
     records = set((ra.REPO / "benchmarks" / "results").glob("*"))
