@@ -93,6 +93,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from datetime import date
 from pathlib import Path
@@ -210,18 +211,26 @@ def parse_bool(value: str) -> bool:
 
 
 def with_overrides(profile: Profile, assignments: list[str]) -> Profile:
-    """``profile`` with ``KEY=VALUE`` assignments applied (values cast to the setting's type)."""
-    types = {f.name: type(getattr(profile, f.name)) for f in fields(profile)}
+    """``profile`` with ``KEY=VALUE`` assignments applied (values cast to the setting's type; ``none`` sets
+    a setting that may be None, e.g. ``adapt_beam_width``, back to None)."""
+    hints = typing.get_type_hints(Profile)
     changes = {}
     for item in assignments:
         key, sep, value = item.partition("=")
         key = key.strip()
-        if not sep or key not in types:
-            raise HwlearnError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(types)}")
+        if not sep or key not in hints:
+            raise HwlearnError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(hints)}")
+        options = typing.get_args(hints[key]) or (hints[key],)  # (int, NoneType) for ``int | None``
+        optional = type(None) in options
+        kind = next(t for t in options if t is not type(None))
         try:
-            changes[key] = parse_bool(value) if types[key] is bool else types[key](value.strip())
+            if optional and value.strip().lower() == "none":
+                changes[key] = None
+            else:
+                changes[key] = parse_bool(value) if kind is bool else kind(value.strip())
         except ValueError:
-            raise HwlearnError(f"--set {item!r}: {value!r} is not a valid {types[key].__name__}") from None
+            raise HwlearnError(f"--set {item!r}: {value!r} is not a valid {kind.__name__}"
+                               + (" (or none)" if optional else "")) from None
     return replace(profile, **changes)
 
 

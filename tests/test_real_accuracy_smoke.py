@@ -121,6 +121,10 @@ def test_profile_overrides_are_typed_and_checked():
     assert ra.with_overrides(p, ["adapt_rare_chars=false"]).adapt_rare_chars is False  # not bool("false")
     with pytest.raises(HwlearnError, match="not a valid bool"):
         ra.with_overrides(p, ["adapt_rare_chars=maybe"])
+    assert ra.with_overrides(p, ["adapt_beam_width=10"]).adapt_beam_width == 10  # a setting that may be None
+    assert ra.with_overrides(p, ["adapt_beam_width=10", "adapt_beam_width=None"]).adapt_beam_width is None
+    with pytest.raises(HwlearnError, match="not a valid int"):
+        ra.with_overrides(p, ["adapt_beam_width=wide"])
 
 
 def test_a_setting_added_since_a_run_counts_as_its_default(tmp_path):
