@@ -108,6 +108,7 @@ from hwlearn.checkpoint import read_meta  # noqa: E402
 from hwlearn.console import console  # noqa: E402
 from hwlearn.data import read_labels  # noqa: E402
 from hwlearn.errors import HwlearnError  # noqa: E402
+from hwlearn.paths import write_text_atomic  # noqa: E402
 from hwlearn.recipes import FINETUNE_DROPOUT  # noqa: E402
 from hwlearn.selftrain import AdaptConfig  # noqa: E402
 from hwlearn.train import TrainConfig  # noqa: E402
@@ -289,7 +290,7 @@ def check_settings(run_dir: Path, settings: dict) -> None:
             raise HwlearnError(f"{run_dir}: holds a run with other settings ({'; '.join(diff)}); "
                                "use another --out-dir")
     run_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(settings, indent=2) + "\n")
 
 
 class StepLog:
@@ -305,7 +306,7 @@ class StepLog:
     def done(self, name: str, wall_s: float, **facts) -> None:
         self.steps[name] = {"wall_s": round(wall_s, 1), "reused": False, **facts, "code": self.code}
         self.saved[name] = self.steps[name]
-        self.path.write_text(json.dumps(self.saved, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(self.path, json.dumps(self.saved, indent=2) + "\n")
 
     def reused(self, name: str, what: Path, in_run: bool = True, **facts) -> None:
         """Record a step whose outputs are reused; say so, and say when other code made those of the run
@@ -333,7 +334,7 @@ def claim(out: Path, pretrained: Path, **extra) -> None:
         console.print(f"[yellow]{out}: made from another pretrained model; starting it over")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(key) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(key) + "\n")
 
 
 def training_state(run: Path) -> dict | None:
@@ -461,7 +462,7 @@ def eval_step(name: str, checkpoint: Path, test_tsv: Path, run_dir: Path, args, 
     t = time.perf_counter()
     summary = evaluate(checkpoint, test_tsv, lexicon_source=args.lexicon, charlm_source=args.char_lm, device=args.device,
                        csv_path=out.with_suffix(".csv"))
-    out.write_text(json.dumps({"key": key, "results": summary["results"]}, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out, json.dumps({"key": key, "results": summary["results"]}, indent=2) + "\n")
     log.done(f"eval_{name}", time.perf_counter() - t, images=summary["n"])
     greedy = summary["results"]["greedy"]
     console.print(f"{SYSTEMS[name]}: CER {greedy['cer']:.4f}  WER {greedy['wer']:.4f}")
