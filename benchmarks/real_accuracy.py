@@ -161,6 +161,7 @@ class Profile:
     adapt_rare_chars: bool = AdaptConfig.rare_chars  # rare characters' readings selected at the share, repeated
     adapt_hold_marks: bool = AdaptConfig.hold_marks  # trailing marks' share of the pseudo-labels held at round 0's
     adapt_beam_width: int | None = AdaptConfig.beam_width  # prefixes the pseudo-labels' search keeps (None: by method)
+    adapt_student_steps: int = AdaptConfig.student_steps  # > 0: a fresh student after the rounds, this many steps
     finetune_steps: int = 2000
     finetune_lr: float = TrainConfig.lr  # hwlearn train's default
     finetune_synthetic_share: float = 0.0
@@ -398,11 +399,11 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                          synthetic_share=profile.adapt_synthetic_share, views=profile.adapt_views,
                          augment=profile.adapt_augment, dropout=profile.adapt_dropout,
                          rare_chars=profile.adapt_rare_chars, hold_marks=profile.adapt_hold_marks,
-                         beam_width=profile.adapt_beam_width)
+                         student_steps=profile.adapt_student_steps, beam_width=profile.adapt_beam_width)
 
     def report(row):
         val = "  ".join(f"test {k} {v:.4f}" for k, v in row.val.items())
-        console.print(f"round {row.round}: selected {row.selected}/{row.labeled}, "
+        console.print(f"{row.name}: selected {row.selected}/{row.labeled}, "
                       f"mean confidence {row.mean_confidence:.4f}  {val}  (test labels: report only; {row.seconds_text()})")
 
     t = time.perf_counter()

@@ -579,15 +579,17 @@ def adapt_folder(
     Pseudo-labels are decoded with the lexicon when one is given, else guided by the character model
     of ``charlm_source`` (:func:`load_charlm`; by default the pretraining corpus), else greedily.
     An interrupted run in ``out_dir`` goes on after its last finished round with ``resume`` (the same
-    checkpoint, images and settings), starts over with ``overwrite``, and is refused otherwise.
+    checkpoint, images and settings), starts over with ``overwrite``, and is refused otherwise; a finished
+    run is reused the same way (``resume`` with a student added trains the student alone).
     See :func:`hwlearn.selftrain.adapt`."""
     from .data import read_labels, scan_images
     from .selftrain import AdaptConfig, adapt
 
     config = config or AdaptConfig()
     out_dir = Path(out_dir)
-    if (out_dir / "final" / "meta.json").exists() and not overwrite:
-        raise HwlearnError(f"{out_dir}: already holds an adaptation run; use --overwrite to start over")
+    if (out_dir / "final" / "meta.json").exists() and not (overwrite or resume):
+        raise HwlearnError(f"{out_dir}: already holds an adaptation run; use --overwrite to start over, or --resume "
+                           "to reuse its rounds")
     if not (resume or overwrite) and any(out_dir.glob("round*/last/meta.json")):
         raise HwlearnError(f"{out_dir}: holds an unfinished adaptation run; use --resume to go on after its last "
                            "finished round, or --overwrite to start over")

@@ -112,6 +112,10 @@ class AdaptConfig:
     # marks the model is unsure of a little more each round (GW's commas: 8.6 % of the readings at round 0, 4.1 % at
     # round 6); holding them read GW's train labels better on four pretrained models (benchmarks/EXPERIMENTS.md, session 53)
     hold_marks: bool = True
+    # > 0: after the rounds, train a fresh *student* from the pretrained weights for this many steps on the last
+    # round's pseudo-labels (the end share, marks held); it competes with the rounds for the final model. A model
+    # self-trained round after round keeps the errors it learned early; one trained once on the best labels need not
+    student_steps: int = 0
 
     def share(self, round_index: int) -> float:
         """Share of the unlabeled images selected in round ``round_index`` (1-based): growing
@@ -151,6 +155,12 @@ class RoundReport:
     #: wall seconds of the round: ``training`` (on its pseudo-labels), ``labeling`` (reading every unlabeled
     #: image afterwards, in all views) and ``report`` (reading the validation labels, when given)
     seconds: dict = field(default_factory=dict)
+    student: bool = False  # the fresh student trained after the rounds (AdaptConfig.student_steps)
+
+    @property
+    def name(self) -> str:
+        """``"round 3"``, or ``"student"``."""
+        return "student" if self.student else f"round {self.round}"
 
     def seconds_text(self) -> str:
         """``"training 55 s, labeling 33 s"``: where the round's time went."""
@@ -165,6 +175,11 @@ class AdaptResult:
     skipped: list[tuple[Path, str]]
     layout: str = "as-is"
     layout_scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def chosen(self) -> RoundReport:
+        """The report row of the chosen round (or student)."""
+        return next(row for row in self.rounds if row.round == self.chosen_round)
 
 
 #: A character held by fewer than this share of the readings is rare (:attr:`AdaptConfig.rare_chars`).
@@ -400,10 +415,13 @@ def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], c
                lexicon, charlm, layout: Layout, val_items: Sequence[tuple[Path, str]]) -> str:
     """What makes a round's result: the pretrained checkpoint (path and training record), the images in
     order, the settings, the reading method and its lexicon or character model, the layout, and the
-    report-only validation labels. A finished round is reused only under the same key."""
+    report-only validation labels. A finished round is reused only under the same key. The student's steps are
+    left out: the rounds do not depend on them (a finished run given a student reuses its rounds), and the
+    student's checkpoint records its own (:func:`finished_rounds`)."""
+    settings = {k: v for k, v in asdict(config).items() if k != "student_steps"}
     parts = {
         "source": str(Path(checkpoint).resolve()), "source_training": source_meta.get("training"),
-        "images": [str(p) for p in unlabeled], "config": asdict(config), "method": method,
+        "images": [str(p) for p in unlabeled], "config": settings, "method": method,
         "lexicon": [len(lexicon), len(lexicon.breaks), lexicon.prior_weight] if lexicon is not None else None,
         "charlm": [charlm.num_words, charlm.order] if method == "charlm" else None,
         "layout": layout.to_dict(), "val": [[str(p), t] for p, t in val_items],
@@ -411,18 +429,26 @@ def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], c
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def finished_rounds(out_dir: Path, key: str, rounds: int) -> list[RoundReport]:
-    """The report rows of the rounds 1, 2, ... that a run with ``key`` finished in ``out_dir`` (stops at
-    the first round missing, unfinished or made under another key)."""
+def stage_dir(out_dir: Path, config: AdaptConfig, r: int) -> Path:
+    """Where round ``r`` of ``config``'s run in ``out_dir`` writes: ``round<r>``, or ``student`` for the student
+    trained after the rounds (``r`` = ``config.rounds`` + 1)."""
+    return out_dir / ("student" if r > config.rounds else f"round{r}")
+
+
+def finished_rounds(out_dir: Path, key: str, config: AdaptConfig) -> list[RoundReport]:
+    """The report rows of the rounds 1, 2, ... (and the student, when ``config`` asks for one) that a run with
+    ``key`` finished in ``out_dir`` (stops at the first one missing, unfinished or made under another key, or a
+    student trained for another number of steps)."""
     done = []
-    for r in range(1, rounds + 1):
+    for r in range(1, config.rounds + 1 + (config.student_steps > 0)):
+        folder = stage_dir(out_dir, config, r)
         try:
-            meta = json.loads((out_dir / f"round{r}" / "last" / "meta.json").read_text(encoding="utf-8"))
+            meta = json.loads((folder / "last" / "meta.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             break
         row = meta.get("report")
-        if meta.get("resume_key") != key or not isinstance(row, dict) \
-                or not (out_dir / f"round{r}" / PSEUDO_LABELS).is_file():
+        if meta.get("resume_key") != key or not isinstance(row, dict) or not (folder / PSEUDO_LABELS).is_file() \
+                or (r > config.rounds and meta.get("adapt", {}).get("student_steps") != config.student_steps):
             break
         try:
             done.append(RoundReport(**row))
@@ -563,7 +589,7 @@ def adapt(
             return preds, row
 
         key = resume_key(checkpoint, ckpt.meta, unlabeled, config, method, lexicon, charlm, layout, val_items)
-        done = finished_rounds(out_dir, key, config.rounds) if resume else []
+        done = finished_rounds(out_dir, key, config) if resume else []
         if resume and not done and (out_dir / "round1" / "last" / "meta.json").is_file():
             raise HwlearnError(f"{out_dir}: its rounds were made from another checkpoint, other images or other "
                                "settings; use --overwrite to start over")
@@ -581,22 +607,25 @@ def adapt(
         round_dirs = {0: Path(checkpoint)}
         readings: dict[int, Counter] = {}  # round -> the pseudo-labels it trained on, and how often each
         for row in done:
-            round_dirs[row.round] = out_dir / f"round{row.round}" / "last"
-            readings[row.round] = read_selected_labels(out_dir / f"round{row.round}" / PSEUDO_LABELS)
+            round_dirs[row.round] = stage_dir(out_dir, config, row.round) / "last"
+            readings[row.round] = read_selected_labels(stage_dir(out_dir, config, row.round) / PSEUDO_LABELS)
             rounds.append(row)
             if report:
                 report(row)
         if done:
             last = done[-1].round
             model.load_state_dict(load_checkpoint(round_dirs[last], device=device).model.state_dict())
-            saved = saved_readings(out_dir / f"round{last}", key, len(inputs), charset)
+            saved = saved_readings(stage_dir(out_dir, config, last), key, len(inputs), charset)
+            finished = f"rounds 1-{min(last, config.rounds)}" + (" and the student" if last > config.rounds else "")
             if saved:
                 preds = saved[0]
-                console.print(f"resuming: rounds 1-{last} were finished in {out_dir}, with round {last}'s readings")
+                console.print(f"resuming: {finished} were finished in {out_dir}, with {done[-1].name}'s readings")
             else:  # (a round finished by an older hwlearn, or stopped before its readings were written)
-                console.print(f"resuming: rounds 1-{last} were finished in {out_dir}; re-labeling with round {last}'s model")
+                console.print(f"resuming: {finished} were finished in {out_dir}; re-labeling with {done[-1].name}'s model")
                 preds, _ = label_and_score(last, config.share(last), [], [], with_val=False)
-        for r in range(len(done) + 1, config.rounds + 1):
+        for r in range(len(done) + 1, config.rounds + 1 + (config.student_steps > 0)):
+            student = r > config.rounds
+            folder = stage_dir(out_dir, config, r)
             share = config.share(r)
             changes = mark_changes([p.text for p in preds], round0_marks) if config.hold_marks and r > 1 else {}
             if any(changes.values()):  # (no reading of the images where every share is where it was)
@@ -610,7 +639,9 @@ def adapt(
             if not selected:
                 console.print(f"[yellow]round {r}: no usable pseudo-label (all predictions empty); stopping")
                 break
-            write_pseudo_labels(out_dir / f"round{r}" / PSEUDO_LABELS, unlabeled, preds, selected)
+            if student:  # a fresh model: the pretrained weights (with the rounds' dropout, set above)
+                model.load_state_dict(load_checkpoint(checkpoint, device=device).model.state_dict())
+            write_pseudo_labels(folder / PSEUDO_LABELS, unlabeled, preds, selected)
             readings[r] = Counter(preds[i].text for i in selected)
             items = [(images[i], preds[i].text) for i in selected]
             pseudo = LabeledImages(repeat_rare(items) if config.rare_chars else items, height,
@@ -619,33 +650,34 @@ def adapt(
             if config.synthetic_share > 0:
                 sources.append(Source(ModelInputs(synthetic, height), share=config.synthetic_share, infinite=True,
                                       name="synthetic"))
+            steps = config.student_steps if student else config.steps_per_round
+            phase = "adapt-student" if student else f"adapt-round-{r}"
             train_config = TrainConfig(
-                steps=config.steps_per_round, batch_size=config.batch_size, lr=config.lr,
-                warmup_steps=config.warmup_steps, val_every=config.steps_per_round, num_workers=config.num_workers,
-                seed=config.seed * 1000 + r, phase=f"adapt-round-{r}",
+                steps=steps, batch_size=config.batch_size, lr=config.lr, warmup_steps=config.warmup_steps,
+                val_every=steps, num_workers=config.num_workers, seed=config.seed * 1000 + r, phase=phase,
             )
             round_meta = {**{k: v for k, v in meta.items() if k not in ("training", "metrics", DOMAIN_WORDS)},
                           "adapt": {**asdict(config), "round": r, "selected": len(selected), "source": str(checkpoint),
                                     "fonts_used": fonts_used}}
-            trainer = Trainer(model, charset, sources, out_dir / f"round{r}", train_config, device=device,
-                              meta=round_meta)
+            trainer = Trainer(model, charset, sources, folder, train_config, device=device, meta=round_meta)
             trainer.fit()
             before = preds
             preds, row = label_and_score(r, share, selected, before)
+            row.student = student
             row.seconds = {"training": round(trainer.seconds, 1), **row.seconds}
-            row.checkpoint = str(out_dir / f"round{r}" / "last")
+            row.checkpoint = str(folder / "last")
             # store the label-free score (and the report-only validation numbers) with the round's checkpoint;
             # a finished round needs no trainer resume state, so it is written without it, but with its report
             # row and the key a resumed run reuses it under
-            save_checkpoint(out_dir / f"round{r}" / "last", model, charset,
+            save_checkpoint(folder / "last", model, charset,
                             meta={**round_meta,
-                                  "training": {"phase": f"adapt-round-{r}", "step": trainer.step,
+                                  "training": {"phase": phase, "step": trainer.step,
                                                "seconds": round(trainer.seconds, 1), "device": str(trainer.device)},
                                   "metrics": {"mean_confidence": row.mean_confidence,
                                               **{f"val_{k}": v for k, v in row.val.items()}},
                                   "report": asdict(row), "resume_key": key})
-            save_readings(out_dir / f"round{r}", key, preds)
-            round_dirs[r] = out_dir / f"round{r}" / "last"
+            save_readings(folder, key, preds)
+            round_dirs[r] = folder / "last"
             rounds.append(row)
             if report:
                 report(row)
@@ -658,7 +690,8 @@ def adapt(
         "preprocessing": meta["preprocessing"],  # round 0 is the pretrained model, read in the chosen layout
         # what the archive says, most often first: reading mixes it into the character model (recipes.load_charlm)
         DOMAIN_WORDS: dict(readings[chosen].most_common()) if chosen in readings else {},
-        "adapt_summary": {"chosen_round": chosen, "rule": "highest mean confidence on the unlabeled images",
+        "adapt_summary": {"chosen_round": chosen, "chosen": next(x.name for x in rounds if x.round == chosen),
+                          "rule": "highest mean confidence on the unlabeled images",
                           "layout": layout.kind, "layout_mean_confidence": layout_scores, "fonts_used": fonts_used,
                           "lexicon": ({"words": len(lexicon), "line_break_parts": len(lexicon.breaks),
                                        "prior_weight": lexicon.prior_weight}

@@ -147,6 +147,59 @@ def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_ru
     assert json.loads((tmp_path / "other" / "round1" / "last" / "meta.json").read_text())["training"]["step"] == 4
 
 
+def test_a_student_starts_from_the_pretrained_weights_and_competes_for_the_final_model(tiny_run, tmp_path,
+                                                                                         monkeypatch):
+    """With student_steps, a fresh model is trained after the rounds from the pretrained weights (not the last
+    round's) on the last round's pseudo-labels, into OUT/student; the final model is the most confident of the
+    rounds and it. Adding a student to a finished run reuses its rounds; other student steps train it again."""
+    import torch
+
+    from hwlearn import selftrain
+    from hwlearn.checkpoint import load_checkpoint
+    from hwlearn.recipes import adapt_folder
+
+    folder = tmp_path / "images"
+    write_word_images(tiny_run / "best", folder, 16, seed=22)
+    config = AdaptConfig(rounds=2, ramp_rounds=2, steps_per_round=3, batch_size=8, num_workers=0, views=1)
+    adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", config=config)
+    round2 = (tmp_path / "run" / "round2" / "last" / "model.safetensors").stat().st_mtime_ns
+
+    started = {}  # phase -> the weights its training started from
+
+    class RecordingTrainer(selftrain.Trainer):
+        def fit(self):
+            started[self.config.phase] = {k: v.clone() for k, v in self.model.state_dict().items()}
+            return super().fit()
+
+    monkeypatch.setattr(selftrain, "Trainer", RecordingTrainer)
+    with_student = AdaptConfig(**{**config.__dict__, "student_steps": 4})
+    result = adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", config=with_student,
+                          resume=True)
+    assert list(started) == ["adapt-student"]  # the rounds were reused
+    assert (tmp_path / "run" / "round2" / "last" / "model.safetensors").stat().st_mtime_ns == round2
+    pretrained = load_checkpoint(tiny_run / "best").model.state_dict()
+    assert all(torch.equal(started["adapt-student"][k], pretrained[k]) for k in pretrained)
+    student = result.rounds[-1]
+    assert (student.round, student.student, student.name) == (3, True, "student")
+    meta = json.loads((tmp_path / "run" / "student" / "last" / "meta.json").read_text())
+    assert meta["training"] == {**meta["training"], "phase": "adapt-student", "step": 4}
+    labels = (tmp_path / "run" / "student" / selftrain.PSEUDO_LABELS).read_text().splitlines()[1:]
+    round2_labels = (tmp_path / "run" / "round2" / selftrain.PSEUDO_LABELS).read_text().splitlines()[1:]
+    assert len(labels) == len(round2_labels) == 16
+    best = max(result.rounds, key=lambda r: (r.mean_confidence, -r.round))
+    assert result.chosen_round == best.round and result.chosen is best
+    summary = json.loads((tmp_path / "run" / "final" / "meta.json").read_text())["adapt_summary"]
+    assert summary["chosen"] == best.name
+
+    started.clear()  # the same student again: nothing trained; another number of steps: the student only
+    adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", config=with_student, resume=True)
+    assert started == {}
+    adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", resume=True,
+                 config=AdaptConfig(**{**config.__dict__, "student_steps": 2}))
+    assert list(started) == ["adapt-student"]
+    assert json.loads((tmp_path / "run" / "student" / "last" / "meta.json").read_text())["training"]["step"] == 2
+
+
 def test_the_pseudo_labels_beam_is_wider_with_a_lexicon(tiny_run, tmp_path, tiny_assets):
     """Unless set, the pseudo-labels' search keeps LEXICON_BEAM prefixes with a lexicon (its words' first
     letters) and CHARLM_BEAM without; each round records the beam it used, and keeps every image's reading."""

@@ -65,18 +65,23 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
                    "read: each round adds a mark to the readings it makes likeliest, or drops it, until its share "
                    "is back (self-training otherwise drops the commas it is unsure of, round by round). "
                    "See docs/training.md.")
+@click.option("--student-steps", default=0, show_default=True, type=click.IntRange(min=0), metavar="N",
+              help="After the rounds, train a fresh model from the pretrained weights for N steps on the last "
+                   "round's pseudo-labels (a 'student'); the final model is chosen among the rounds and it "
+                   "(0: no student). See docs/adapting.md.")
 @click.option("--beam-width", default=None, type=click.IntRange(min=1), metavar="N",
               help="Prefixes the search for each pseudo-label keeps [default: 24 with --lexicon, else 10]. With a "
                    "lexicon a wider beam keeps the words whose first letters the model doubts (GW: 24 labeled "
                    "better than 10 for ~2 s more per round; 48 took ~6 s more and read no better).")
 @click.option("--resume", is_flag=True, help="Go on with the interrupted run in --out after its last finished round "
-              "(same checkpoint, images and settings: the result is the uninterrupted run's).")
+              "(same checkpoint, images and settings: the result is the uninterrupted run's); on a finished run, reuse "
+              "its rounds (with --student-steps added: train the student alone).")
 @click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run.")
 @device_option
 @workers_option
 @seed_option
 def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labels, rounds, ramp_rounds, steps_per_round, start_share,
-          end_share, synthetic_share, batch_size, lr, layout, match_fonts, views, augment, dropout, rare_chars, hold_marks, beam_width, resume,
+          end_share, synthetic_share, batch_size, lr, layout, match_fonts, views, augment, dropout, rare_chars, hold_marks, student_steps, beam_width, resume,
           overwrite, device,
           workers,
           seed):
@@ -98,11 +103,12 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
     config = AdaptConfig(rounds=rounds, ramp_rounds=ramp_rounds, steps_per_round=steps_per_round, start_share=start_share, end_share=end_share,
                          synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed,
                          layout=layout, match_fonts=match_fonts, views=views, augment=augment, dropout=dropout,
-                         rare_chars=rare_chars, hold_marks=hold_marks, beam_width=beam_width)
+                         rare_chars=rare_chars, hold_marks=hold_marks, student_steps=student_steps,
+                         beam_width=beam_width)
 
     def report(row):
         val = "  ".join(f"{k} {v:.4f}" for k, v in row.val.items())
-        console.print(f"round {row.round}: labeled {row.labeled}, selected {row.selected}, "
+        console.print(f"{row.name}: labeled {row.labeled}, selected {row.selected}, "
                       f"mean confidence {row.mean_confidence:.4f}  {val}  ({row.seconds_text()})")
 
     result = adapt_folder(checkpoint, unlabeled, out, config=config, lexicon_source=lexicon,
@@ -118,11 +124,11 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
         table.add_column("val\n" + k.replace("_", " "), justify="right")
     for row in result.rounds:
         mark = " *" if row.round == result.chosen_round else ""
-        table.add_row(f"{row.round}{mark}", str(row.labeled), str(row.selected), f"{row.share:.2f}",
+        table.add_row(("student" if row.student else str(row.round)) + mark, str(row.labeled), str(row.selected), f"{row.share:.2f}",
                       f"{row.mean_confidence:.4f}", f"{row.selected_confidence:.4f}",
                       *[f"{row.val[k]:.4f}" for k in val_keys])
     console.print(table)
-    console.print(f"chosen without labels: layout {result.layout}, round {result.chosen_round} "
+    console.print(f"chosen without labels: layout {result.layout}, {result.chosen.name} "
                   f"(highest mean confidence) -> {result.final_checkpoint}")
     if result.skipped:
         console.print(f"[yellow]skipped {len(result.skipped)} unreadable file(s):")
