@@ -43,7 +43,7 @@ class DemoConfig:
 class DemoResult:
     before: dict
     after: dict
-    chosen_round: int
+    chosen: str  # the round (or student) adaptation chose: "round 2", "student"
     seconds: dict = field(default_factory=dict)
 
 
@@ -111,7 +111,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), fonts_dir=N
         config=AdaptConfig(rounds=config.adapt_rounds, steps_per_round=config.adapt_steps, batch_size=config.batch_size,
                            num_workers=config.workers, seed=config.seed),
         device=config.device,
-        report=lambda r: console.print(f"round {r.round}: selected {r.selected}/{r.labeled}, "
+        report=lambda r: console.print(f"{r.name}: selected {r.selected}/{r.labeled}, "
                                        f"mean confidence {r.mean_confidence:.4f}"),
     )
     seconds["adapt"] = round(time.perf_counter() - t, 1)
@@ -119,7 +119,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), fonts_dir=N
     console.rule("[bold]5. evaluate after adaptation")
     after = evaluate(result.final_checkpoint, target_labels, charlm_source=None, device=config.device)["results"]["greedy"]
     seconds["total"] = round(time.perf_counter() - t0, 1)
-    demo = DemoResult(before, after, result.chosen_round, seconds)
+    demo = DemoResult(before, after, result.chosen.name, seconds)
     (out / "demo_result.json").write_text(json.dumps({"config": asdict(config), **asdict(demo)}, indent=2),
                                           encoding="utf-8")
     return demo

@@ -112,10 +112,12 @@ class AdaptConfig:
     # marks the model is unsure of a little more each round (GW's commas: 8.6 % of the readings at round 0, 4.1 % at
     # round 6); holding them read GW's train labels better on four pretrained models (benchmarks/EXPERIMENTS.md, session 53)
     hold_marks: bool = True
-    # > 0: after the rounds, train a fresh *student* from the pretrained weights for this many steps on the last
-    # round's pseudo-labels (the end share, marks held); it competes with the rounds for the final model. A model
-    # self-trained round after round keeps the errors it learned early; one trained once on the best labels need not
-    student_steps: int = 0
+    # after the rounds, train a fresh *student* from the pretrained weights for this many steps on the last round's
+    # pseudo-labels (the end share, marks held), to compete with the rounds for the final model (None: as many steps
+    # as the rounds together; 0: no student). A model self-trained round after round keeps the errors it learned
+    # early; one trained once on the best labels need not. GW's held-out pages read better on all four adaptations
+    # tried (benchmarks/EXPERIMENTS.md, sessions 60-61)
+    student_steps: int | None = None
 
     def share(self, round_index: int) -> float:
         """Share of the unlabeled images selected in round ``round_index`` (1-based): growing
@@ -527,6 +529,8 @@ def adapt(
         raise HwlearnError(f"unknown augmentation {config.augment!r} (choose from {', '.join(AUGMENTS)})")
     if config.beam_width is None:
         config = replace(config, beam_width=LEXICON_BEAM if lexicon is not None else CHARLM_BEAM)
+    if config.student_steps is None:
+        config = replace(config, student_steps=config.rounds * config.steps_per_round)
     if config.dropout is not None:
         model.set_dropout(config.dropout)  # (readings are made in eval mode: dropout only acts in training)
 
@@ -625,6 +629,7 @@ def adapt(
                 preds, _ = label_and_score(last, config.share(last), [], [], with_val=False)
         for r in range(len(done) + 1, config.rounds + 1 + (config.student_steps > 0)):
             student = r > config.rounds
+            name = "student" if student else f"round {r}"
             folder = stage_dir(out_dir, config, r)
             share = config.share(r)
             changes = mark_changes([p.text for p in preds], round0_marks) if config.hold_marks and r > 1 else {}
@@ -633,11 +638,11 @@ def adapt(
                                    marks=[m for m, n in changes.items() if n])
                 preds, moved = hold_mark_shares(preds, changes, gains, charset)
                 if any(moved.values()):
-                    console.print(f"round {r}: trailing marks back at round 0's shares: "
+                    console.print(f"{name}: trailing marks back at round 0's shares: "
                                   + ", ".join(f"{m!r} {n:+d}" for m, n in moved.items() if n))
             selected = select_by_rank(preds, share, charset, config.rare_chars)
             if not selected:
-                console.print(f"[yellow]round {r}: no usable pseudo-label (all predictions empty); stopping")
+                console.print(f"[yellow]{name}: no usable pseudo-label (all predictions empty); stopping")
                 break
             if student:  # a fresh model: the pretrained weights (with the rounds' dropout, set above)
                 model.load_state_dict(load_checkpoint(checkpoint, device=device).model.state_dict())

@@ -72,7 +72,8 @@ def test_runs_every_step_then_reuses_them(barely_trained, dataset, tmp_path):
     assert saved["steps"]["adapt_train"]["images"] == 16
     assert saved["steps"]["adapt_train_test"]["images"] == 24
     rounds = saved["adaptation"]["label_free"]["rounds"]
-    assert len(rounds) == 2 and rounds[1]["selected"] > 0 and "cer" in rounds[1]["val"]
+    assert len(rounds) == 3 and rounds[1]["selected"] > 0 and "cer" in rounds[1]["val"]  # round 0, 1, the student
+    assert rounds[2]["student"] and (run_dir / "adapt_train" / "student" / "last" / "meta.json").exists()
     assert (run_dir / "adapt_train" / "round1" / "last" / "meta.json").exists()
     assert (run_dir / "finetune" / "last" / "meta.json").exists()
     # the supervised model reads the images in the layout adaptation chose

@@ -32,7 +32,7 @@ def test_adapt_command_defaults_are_the_library_defaults():
     config = AdaptConfig()
     for name in ("rounds", "ramp_rounds", "steps_per_round", "start_share", "end_share", "synthetic_share",
                  "batch_size", "lr", "layout", "match_fonts", "views", "augment", "dropout", "rare_chars", "hold_marks",
-                 "beam_width"):
+                 "beam_width", "student_steps"):
         assert defaults[name] == getattr(config, name), name
 
 
@@ -101,7 +101,8 @@ def test_an_interrupted_adaptation_resumes_after_its_last_finished_round(tiny_ru
 
     folder = tmp_path / "images"
     write_word_images(tiny_run / "best", folder, 16, seed=21)
-    config = AdaptConfig(rounds=3, ramp_rounds=2, steps_per_round=3, batch_size=8, num_workers=0, views=1)
+    config = AdaptConfig(rounds=3, ramp_rounds=2, steps_per_round=3, batch_size=8, num_workers=0, views=1,
+                         student_steps=0)
 
     whole = adapt_folder(tiny_run / "best", folder, tmp_path / "whole", device="cpu", config=config)
 
@@ -160,7 +161,8 @@ def test_a_student_starts_from_the_pretrained_weights_and_competes_for_the_final
 
     folder = tmp_path / "images"
     write_word_images(tiny_run / "best", folder, 16, seed=22)
-    config = AdaptConfig(rounds=2, ramp_rounds=2, steps_per_round=3, batch_size=8, num_workers=0, views=1)
+    config = AdaptConfig(rounds=2, ramp_rounds=2, steps_per_round=3, batch_size=8, num_workers=0, views=1,
+                         student_steps=0)
     adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", config=config)
     round2 = (tmp_path / "run" / "round2" / "last" / "model.safetensors").stat().st_mtime_ns
 

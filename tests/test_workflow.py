@@ -72,8 +72,14 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     assert (out / "round1" / "last" / "meta.json").exists()
     meta = json.loads((out / "final" / "meta.json").read_text())
     summary = meta["adapt_summary"]
-    assert summary["chosen_round"] in (0, 1) and len(summary["rounds"]) == 2
-    assert summary["rounds"][1]["selected"] >= 1
+    # round 0 (the pretrained model), round 1, and the student trained from the pretrained weights after the rounds
+    # for as many steps as the rounds together (5) on round 1's readings
+    assert summary["chosen_round"] in (0, 1, 2) and len(summary["rounds"]) == 3
+    assert summary["rounds"][1]["selected"] >= 1 and summary["rounds"][2]["student"]
+    assert summary["chosen"] == ("student" if summary["chosen_round"] == 2 else f"round {summary['chosen_round']}")
+    student_meta = json.loads((out / "student" / "last" / "meta.json").read_text())
+    assert student_meta["training"]["phase"] == "adapt-student" and student_meta["training"]["step"] == 5
+    assert "student: labeled 14" in out_text
     # where each round's time went: round 0 only read; round 1 trained, labeled and read the --val labels
     assert set(summary["rounds"][0]["seconds"]) == {"labeling", "report"}
     assert list(summary["rounds"][1]["seconds"]) == ["training", "labeling", "report"]
@@ -99,8 +105,9 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     assert confidences == sorted(confidences, reverse=True)
     assert sum(int(f[3]) for f in fields) == summary["rounds"][1]["selected"]
     # the final model carries the readings its round trained on, with their counts (none for round 0)
-    trained_on = Counter(f[1] for f in fields if f[3] == "1")
-    expected = dict(trained_on) if summary["chosen_round"] == 1 else {}
+    chosen = {0: None, 1: out / "round1", 2: out / "student"}[summary["chosen_round"]]
+    chosen_rows = (chosen / "pseudo_labels.tsv").read_text(encoding="utf-8").splitlines()[1:] if chosen else []
+    expected = dict(Counter(f[1] for f in (r.split("\t") for r in chosen_rows) if f[3] == "1"))
     assert meta["domain_words"] == expected
     lm = load_charlm("auto", load_checkpoint(out / "final"))
     assert isinstance(lm, MixedCharLM) == bool(expected)

@@ -42,7 +42,7 @@ def demo(out, pretrain_steps, target_size, adapt_rounds, adapt_steps, overwrite,
         table.add_column(col, justify="right")
     table.add_row("pretrained (synthetic only)", f"{result.before['cer']:.4f}", f"{result.before['wer']:.4f}",
                   f"{result.before['cer_nocase']:.4f}")
-    table.add_row(f"adapted without labels (round {result.chosen_round})", f"{result.after['cer']:.4f}",
+    table.add_row(f"adapted without labels ({result.chosen})", f"{result.after['cer']:.4f}",
                   f"{result.after['wer']:.4f}", f"{result.after['cer_nocase']:.4f}")
     console.print(table)
     console.print(f"total {result.seconds['total']:.0f} s; everything is in {out}/ (demo_result.json, checkpoints, metrics)")
