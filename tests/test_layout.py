@@ -158,7 +158,7 @@ def test_adapted_checkpoint_reads_images_in_its_layout(tiny_run, tmp_path):
                                                  for i, word in enumerate(words)), encoding="utf-8")
 
     result = adapt_folder(tiny_run / "best", folder, tmp_path / "adapt", device="cpu",
-                          config=AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0))
+                          config=AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0, student_steps=0))
     assert result.layout != "as-is"
     meta = json.loads((tmp_path / "adapt" / "final" / "meta.json").read_text())
     assert meta["preprocessing"]["layout"]["kind"] == result.layout
@@ -189,7 +189,8 @@ def test_adapt_labels_every_image_when_the_layout_was_chosen_on_a_sample(tiny_ru
     write_word_images(tiny_run / "best", folder, 16, seed=13, transform=_with_wide_margins)
     monkeypatch.setattr(selftrain, "LAYOUT_SAMPLE", 6)
     result = adapt_folder(tiny_run / "best", folder, tmp_path / "adapt", device="cpu",
-                          config=AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0, views=0))
+                          config=AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0, views=0,
+                                             student_steps=0))
     assert result.layout != "as-is" and set(result.layout_scores) == set(LAYOUTS)
     assert [r.labeled for r in result.rounds] == [16, 16]
     rows = (tmp_path / "adapt" / "round1" / "pseudo_labels.tsv").read_text().splitlines()[1:]
