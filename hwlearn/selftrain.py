@@ -38,6 +38,11 @@ Each round:
    ``round<k>/pseudo_labels.tsv``, :func:`write_pseudo_labels`) and re-label all images with the new model; the
    mean confidence over *all* unlabeled images is the round's label-free score.
 
+After the rounds, the **student** (``student_steps``, by default as many steps as the rounds together; 0: none):
+the pretrained weights are loaded again and trained once on the last round's readings (marks held, the end
+share selected), as a round trains, into ``student/``; it reads every image as a round does. A model trained
+round after round on its own labels keeps some of what it learned from the first rounds' noisier ones.
+
 An interrupted run can be resumed (``resume``): run again into the same directory with the same
 checkpoint, images and settings, and the finished rounds (each checkpoint carries a key of all three
 and its report row) are loaded rather than trained again, and so are the readings of the images by the
@@ -45,7 +50,7 @@ pretrained model and by the last finished round's (``round<k>/readings.json``, :
 again where a round has none), so the resumed run trains and chooses as the uninterrupted one would.
 
 Labels of an optional validation set are used only to print CER/WER per round, never to train or
-to choose. The final model is the round with the highest label-free score (round 0 = the
+to choose. The final model is the round (or the student) with the highest label-free score (round 0 = the
 pretrained model), copied to ``final``, with the pseudo-labels that round trained on and how often
 each occurs (:data:`DOMAIN_WORDS`): what this archive says, which reading with the character model
 mixes in (:func:`hwlearn.recipes.load_charlm`).

@@ -89,9 +89,11 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
 
     First the images' layout is chosen (margins as they are, or trimmed to the synthetic words'
     margins at the sides or all round: the one the model reads most confidently). Each round labels every image with the current model, keeps the most confident share,
-    trains on it (augmented, mixed with synthetic words) and checkpoints OUT/round<k>/last.
-    The final model (OUT/final) is the round with the highest mean confidence over all images —
-    chosen without labels. A table shows each round; CER/WER columns appear only with --val.
+    trains on it (augmented, mixed with synthetic words) and checkpoints OUT/round<k>/last. Then a
+    student, a fresh model from the pretrained weights, trains once on the last round's pseudo-labels
+    (OUT/student/last). The final model (OUT/final) is the round or student with the highest mean
+    confidence over all images — chosen without labels. A table shows each round; CER/WER columns
+    appear only with --val.
     """
     from rich import box
     from rich.table import Table
@@ -124,7 +126,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
         table.add_column("val\n" + k.replace("_", " "), justify="right")
     for row in result.rounds:
         mark = " *" if row.round == result.chosen_round else ""
-        table.add_row(("student" if row.student else str(row.round)) + mark, str(row.labeled), str(row.selected), f"{row.share:.2f}",
+        table.add_row(row.name.removeprefix("round ") + mark, str(row.labeled), str(row.selected), f"{row.share:.2f}",
                       f"{row.mean_confidence:.4f}", f"{row.selected_confidence:.4f}",
                       *[f"{row.val[k]:.4f}" for k in val_keys])
     console.print(table)
