@@ -38,8 +38,8 @@ Each round:
    ``round<k>/pseudo_labels.tsv``, :func:`write_pseudo_labels`) and re-label all images with the new model; the
    mean confidence over *all* unlabeled images is the round's label-free score.
 
-After the rounds, the **student** (``student_steps``, by default as many steps as the rounds together; 0: none):
-the pretrained weights are loaded again and trained once on the last round's readings (marks held, the end
+After the rounds, the **student** (``student_steps``, by default twice as many steps as the rounds together,
+:data:`STUDENT_STEPS_PER_ROUND_STEP`; 0: none): the pretrained weights are loaded again and trained once on the last round's readings (marks held, the end
 share selected), as a round trains, into ``student/``; it reads every image as a round does. A model trained
 round after round on its own labels keeps some of what it learned from the first rounds' noisier ones.
 
@@ -118,10 +118,10 @@ class AdaptConfig:
     # round 6); holding them read GW's train labels better on four pretrained models (benchmarks/EXPERIMENTS.md, session 53)
     hold_marks: bool = True
     # after the rounds, train a fresh *student* from the pretrained weights for this many steps on the last round's
-    # pseudo-labels (the end share, marks held), to compete with the rounds for the final model (None: as many steps
-    # as the rounds together; 0: no student). A model self-trained round after round keeps the errors it learned
-    # early; one trained once on the best labels need not. GW's held-out pages read better on all four adaptations
-    # tried (benchmarks/EXPERIMENTS.md, sessions 60-61)
+    # pseudo-labels (the end share, marks held), to compete with the rounds for the final model (None: twice as
+    # many steps as the rounds together, STUDENT_STEPS_PER_ROUND_STEP; 0: no student). A model self-trained round
+    # after round keeps the errors it learned early; one trained once on the best labels need not. The held-out
+    # words of GW and DHSD read better on all six adaptations tried (benchmarks/EXPERIMENTS.md, sessions 60-61)
     student_steps: int | None = None
 
     def share(self, round_index: int) -> float:
@@ -134,6 +134,11 @@ class AdaptConfig:
         t = min(1.0, (round_index - 1) / (ramp - 1))
         return self.start_share + t * (self.end_share - self.start_share)
 
+
+#: The student's steps (:attr:`AdaptConfig.student_steps` None) per training step of the rounds: on the held-out
+#: words of both datasets twice the rounds' steps read better than as many (GW 0.0946 / 0.0729 -> 0.0910 / 0.0719
+#: over two pretrained models, DHSD 0.1360 / 0.1248 -> 0.1285 / 0.1186; benchmarks/EXPERIMENTS.md, session 61).
+STUDENT_STEPS_PER_ROUND_STEP = 2
 
 #: The pseudo-labels' beam with a lexicon (:attr:`AdaptConfig.beam_width` None): a search that may only grow along the
 #: lexicon's words loses, with 10 prefixes, the word whose first letter the model doubts before its end (GW: the
@@ -535,7 +540,7 @@ def adapt(
     if config.beam_width is None:
         config = replace(config, beam_width=LEXICON_BEAM if lexicon is not None else CHARLM_BEAM)
     if config.student_steps is None:
-        config = replace(config, student_steps=config.rounds * config.steps_per_round)
+        config = replace(config, student_steps=STUDENT_STEPS_PER_ROUND_STEP * config.rounds * config.steps_per_round)
     if config.dropout is not None:
         model.set_dropout(config.dropout)  # (readings are made in eval mode: dropout only acts in training)
 
