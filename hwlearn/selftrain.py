@@ -39,8 +39,9 @@ Each round:
    mean confidence over *all* unlabeled images is the round's label-free score.
 
 After the rounds, the **student** (``student_steps``, by default twice as many steps as the rounds together,
-:data:`STUDENT_STEPS_PER_ROUND_STEP`; 0: none): the pretrained weights are loaded again and trained once on the last round's readings (marks held, the end
-share selected), as a round trains, into ``student/``; it reads every image as a round does. A model trained
+:data:`STUDENT_STEPS_PER_ROUND_STEP`; 0: none): the pretrained weights are loaded again and trained once on
+the last round's readings (marks held, the end share selected), as a round trains, into ``student/``; it
+reads every image as a round does. A model trained
 round after round on its own labels keeps some of what it learned from the first rounds' noisier ones.
 
 An interrupted run can be resumed (``resume``): run again into the same directory with the same
@@ -635,7 +636,8 @@ def adapt(
                 preds = saved[0]
                 console.print(f"resuming: {finished} were finished in {out_dir}, with {done[-1].name}'s readings")
             else:  # (a round finished by an older hwlearn, or stopped before its readings were written)
-                console.print(f"resuming: {finished} were finished in {out_dir}; re-labeling with {done[-1].name}'s model")
+                console.print(f"resuming: {finished} were finished in {out_dir}; "
+                              f"re-labeling with {done[-1].name}'s model")
                 preds, _ = label_and_score(last, config.share(last), [], [], with_val=False)
         for r in range(len(done) + 1, config.rounds + 1 + (config.student_steps > 0)):
             student = r > config.rounds
