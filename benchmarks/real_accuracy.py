@@ -162,7 +162,7 @@ class Profile:
     adapt_rare_chars: bool = AdaptConfig.rare_chars  # rare characters' readings selected at the share, repeated
     adapt_hold_marks: bool = AdaptConfig.hold_marks  # trailing marks' share of the pseudo-labels held at round 0's
     adapt_beam_width: int | None = AdaptConfig.beam_width  # prefixes the pseudo-labels' search keeps (None: by method)
-    adapt_student_steps: int | None = AdaptConfig.student_steps  # the student's steps (None: the rounds' together)
+    adapt_student_steps: int | None = AdaptConfig.student_steps  # the student's steps (None: hwlearn adapt's default)
     finetune_steps: int = 2000
     finetune_lr: float = TrainConfig.lr  # hwlearn train's default
     finetune_synthetic_share: float = 0.0

@@ -41,8 +41,8 @@ Each round:
 After the rounds, the **student** (``student_steps``, by default twice as many steps as the rounds together,
 :data:`STUDENT_STEPS_PER_ROUND_STEP`; 0: none): the pretrained weights are loaded again and trained once on
 the last round's readings (marks held, the end share selected), as a round trains, into ``student/``; it
-reads every image as a round does. A model trained
-round after round on its own labels keeps some of what it learned from the first rounds' noisier ones.
+reads every image as a round does. A model trained round after round on its own labels keeps some of what it
+learned from the first rounds' noisier ones.
 
 An interrupted run can be resumed (``resume``): run again into the same directory with the same
 checkpoint, images and settings, and the finished rounds (each checkpoint carries a key of all three
@@ -155,6 +155,11 @@ CHARLM_BEAM = 10
 AUGMENTS = {"strong": augment_real_strong, "light": augment_real}
 
 
+def stage_name(round_index: int, student: bool) -> str:
+    """What reports call round ``round_index``: ``"round 3"``, or ``"student"`` for the student."""
+    return "student" if student else f"round {round_index}"
+
+
 @dataclass
 class RoundReport:
     round: int
@@ -173,7 +178,7 @@ class RoundReport:
     @property
     def name(self) -> str:
         """``"round 3"``, or ``"student"``."""
-        return "student" if self.student else f"round {self.round}"
+        return stage_name(self.round, self.student)
 
     def seconds_text(self) -> str:
         """``"training 55 s, labeling 33 s"``: where the round's time went."""
@@ -448,12 +453,17 @@ def stage_dir(out_dir: Path, config: AdaptConfig, r: int) -> Path:
     return out_dir / ("student" if r > config.rounds else f"round{r}")
 
 
+def last_stage(config: AdaptConfig) -> int:
+    """The index of the run's last stage: ``config.rounds``, plus one for the student when it has steps."""
+    return config.rounds + (config.student_steps > 0)
+
+
 def finished_rounds(out_dir: Path, key: str, config: AdaptConfig) -> list[RoundReport]:
     """The report rows of the rounds 1, 2, ... (and the student, when ``config`` asks for one) that a run with
     ``key`` finished in ``out_dir`` (stops at the first one missing, unfinished or made under another key, or a
     student trained for another number of steps)."""
     done = []
-    for r in range(1, config.rounds + 1 + (config.student_steps > 0)):
+    for r in range(1, last_stage(config) + 1):
         folder = stage_dir(out_dir, config, r)
         try:
             meta = json.loads((folder / "last" / "meta.json").read_text(encoding="utf-8"))
@@ -639,9 +649,9 @@ def adapt(
                 console.print(f"resuming: {finished} were finished in {out_dir}; "
                               f"re-labeling with {done[-1].name}'s model")
                 preds, _ = label_and_score(last, config.share(last), [], [], with_val=False)
-        for r in range(len(done) + 1, config.rounds + 1 + (config.student_steps > 0)):
+        for r in range(len(done) + 1, last_stage(config) + 1):
             student = r > config.rounds
-            name = "student" if student else f"round {r}"
+            name = stage_name(r, student)
             folder = stage_dir(out_dir, config, r)
             share = config.share(r)
             changes = mark_changes([p.text for p in preds], round0_marks) if config.hold_marks and r > 1 else {}
@@ -699,7 +709,8 @@ def adapt(
             if report:
                 report(row)
 
-    chosen = max(rounds, key=lambda x: (x.mean_confidence, -x.round)).round
+    chosen_row = max(rounds, key=lambda x: (x.mean_confidence, -x.round))
+    chosen = chosen_row.round
     final = out_dir / "final"
     chosen_ckpt = load_checkpoint(round_dirs[chosen], device="cpu")
     save_checkpoint(final, chosen_ckpt.model, charset, meta={
@@ -707,7 +718,7 @@ def adapt(
         "preprocessing": meta["preprocessing"],  # round 0 is the pretrained model, read in the chosen layout
         # what the archive says, most often first: reading mixes it into the character model (recipes.load_charlm)
         DOMAIN_WORDS: dict(readings[chosen].most_common()) if chosen in readings else {},
-        "adapt_summary": {"chosen_round": chosen, "chosen": next(x.name for x in rounds if x.round == chosen),
+        "adapt_summary": {"chosen_round": chosen, "chosen": chosen_row.name,
                           "rule": "highest mean confidence on the unlabeled images",
                           "layout": layout.kind, "layout_mean_confidence": layout_scores, "fonts_used": fonts_used,
                           "lexicon": ({"words": len(lexicon), "line_break_parts": len(lexicon.breaks),
