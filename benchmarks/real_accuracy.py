@@ -2,7 +2,8 @@
 
     python benchmarks/real_accuracy.py DATASET_DIR [--profile smoke|cpu|cpu-full|gpu] [--corpus STATS.json]
         [--lexicon WORDS] [--adapt-lexicon] [--out-dir RUN] [--seed 0] [--device auto]
-        [--skip-pretrain CKPT] [--set KEY=VALUE ...] [--systems NAME,...] [--speed-check-steps 30] [--json PATH]
+        [--skip-pretrain CKPT] [--set KEY=VALUE ...] [--systems NAME,...] [--heldout REGEX] [--speed-check-steps 30]
+        [--json PATH]
 
 ``DATASET_DIR`` holds ``train.tsv`` and ``test.tsv`` (``relative/path.png<TAB>text``, paths
 relative to ``DATASET_DIR``). Into the run directory ``RUN`` (default
@@ -59,6 +60,13 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 tries one adaptation setting on an existing pretrained model in minutes; ``gap_closed`` is then
 left out (it needs the supervised model), and the result goes to ``RUN/real_accuracy.json`` rather
 than ``benchmarks/results/`` unless ``--json`` says otherwise.
+
+**Deciding without the test split** (``--heldout REGEX``): settings are decided on words the adaptation never
+saw, from the train split alone. ``REGEX``'s first group names the group of an image (its page, its writer) in
+``train.tsv``'s paths; the run adapts to the images of the first half of the groups (numbers in numeric order)
+and scores on the labels of the rest, as if they were the test split, which is not read. E.g. GW's train pages
+270-274 / 275-279: ``--heldout 'images/(\\d+)-'``; DHSD's writers 1-18 / 19-37: ``--heldout 'writer(\\d+)/'``.
+Its result stays in the run directory unless ``--json`` says otherwise (it is a decision, not a benchmark record).
 
 **Resuming.** Each step's output in ``RUN`` is reused when it is complete (a finished
 ``pretrain`` or ``finetune`` run, an adaptation's ``final``, an evaluation of the same checkpoint
@@ -241,13 +249,45 @@ def with_overrides(profile: Profile, assignments: list[str]) -> Profile:
 # data
 
 
-def read_split(dataset_dir: Path, split: str, limit: int, seed: int) -> list[tuple[Path, str]]:
-    """The items of ``DATASET_DIR/<split>.tsv``; a seeded random subset of ``limit`` when ``limit`` > 0."""
-    items = read_labels(dataset_dir / f"{split}.tsv")
+def subset(items: list[tuple[Path, str]], split: str, limit: int, seed: int) -> list[tuple[Path, str]]:
+    """``items`` of ``split``, or a seeded random subset of ``limit`` of them when ``limit`` > 0."""
     if 0 < limit < len(items):
         keep = np.random.default_rng([seed, 7, len(split)]).choice(len(items), size=limit, replace=False)
         items = [items[i] for i in sorted(keep)]
     return items
+
+
+def group_key(group: str) -> tuple:
+    """Sort order of held-out groups: numbers by value (writer 9 before writer 10), then other names."""
+    return (0, int(group), "") if group.isdigit() else (1, 0, group)
+
+
+def heldout_split(dataset_dir: Path, pattern: str) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]], dict]:
+    """``--heldout``: the train split alone, cut in two by groups of images (pages, writers): the images of the
+    first half of the groups to adapt to, the labels of the rest to score. ``pattern``'s first group, searched in
+    an image's path as ``train.tsv`` writes it, names its group. Returns (adapt items, read items, the record)."""
+    import re
+
+    labels = dataset_dir / "train.tsv"
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise HwlearnError(f"--heldout '{pattern}': not a regular expression ({exc})") from None
+    if regex.groups < 1:
+        raise HwlearnError(f"--heldout '{pattern}': needs a (group) naming an image's page or writer")
+    groups: dict[str, list[tuple[Path, str]]] = {}
+    for path, text in read_labels(labels):
+        shown = path.relative_to(dataset_dir) if path.is_relative_to(dataset_dir) else path
+        match = regex.search(shown.as_posix())
+        if match is None or not match.group(1):
+            raise HwlearnError(f"{labels}: {shown} has no group for --heldout '{pattern}'")
+        groups.setdefault(match.group(1), []).append((path, text))
+    names = sorted(groups, key=group_key)
+    if len(names) < 2:
+        raise HwlearnError(f"{labels}: --heldout '{pattern}' finds {len(names)} group(s); it needs two or more")
+    adapt, read = names[:len(names) // 2], names[len(names) // 2:]
+    record = {"pattern": pattern, "adapt_groups": adapt, "read_groups": read}
+    return [i for g in adapt for i in groups[g]], [i for g in read for i in groups[g]], record
 
 
 def write_labels(path: Path, items: list[tuple[Path, str]]) -> Path:
@@ -578,6 +618,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="first time N training steps and a recognition pass of the profile's model on 512 "
                          "pre-rendered words (benchmarks/train_speed.py, in a subprocess), recorded as host_speed: "
                          "how fast this host runs torch, to compare run times across hosts (0: skip)")
+    ap.add_argument("--heldout", default=None, metavar="REGEX",
+                    help="decide settings without the test split: adapt to the train images of the first half of "
+                         "the groups REGEX's first (group) finds in train.tsv's image paths (pages, writers; "
+                         "numbers in order) and score on the train labels of the rest; test.tsv is not read, and "
+                         "the result stays in the run directory. GW's pages: 'images/(\\d+)-'; DHSD's writers: "
+                         "'writer(\\d+)/'")
     ap.add_argument("--json", type=Path, default=None,
                     help="result file (default benchmarks/results/...; RUN/real_accuracy.json when --systems "
                          "leaves a model out)")
@@ -606,8 +652,14 @@ def run(args: argparse.Namespace) -> dict:
     device = str(resolve_device(args.device))
     code = git_state()  # the code that runs (read now: commits made while it runs are not it)
 
-    train = read_split(dataset_dir, "train", profile.max_train_images, args.seed)
-    test = read_split(dataset_dir, "test", profile.max_test_images, args.seed)
+    if args.heldout:  # the test split is not read at all
+        train, test, heldout = heldout_split(dataset_dir, args.heldout)
+        console.print(f"--heldout: adapting to the train images of groups {', '.join(heldout['adapt_groups'])}, "
+                      f"scoring the train labels of {', '.join(heldout['read_groups'])}")
+    else:
+        train, test, heldout = read_labels(dataset_dir / "train.tsv"), read_labels(dataset_dir / "test.tsv"), None
+    train = subset(train, "train", profile.max_train_images, args.seed)
+    test = subset(test, "test", profile.max_test_images, args.seed)
     charset = model_charset(args.skip_pretrain)
     cover = {"train": coverage(train, charset), "test": coverage(test, charset)}
     for split, c in cover.items():
@@ -617,7 +669,7 @@ def run(args: argparse.Namespace) -> dict:
     check_settings(run_dir, {
         "dataset": str(dataset_dir), "profile": args.profile,
         **{k: v for k, v in asdict(profile).items() if k not in SPEED_ONLY},
-        "seed": args.seed, "corpus": str(args.corpus) if args.corpus else None,
+        "seed": args.seed, "heldout": args.heldout, "corpus": str(args.corpus) if args.corpus else None,
         "skip_pretrain": str(args.skip_pretrain) if args.skip_pretrain else None,
         "adapt_lexicon": str(args.lexicon) if args.adapt_lexicon else None,
         "char_lm": None if args.adapt_lexicon else args.char_lm,
@@ -662,7 +714,7 @@ def run(args: argparse.Namespace) -> dict:
         "device": device,
         "command": shlex.join(["python", *sys.argv]) if args.command is None else args.command,
         "dataset": {"name": name, "dir": str(dataset_dir), "train_images": len(train), "test_images": len(test),
-                    "finetune_images": len(finetune_items), "charset_coverage": cover},
+                    "finetune_images": len(finetune_items), "charset_coverage": cover, "heldout": heldout},
         "profile": {"name": args.profile, **asdict(profile)},
         "settings": {"seed": args.seed, "corpus": pre_meta.get("synthetic", {}).get("corpus"),
                      "lexicon": str(args.lexicon) if args.lexicon else None, "adapt_lexicon": args.adapt_lexicon,
@@ -679,7 +731,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     if args.json:
         out = args.json
-    elif set(results) == set(SYSTEMS):
+    elif set(results) == set(SYSTEMS) and not args.heldout:
         out = (REPO / "benchmarks" / "results" /
                f"real_accuracy-{name}-{args.profile}-{socket.gethostname()}-{result['date']}.json")
     else:  # a partial run is an experiment, not a benchmark record: its result stays with its run

@@ -7,6 +7,7 @@ round trains."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,52 @@ def test_systems_limits_the_run_to_the_models_asked_for(barely_trained, dataset,
     with pytest.raises(SystemExit) as exc:
         ra.main([dataset, "--profile", "smoke", "--systems", "label_free,nonsense"])
     assert exc.value.code == 2
+
+
+def heldout_dataset(root: Path, source: Path) -> Path:
+    """The tiny dataset's 16 train words filed under four writers' folders (``w2``, ``w9``, ``w10``, ``w11``, four
+    each), their images copied; no test.tsv: a --heldout run must not need one."""
+    import shutil
+
+    lines = (source / "train.tsv").read_text(encoding="utf-8").splitlines()
+    rows = []
+    for i, line in enumerate(lines):
+        rel, text = line.split("\t")
+        image = Path(f"images/w{(2, 9, 10, 11)[i // 4]}/{Path(rel).name}")
+        (root / image).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / rel, root / image)
+        rows.append(f"{image.as_posix()}\t{text}\n")
+    (root / "train.tsv").write_text("".join(rows), encoding="utf-8")
+    return root
+
+
+def test_heldout_decides_on_the_train_split_alone(barely_trained, dataset, tmp_path):
+    root = heldout_dataset(tmp_path / "byw", dataset)
+    adapt, read, record = ra.heldout_split(root, r"w(\d+)/")
+    # writers in numeric order (w9 before w10), the first half adapted to, the rest read
+    assert record == {"pattern": r"w(\d+)/", "adapt_groups": ["2", "9"], "read_groups": ["10", "11"]}
+    assert [p.parent.name for p, _ in adapt] == ["w2"] * 4 + ["w9"] * 4
+    assert [p.parent.name for p, _ in read] == ["w10"] * 4 + ["w11"] * 4
+    for pattern, problem in ((r"w\d+/", "needs a (group)"), (r"x(\d+)", "has no group"), (r"(w)", "finds 1 group"),
+                             (r"w(\d+", "not a regular expression")):
+        with pytest.raises(HwlearnError, match=re.escape(problem)):
+            ra.heldout_split(root, pattern)
+
+    run_dir = tmp_path / "run"
+    saved = ra.main([root, "--profile", "smoke", "--skip-pretrain", barely_trained, "--out-dir", run_dir,
+                     "--device", "cpu", "--systems", "label_free", "--set", "adapt_steps=2",
+                     "--set", "adapt_student_steps=0", "--speed-check-steps", "0", "--heldout", r"w(\d+)/"])
+    assert saved["steps"]["adapt_train"]["images"] == 8
+    assert saved["results"]["label_free"]["greedy"]["n"] == 8
+    assert saved["dataset"]["heldout"]["read_groups"] == ["10", "11"]
+    scored = (run_dir / "data" / "test.tsv").read_text(encoding="utf-8")
+    assert scored.count("/w10/") == scored.count("/w11/") == 4 and "/w2/" not in scored
+    assert json.loads((run_dir / "real_accuracy.json").read_text(encoding="utf-8"))["results"] == saved["results"]
+    # the run directory remembers it was a held-out run
+    with pytest.raises(SystemExit):
+        ra.main([root, "--profile", "smoke", "--skip-pretrain", barely_trained, "--out-dir", run_dir,
+                 "--device", "cpu", "--systems", "label_free", "--set", "adapt_steps=2",
+                 "--set", "adapt_student_steps=0", "--speed-check-steps", "0"])
 
 
 def test_cpu_full_profile_is_hwlearn_adapts_defaults():
