@@ -41,8 +41,8 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 
 - ``smoke``: seconds; 50 train / 50 test images, a few steps per phase; checks the script works;
 - ``cpu``: the 60-minute budget on 2 CPU cores: small preset, batch 32, 15000 pretraining steps,
-  6 adaptation rounds x 300 steps (share ramp over 3) reading each image in 2 augmented views too,
-  1000 fine-tuning steps. Sized on GW (2375 / 3655 images to adapt to); DHSD has twice the images,
+  6 adaptation rounds x 300 steps (share ramp over 3) reading each image in 2 augmented views too, then
+  hwlearn adapt's student (four times the rounds' steps: 7200, ~10 minutes), 1000 fine-tuning steps. Sized on GW (2375 / 3655 images to adapt to); DHSD has twice the images,
   wider ones, and its one-hour command sets 7000 pretraining steps of phrases, with rare letters
   (``Ä``) drawn more often, adapted for 8 rounds (``--set pretrain_steps=7000 --set phrase_share=0.5
   --set max_len=32 --set char_floor=0.01 --set adapt_rounds=8 --set adapt_student_steps=0``: its hour has no room

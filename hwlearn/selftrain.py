@@ -38,7 +38,7 @@ Each round:
    ``round<k>/pseudo_labels.tsv``, :func:`write_pseudo_labels`) and re-label all images with the new model; the
    mean confidence over *all* unlabeled images is the round's label-free score.
 
-After the rounds, the **student** (``student_steps``, by default twice as many steps as the rounds together,
+After the rounds, the **student** (``student_steps``, by default four times as many steps as the rounds together,
 :data:`STUDENT_STEPS_PER_ROUND_STEP`; 0: none): the pretrained weights are loaded again and trained once on
 the last round's readings (marks held, the end share selected), as a round trains, into ``student/``; it
 reads every image as a round does. A model trained round after round on its own labels keeps some of what it
@@ -119,10 +119,10 @@ class AdaptConfig:
     # round 6); holding them read GW's train labels better on four pretrained models (benchmarks/EXPERIMENTS.md, session 53)
     hold_marks: bool = True
     # after the rounds, train a fresh *student* from the pretrained weights for this many steps on the last round's
-    # pseudo-labels (the end share, marks held), to compete with the rounds for the final model (None: twice as
-    # many steps as the rounds together, STUDENT_STEPS_PER_ROUND_STEP; 0: no student). A model self-trained round
+    # pseudo-labels (the end share, marks held), to compete with the rounds for the final model (None: four times
+    # as many steps as the rounds together, STUDENT_STEPS_PER_ROUND_STEP; 0: no student). A model self-trained round
     # after round keeps the errors it learned early; one trained once on the best labels need not. The held-out
-    # words of GW and DHSD read better on all six adaptations tried (benchmarks/EXPERIMENTS.md, sessions 60-61)
+    # words of GW and DHSD read better on all six adaptations tried (benchmarks/EXPERIMENTS.md, sessions 60-62)
     student_steps: int | None = None
 
     def share(self, round_index: int) -> float:
@@ -137,9 +137,10 @@ class AdaptConfig:
 
 
 #: The student's steps (:attr:`AdaptConfig.student_steps` None) per training step of the rounds: on the held-out
-#: words of both datasets twice the rounds' steps read better than as many (GW 0.0946 / 0.0729 -> 0.0910 / 0.0719
-#: over two pretrained models, DHSD 0.1360 / 0.1248 -> 0.1285 / 0.1186; benchmarks/EXPERIMENTS.md, session 61).
-STUDENT_STEPS_PER_ROUND_STEP = 2
+#: words of both datasets each doubling read better greedily, from as many as the rounds' to four times as many (GW
+#: 0.0946 -> 0.0910 -> 0.0851 over two pretrained models, DHSD 0.1360 -> 0.1285 -> 0.1230; benchmarks/EXPERIMENTS.md,
+#: sessions 61-62). It costs time: on 2 CPU cores ~10 minutes for GW's 6 x 300 round steps.
+STUDENT_STEPS_PER_ROUND_STEP = 4
 
 #: The pseudo-labels' beam with a lexicon (:attr:`AdaptConfig.beam_width` None): a search that may only grow along the
 #: lexicon's words loses, with 10 prefixes, the word whose first letter the model doubts before its end (GW: the

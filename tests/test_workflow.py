@@ -16,6 +16,7 @@ from hwlearn.charlm import MixedCharLM
 from hwlearn.checkpoint import load_checkpoint
 from hwlearn.cli import main
 from hwlearn.recipes import load_charlm
+from hwlearn.selftrain import STUDENT_STEPS_PER_ROUND_STEP
 from hwlearn.synth import build_synthetic
 
 MODES = ["L", "RGBA", "P", "I;16", "CMYK", "LA", "1"]
@@ -73,12 +74,12 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     meta = json.loads((out / "final" / "meta.json").read_text())
     summary = meta["adapt_summary"]
     # round 0 (the pretrained model), round 1, and the student trained from the pretrained weights after the rounds
-    # for twice as many steps as the rounds together (10) on round 1's readings
+    # for STUDENT_STEPS_PER_ROUND_STEP times as many steps as the rounds together (1 x 5) on round 1's readings
     assert summary["chosen_round"] in (0, 1, 2) and len(summary["rounds"]) == 3
     assert summary["rounds"][1]["selected"] >= 1 and summary["rounds"][2]["student"]
     assert summary["chosen"] == ("student" if summary["chosen_round"] == 2 else f"round {summary['chosen_round']}")
     student_meta = json.loads((out / "student" / "last" / "meta.json").read_text())
-    assert student_meta["training"]["phase"] == "adapt-student" and student_meta["training"]["step"] == 10
+    assert student_meta["training"]["phase"] == "adapt-student" and student_meta["training"]["step"] == STUDENT_STEPS_PER_ROUND_STEP * 5
     assert "student: labeled 14" in out_text
     # where each round's time went: round 0 only read; round 1 trained, labeled and read the --val labels
     assert set(summary["rounds"][0]["seconds"]) == {"labeling", "report"}

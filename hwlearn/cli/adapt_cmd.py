@@ -68,7 +68,7 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
 @click.option("--student-steps", default=None, type=click.IntRange(min=0), metavar="N",
               help="After the rounds, train a fresh model from the pretrained weights for N steps on the last "
                    "round's pseudo-labels (the 'student'); the final model is chosen among the rounds and it "
-                   "[default: twice as many steps as the rounds together; 0: no student]. See docs/adapting.md.")
+                   "[default: four times as many steps as the rounds together; 0: no student]. See docs/adapting.md.")
 @click.option("--beam-width", default=None, type=click.IntRange(min=1), metavar="N",
               help="Prefixes the search for each pseudo-label keeps [default: 24 with --lexicon, else 10]. With a "
                    "lexicon a wider beam keeps the words whose first letters the model doubts (GW: 24 labeled "
