@@ -42,11 +42,11 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 - ``smoke``: seconds; 50 train / 50 test images, a few steps per phase; checks the script works;
 - ``cpu``: the 60-minute budget on 2 CPU cores: small preset, batch 32, 15000 pretraining steps,
   6 adaptation rounds x 300 steps (share ramp over 3) reading each image in 2 augmented views too, then
-  hwlearn adapt's student (four times the rounds' steps: 7200, ~10 minutes), 1000 fine-tuning steps. Sized on GW (2375 / 3655 images to adapt to); DHSD has twice the images,
-  wider ones, and its one-hour command sets 7000 pretraining steps of phrases, with rare letters
-  (``Ä``) drawn more often, adapted for 8 rounds (``--set pretrain_steps=7000 --set phrase_share=0.5
-  --set max_len=32 --set char_floor=0.01 --set adapt_rounds=8 --set adapt_student_steps=0``: its hour has no room
-  for the students; benchmarks/README.md has the times);
+  hwlearn adapt's student (four times the rounds' steps: 7200, ~10 minutes), 1000 fine-tuning steps. Sized on
+  GW (2375 / 3655 images to adapt to); DHSD has twice the images, wider ones, and its one-hour command sets
+  7000 pretraining steps of phrases, with rare letters (``Ä``) drawn more often, adapted for 8 rounds
+  (``--set pretrain_steps=7000 --set phrase_share=0.5 --set max_len=32 --set char_floor=0.01 --set adapt_rounds=8
+  --set adapt_student_steps=0``: its hour has no room for the students; benchmarks/README.md has the times);
 - ``cpu-full``: hwlearn adapt's defaults (7 rounds x 500 steps, 4 views) on the small preset, 7000
   pretraining steps, 2000 fine-tuning steps: the best CPU numbers, about 1.5 h (GW) to 3 h (DHSD)
   on 2 cores;
@@ -95,6 +95,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import shutil
 import socket
@@ -266,8 +267,6 @@ def heldout_split(dataset_dir: Path, pattern: str) -> tuple[list[tuple[Path, str
     """``--heldout``: the train split alone, cut in two by groups of images (pages, writers): the images of the
     first half of the groups to adapt to, the labels of the rest to score. ``pattern``'s first group, searched in
     an image's path as ``train.tsv`` writes it, names its group. Returns (adapt items, read items, the record)."""
-    import re
-
     labels = dataset_dir / "train.tsv"
     try:
         regex = re.compile(pattern)
