@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -176,8 +177,6 @@ def test_systems_limits_the_run_to_the_models_asked_for(barely_trained, dataset,
 def heldout_dataset(root: Path, source: Path) -> Path:
     """The tiny dataset's 16 train words filed under four writers' folders (``w2``, ``w9``, ``w10``, ``w11``, four
     each), their images copied; no test.tsv: a --heldout run must not need one."""
-    import shutil
-
     lines = (source / "train.tsv").read_text(encoding="utf-8").splitlines()
     rows = []
     for i, line in enumerate(lines):

@@ -79,7 +79,8 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     assert summary["rounds"][1]["selected"] >= 1 and summary["rounds"][2]["student"]
     assert summary["chosen"] == ("student" if summary["chosen_round"] == 2 else f"round {summary['chosen_round']}")
     student_meta = json.loads((out / "student" / "last" / "meta.json").read_text())
-    assert student_meta["training"]["phase"] == "adapt-student" and student_meta["training"]["step"] == STUDENT_STEPS_PER_ROUND_STEP * 5
+    assert student_meta["training"]["phase"] == "adapt-student"
+    assert student_meta["training"]["step"] == STUDENT_STEPS_PER_ROUND_STEP * 5
     assert "student: labeled 14" in out_text
     # where each round's time went: round 0 only read; round 1 trained, labeled and read the --val labels
     assert set(summary["rounds"][0]["seconds"]) == {"labeling", "report"}
