@@ -51,9 +51,11 @@ whose label has a character outside the model's charset: CTC cannot learn them).
   pretraining steps, 2000 fine-tuning steps: the best CPU numbers, about 1.5 h (GW) to 3 h (DHSD)
   on 2 cores;
 - ``gpu``: ``base`` preset (height 64), 8000 pretraining steps of batch 64 with 14 rendering
-  workers, 6 x 500 adaptation steps (2 views), 1500 fine-tuning steps: sized to one dataset in a
-  lent GPU machine's 15-minute lease (one H200, 16 cores: ``benchmarks/gpu_session.sh``). The one
-  lease so far measured pretraining at ~19 steps/s (~7 minutes for 8000); the rest is an estimate.
+  workers, 6 x 500 adaptation steps (2 views), no student, 1500 fine-tuning steps: sized to one
+  dataset in a lent GPU machine's 15-minute lease (one H200, 16 cores: ``benchmarks/gpu_session.sh``).
+  The one lease so far measured pretraining at ~19 steps/s (~7 minutes for 8000); the rest is an
+  estimate. The default student (4 x 3000 = 12000 steps, ~10 minutes at that pace) would not fit
+  the lease: ``--set adapt_student_steps=N`` asks for one where there is time.
 
 ``--systems`` limits the run to some of the models (the synthetic-only one is always scored), e.g.
 ``--skip-pretrain RUN/pretrain/best --systems label_free --out-dir runs/exp1 --set adapt_lr=0.001``
@@ -204,8 +206,11 @@ PROFILES = {
     # 10000 steps took 8.5 minutes and left too little for adaptation; 8000 (synthetic val CER 0.0136 at step 8000
     # of the 10000-step schedule). Batch 128 at half the steps was not tried there: on the CPU the same change to
     # the small model (64 x 7500 for 32 x 15000) read GW worse than all four draws (0.0865 / 0.0681, EXPERIMENTS)
+    # hwlearn adapt's default student (4 x 3000 = 12000 steps) would take ~10 of the lease's minutes at that pace:
+    # the profile leaves it out (adapt_student_steps=0), as DHSD's one-hour `cpu` command does
     "gpu": Profile(preset="base", pretrain_steps=8000, batch_size=64, workers=14, val_every=1000, val_size=1000,
-                   adapt_rounds=6, adapt_ramp_rounds=3, adapt_steps=500, adapt_views=2, finetune_steps=1500),
+                   adapt_rounds=6, adapt_ramp_rounds=3, adapt_steps=500, adapt_views=2, adapt_student_steps=0,
+                   finetune_steps=1500),
 }
 
 # settings that change no result (only speed): a run directory may be continued with other values
