@@ -70,7 +70,8 @@ PROFILE=${PROFILE:-gpu}
 WHEELS=${WHEELS:-.whl}
 # DHSD's `cpu` command's settings, with 4000 pretraining steps rather than 7000: its phrases are about twice GW's
 # words' width (mean rendered width at height 64: 331 vs 155 pixels), so 4000 steps should take about as long as
-# GW's 8000 (an estimate: DHSD has not run on a GPU yet)
+# GW's 8000 (an estimate: DHSD has not run on a GPU yet); the profile's 6 rounds rather than the `cpu` command's 8,
+# and no student (the `gpu` profile has none), for the lease's time
 DHSD_SET=${DHSD_SET:---set pretrain_steps=4000 --set phrase_share=0.5 --set max_len=32 --set char_floor=0.01}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
