@@ -41,17 +41,20 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 
 - ``smoke``: seconds; 50 train / 50 test images, a few steps per phase; checks the script works;
 - ``cpu``: the 60-minute budget on 2 CPU cores: small preset, batch 32, 15000 pretraining steps,
-  6 adaptation rounds x 300 steps (share ramp over 3) reading each image in 2 augmented views too, then
+  hwlearn adapt's 2000 steps on the matched fonts' words (~4 minutes), 6 adaptation rounds x 300 steps (share ramp over 3) reading each image in 2 augmented views too, then
   hwlearn adapt's student (four times the rounds' steps: 7200, ~10 minutes), 1000 fine-tuning steps. Sized on
   GW (2375 / 3655 images to adapt to); DHSD has twice the images, wider ones, and its one-hour command sets
   7000 pretraining steps of phrases, with rare letters (``Ä``) drawn more often, adapted for 8 rounds
   (``--set pretrain_steps=7000 --set phrase_share=0.5 --set max_len=32 --set char_floor=0.01 --set adapt_rounds=8
-  --set adapt_student_steps=0``: its hour has no room for the students; benchmarks/README.md has the times);
+  --set adapt_student_steps=0 --set adapt_font_steps=0``: its hour has no room for the students, nor for
+  hwlearn adapt's 2000 steps on the matched fonts, which GW's takes first; benchmarks/README.md has the
+  times);
 - ``cpu-full``: hwlearn adapt's defaults (7 rounds x 500 steps, 4 views) on the small preset, 7000
   pretraining steps, 2000 fine-tuning steps: the best CPU numbers, about 1.5 h (GW) to 3 h (DHSD)
   on 2 cores;
 - ``gpu``: ``base`` preset (height 64), 8000 pretraining steps of batch 64 with 14 rendering
-  workers, 6 x 500 adaptation steps (2 views), no student, 1500 fine-tuning steps: sized to one
+  workers, 6 x 500 adaptation steps (2 views), no student and no steps on the matched fonts before round 1,
+  1500 fine-tuning steps: sized to one
   dataset in a lent GPU machine's 15-minute lease (one H200, 16 cores: ``benchmarks/gpu_session.sh``).
   The one lease so far measured pretraining at ~19 steps/s (~7 minutes for 8000); the rest is an
   estimate. The default student (4 x 3000 = 12000 steps, ~10 minutes at that pace) would not fit
@@ -167,6 +170,7 @@ class Profile:
     adapt_synthetic_share: float = AdaptConfig.synthetic_share  # share of synthetic words in adaptation batches
     adapt_layout: str = AdaptConfig.layout  # how real images' margins are trimmed (hwlearn.layout); auto: by confidence
     adapt_match_fonts: int = AdaptConfig.match_fonts  # > 0: synthetic words from the closest fonts (hwlearn.fontmatch)
+    adapt_font_steps: int = AdaptConfig.font_steps  # steps on those fonts' words alone before round 1
     adapt_views: int = AdaptConfig.views  # augmented copies of each image read too (hwlearn.decode.consensus)
     adapt_augment: str = AdaptConfig.augment  # augmentation of the pseudo-labeled images in training
     adapt_dropout: float = AdaptConfig.dropout  # dropout while training on pseudo-labels (whatever the preset has)
@@ -184,7 +188,8 @@ class Profile:
 
 PROFILES = {
     "smoke": Profile(preset="small", pretrain_steps=20, batch_size=8, workers=1, val_every=20, val_size=16,
-                     adapt_rounds=1, adapt_steps=5, finetune_steps=10, max_train_images=50, max_test_images=50),
+                     adapt_rounds=1, adapt_steps=5, adapt_font_steps=5, finetune_steps=10, max_train_images=50,
+                     max_test_images=50),
     # the 60-minute budget on 2 cores (GW): 6 shorter adaptation rounds read in 2 views, shorter fine-tuning
     # (pretraining is where the minutes pay most: 7000 vs 3500 steps, same adaptation: 0.110 vs 0.169;
     # 5500 steps since batches are sorted by rendered width: a step takes ~0.78 of the time it did; 7500 since
@@ -207,10 +212,11 @@ PROFILES = {
     # of the 10000-step schedule). Batch 128 at half the steps was not tried there: on the CPU the same change to
     # the small model (64 x 7500 for 32 x 15000) read GW worse than all four draws (0.0865 / 0.0681, EXPERIMENTS)
     # hwlearn adapt's default student (4 x 3000 = 12000 steps) would take ~10 of the lease's minutes at that pace:
-    # the profile leaves it out (adapt_student_steps=0), as DHSD's one-hour `cpu` command does
+    # the profile leaves it out (adapt_student_steps=0), as DHSD's one-hour `cpu` command does; and the 2000 steps
+    # on the matched fonts before round 1 (never measured on the base model; ~2 minutes per adaptation at that pace)
     "gpu": Profile(preset="base", pretrain_steps=8000, batch_size=64, workers=14, val_every=1000, val_size=1000,
                    adapt_rounds=6, adapt_ramp_rounds=3, adapt_steps=500, adapt_views=2, adapt_student_steps=0,
-                   finetune_steps=1500),
+                   adapt_font_steps=0, finetune_steps=1500),
 }
 
 # settings that change no result (only speed): a run directory may be continued with other values
@@ -440,6 +446,7 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                          batch_size=profile.batch_size, lr=profile.adapt_lr,
                          warmup_steps=min(50, max(1, profile.adapt_steps // 5)), num_workers=profile.workers,
                          seed=args.seed, layout=profile.adapt_layout, match_fonts=profile.adapt_match_fonts,
+                         font_steps=profile.adapt_font_steps,
                          start_share=profile.adapt_start_share, end_share=profile.adapt_end_share,
                          synthetic_share=profile.adapt_synthetic_share, views=profile.adapt_views,
                          augment=profile.adapt_augment, dropout=profile.adapt_dropout,

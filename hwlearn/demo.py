@@ -34,6 +34,8 @@ class DemoConfig:
     held_out_fraction: float = 0.2
     adapt_rounds: int = 2
     adapt_steps: int = 250
+    # steps on the matched fonts' words before round 1 (hwlearn adapt's 2000 would outlast this pretraining)
+    adapt_font_steps: int = 250
     workers: int = 2
     seed: int = 0
     device: str = "auto"
@@ -109,7 +111,7 @@ def run_demo(out_dir: str | Path, config: DemoConfig = DemoConfig(), fonts_dir=N
         out / "pretrain" / "best", out / "target" / "images", out / "adapt",
         lexicon_source=corpus or default_corpus_path(),
         config=AdaptConfig(rounds=config.adapt_rounds, steps_per_round=config.adapt_steps, batch_size=config.batch_size,
-                           num_workers=config.workers, seed=config.seed),
+                           font_steps=config.adapt_font_steps, num_workers=config.workers, seed=config.seed),
         device=config.device,
         report=lambda r: console.print(f"{r.name}: selected {r.selected}/{r.labeled}, "
                                        f"mean confidence {r.mean_confidence:.4f}"),

@@ -5,6 +5,9 @@ their blank margins trimmed to those of the synthetic words at the sides or on a
 (:mod:`hwlearn.layout`) — whichever the pretrained model labels with the highest mean confidence
 (on a seeded sample of :data:`LAYOUT_SAMPLE` images when there are more).
 It is recorded in every checkpoint written, so ``evaluate`` and ``recognize`` read images the same way.
+Then the synthetic words mixed into training are drawn from the fonts closest to the images
+(``match_fonts``, :func:`match_synthetic_fonts`), and the model trains ``font_steps`` steps on those words
+alone (:func:`tune_to_fonts`, into ``fonts/last``): round 0's readings, the rounds and the student start from it.
 
 Each round:
 
@@ -39,7 +42,7 @@ Each round:
    mean confidence over *all* unlabeled images is the round's label-free score.
 
 After the rounds, the **student** (``student_steps``, by default four times as many steps as the rounds together,
-:data:`STUDENT_STEPS_PER_ROUND_STEP`; 0: none): the pretrained weights are loaded again and trained once on
+:data:`STUDENT_STEPS_PER_ROUND_STEP`; 0: none): the weights round 1 started from are loaded again and trained once on
 the last round's readings (marks held, the end share selected), as a round trains, into ``student/``; it
 reads every image as a round does. A model trained round after round on its own labels keeps some of what it
 learned from the first rounds' noisier ones.
@@ -107,6 +110,11 @@ class AdaptConfig:
     beam_width: int | None = None
     layout: str = "auto"  # "auto" (chosen by mean confidence) or one of hwlearn.layout.LAYOUTS
     match_fonts: int = 20  # > 0: synthetic words only from the fonts closest to the images (hwlearn.fontmatch)
+    # before round 1, train the pretrained model this many steps on synthetic words from those closest fonts alone
+    # (tune_to_fonts; 0: none, and none when no fonts were matched): the rounds start from, and the student from, a
+    # model that has seen more of the handwriting styles nearest the images. On GW's held-out pages the students
+    # read better on both pretrained models tried (benchmarks/EXPERIMENTS.md, session 64)
+    font_steps: int = 2000
     views: int = 4  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
     augment: str = "strong"  # augmentation of the pseudo-labeled images in training: "strong" or "light" (AUGMENTS)
     dropout: float | None = 0.2  # dropout while training on the pseudo-labels (None: the model's own; see adapt())
@@ -430,6 +438,46 @@ def match_synthetic_fonts(model, inputs, synthetic, config: AdaptConfig, charset
     return synthetic.with_fonts(keep), keep
 
 
+#: Where the model trained on the matched fonts before round 1 is written (:func:`tune_to_fonts`): ``OUT/fonts/last``.
+FONTS_STAGE = "fonts"
+
+
+def tune_to_fonts(model, synthetic, config: AdaptConfig, charset: Charset, height: int, out_dir: Path, key: str,
+                  meta: dict, device, dropout: float, resume: bool = False) -> Path:
+    """Train ``model`` ``config.font_steps`` steps on the synthetic words of ``synthetic`` alone (already drawn
+    from the fonts closest to the images, :func:`match_synthetic_fonts`) with ``dropout`` (the pretrained model's
+    own), at the rounds' learning rate and batch size, and save it with ``meta`` to ``out_dir`` / :data:`FONTS_STAGE`
+    ``/ last`` under the run's resume ``key``; return that path. With ``resume``, a model saved there under ``key`` is loaded
+    instead of trained again. The rounds start from it, and so does the student: pretraining saw every font
+    equally, and the styles nearest the images (GW's copperplate capitals, say) were a few of the 65."""
+    last = out_dir / FONTS_STAGE / "last"
+    if resume:
+        try:
+            saved = json.loads((last / "meta.json").read_text(encoding="utf-8")).get("resume_key") == key
+        except (OSError, ValueError):
+            saved = False
+        if saved:
+            model.load_state_dict(load_checkpoint(last, device=device).model.state_dict())
+            console.print(f"resuming: the model trained on the matched fonts is in {last}")
+            return last
+    rounds_dropout = model.config.dropout
+    model.set_dropout(dropout)
+    train_config = TrainConfig(steps=config.font_steps, batch_size=config.batch_size, lr=config.lr,
+                               warmup_steps=config.warmup_steps, val_every=config.font_steps,
+                               num_workers=config.num_workers, seed=config.seed * 1000, phase="adapt-fonts")
+    stage_meta = {k: v for k, v in meta.items() if k not in ("training", "metrics", DOMAIN_WORDS)}
+    trainer = Trainer(model, charset, [Source(ModelInputs(synthetic, height), share=1.0, infinite=True, name="synthetic")],
+                      last.parent, train_config, device=device, meta=stage_meta)
+    trainer.fit()
+    model.set_dropout(rounds_dropout)
+    save_checkpoint(last, model, charset, meta={**stage_meta, "resume_key": key,
+                                                 "training": {"phase": "adapt-fonts", "step": trainer.step,
+                                                              "seconds": round(trainer.seconds, 1),
+                                                              "device": str(trainer.device)}})
+    console.print(f"trained {config.font_steps} steps on the matched fonts' words alone ({trainer.seconds:.0f} s)")
+    return last
+
+
 def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], config: AdaptConfig, method: str,
                lexicon, charlm, layout: Layout, val_items: Sequence[tuple[Path, str]]) -> str:
     """What makes a round's result: the pretrained checkpoint (path and training record), the images in
@@ -553,6 +601,7 @@ def adapt(
         config = replace(config, beam_width=LEXICON_BEAM if lexicon is not None else CHARLM_BEAM)
     if config.student_steps is None:
         config = replace(config, student_steps=STUDENT_STEPS_PER_ROUND_STEP * config.rounds * config.steps_per_round)
+    own_dropout = model.config.dropout
     if config.dropout is not None:
         model.set_dropout(config.dropout)  # (readings are made in eval mode: dropout only acts in training)
 
@@ -574,6 +623,14 @@ def adapt(
         fonts_used: list[str] = []
         if config.match_fonts > 0:
             synthetic, fonts_used = match_synthetic_fonts(model, inputs, synthetic, config, charset, height, device)
+        key = resume_key(checkpoint, ckpt.meta, unlabeled, config, method, lexicon, charlm, layout, val_items)
+        start = Path(checkpoint)  # the weights round 1 and the student start from
+        if config.font_steps > 0 and fonts_used:
+            stage_meta = {**meta, "adapt": {**asdict(config), "round": 0, "source": str(checkpoint),
+                                            "fonts_used": fonts_used}}
+            start = tune_to_fonts(model, synthetic, config, charset, height, out_dir, key, stage_meta, device,
+                                  own_dropout, resume)
+            preds = None  # (the layout choice's readings were the pretrained model's)
 
         def augmented_inputs(round_index: int, view: int) -> AugmentedCopy:
             """Model inputs of an augmented copy of every image (a fresh one per round and view, made as
@@ -614,7 +671,6 @@ def adapt(
                 row.seconds["report"] = round(time.perf_counter() - started, 1)
             return preds, row
 
-        key = resume_key(checkpoint, ckpt.meta, unlabeled, config, method, lexicon, charlm, layout, val_items)
         done = finished_rounds(out_dir, key, config) if resume else []
         if resume and not done and (out_dir / "round1" / "last" / "meta.json").is_file():
             raise HwlearnError(f"{out_dir}: its rounds were made from another checkpoint, other images or other "
@@ -624,13 +680,13 @@ def adapt(
             preds, row = saved
         else:
             preds, row = label_and_score(0, 0.0, [], [], preds)  # the layout choice may have labeled them all
-            row.checkpoint = str(checkpoint)
+            row.checkpoint = str(start)
             save_readings(out_dir / "round0", key, preds, row)
         round0_marks = mark_shares([p.text for p in preds])
         rounds = [row]
         if report:
             report(row)
-        round_dirs = {0: Path(checkpoint)}
+        round_dirs = {0: start}
         readings: dict[int, Counter] = {}  # round -> the pseudo-labels it trained on, and how often each
         for row in done:
             round_dirs[row.round] = stage_dir(out_dir, config, row.round) / "last"
@@ -667,8 +723,8 @@ def adapt(
             if not selected:
                 console.print(f"[yellow]{name}: no usable pseudo-label (all predictions empty); stopping")
                 break
-            if student:  # a fresh model: the pretrained weights (with the rounds' dropout, set above)
-                model.load_state_dict(load_checkpoint(checkpoint, device=device).model.state_dict())
+            if student:  # a fresh model: the weights round 1 started from (with the rounds' dropout, set above)
+                model.load_state_dict(load_checkpoint(start, device=device).model.state_dict())
             write_pseudo_labels(folder / PSEUDO_LABELS, unlabeled, preds, selected)
             readings[r] = Counter(preds[i].text for i in selected)
             items = [(images[i], preds[i].text) for i in selected]

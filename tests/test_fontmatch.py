@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import write_word_images
 
 from hwlearn.checkpoint import load_checkpoint
@@ -70,7 +71,8 @@ def test_adapt_draws_synthetic_words_from_the_matched_fonts(tiny_run, tmp_path):
     write_word_images(tiny_run / "best", folder, 12, seed=3)
     synthetic = synthetic_like(load_checkpoint(tiny_run / "best"), seed=3)
     result = adapt_folder(tiny_run / "best", folder, tmp_path / "adapt", device="cpu",
-                          config=AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0, match_fonts=1))
+                          config=AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0, match_fonts=1,
+                                             font_steps=0))
     meta = json.loads((tmp_path / "adapt" / "final" / "meta.json").read_text())
     used = meta["adapt_summary"]["fonts_used"]
     assert 1 <= len(used) <= len(synthetic.renderer.fonts)
@@ -78,6 +80,44 @@ def test_adapt_draws_synthetic_words_from_the_matched_fonts(tiny_run, tmp_path):
     round_meta = json.loads((tmp_path / "adapt" / "round1" / "last" / "meta.json").read_text())
     assert round_meta["adapt"]["fonts_used"] == used and round_meta["adapt"]["match_fonts"] == 1
     assert result.final_checkpoint.exists()
+    assert not (tmp_path / "adapt" / "fonts").exists()  # font_steps=0: the rounds start from the pretrained model
+    assert meta["adapt_summary"]["rounds"][0]["checkpoint"] == str(tiny_run / "best")
+
+
+def _weights(checkpoint):
+    return {k: v.clone() for k, v in load_checkpoint(checkpoint).model.state_dict().items()}
+
+
+def test_the_font_stage_trains_on_the_matched_fonts_before_round_one_and_a_resumed_run_reuses_it(tiny_run, tmp_path):
+    from hwlearn.recipes import adapt_folder
+    from hwlearn.selftrain import AdaptConfig
+
+    folder = tmp_path / "words"
+    write_word_images(tiny_run / "best", folder, 12, seed=3)
+    config = AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0, match_fonts=1, font_steps=3,
+                         student_steps=2, views=0)
+    out = tmp_path / "adapt"
+    adapt_folder(tiny_run / "best", folder, out, device="cpu", config=config)
+    stage = out / "fonts" / "last"
+    stage_meta = json.loads((stage / "meta.json").read_text())
+    assert stage_meta["training"]["phase"] == "adapt-fonts" and stage_meta["training"]["step"] == 3
+    assert stage_meta["adapt"]["fonts_used"] and stage_meta["adapt"]["source"] == str(tiny_run / "best")
+    tuned, pretrained = _weights(stage), _weights(tiny_run / "best")
+    assert any(not torch.equal(tuned[k], pretrained[k]) for k in tuned if tuned[k].is_floating_point())
+    summary = json.loads((out / "final" / "meta.json").read_text())["adapt_summary"]
+    assert summary["rounds"][0]["checkpoint"] == str(stage)  # round 0 (and the student's start) is the tuned model
+    final_before = _weights(out / "final")
+    stamp = (stage / "meta.json").stat().st_mtime_ns
+
+    adapt_folder(tiny_run / "best", folder, out, device="cpu", config=config, resume=True)
+    assert (stage / "meta.json").stat().st_mtime_ns == stamp  # loaded, not trained again
+    final_after = _weights(out / "final")
+    assert all(torch.equal(final_before[k], final_after[k]) for k in final_before)
+
+    # none without matched fonts (all of them in use: nothing nearer the images to train on)
+    adapt_folder(tiny_run / "best", folder, tmp_path / "all", device="cpu",
+                 config=AdaptConfig(**{**config.__dict__, "match_fonts": 0}))
+    assert not (tmp_path / "all" / "fonts").exists()
 
 
 def test_font_matching_is_skipped_when_there_is_nothing_to_choose(tiny):
