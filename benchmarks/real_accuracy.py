@@ -41,7 +41,8 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 
 - ``smoke``: seconds; 50 train / 50 test images, a few steps per phase; checks the script works;
 - ``cpu``: the 60-minute budget on 2 CPU cores: small preset, batch 32, 15000 pretraining steps,
-  hwlearn adapt's 2000 steps on the matched fonts' words (~4 minutes), 6 adaptation rounds x 300 steps (share ramp over 3) reading each image in 2 augmented views too, then
+  hwlearn adapt's 2000 steps on the matched fonts' words (3-4 minutes), 6 adaptation rounds x 300 steps (share
+  ramp over 3) reading each image in 2 augmented views too, then
   hwlearn adapt's student (four times the rounds' steps: 7200, ~10 minutes), 1000 fine-tuning steps. Sized on
   GW (2375 / 3655 images to adapt to); DHSD has twice the images, wider ones, and its one-hour command sets
   7000 pretraining steps of phrases, with rare letters (``Ä``) drawn more often, adapted for 8 rounds

@@ -438,6 +438,21 @@ def match_synthetic_fonts(model, inputs, synthetic, config: AdaptConfig, charset
     return synthetic.with_fonts(keep), keep
 
 
+def stage_meta(meta: dict, config: AdaptConfig, round_index: int, source: Path, fonts_used: list[str],
+               **facts) -> dict:
+    """The metadata a stage of the run (the font stage as round 0, a round, the student) trains and is saved with:
+    the pretrained checkpoint's ``meta`` without its training record, metrics and domain words, and under ``adapt``
+    the settings, the stage's index, ``facts`` (e.g. how many readings it selected), the checkpoint the run
+    started from and the fonts its synthetic words were drawn from."""
+    return {**{k: v for k, v in meta.items() if k not in ("training", "metrics", DOMAIN_WORDS)},
+            "adapt": {**asdict(config), "round": round_index, **facts, "source": str(source), "fonts_used": fonts_used}}
+
+
+def training_record(trainer: Trainer, phase: str) -> dict:
+    """How a stage's model was trained, for its checkpoint's ``training`` entry."""
+    return {"phase": phase, "step": trainer.step, "seconds": round(trainer.seconds, 1), "device": str(trainer.device)}
+
+
 #: Where the model trained on the matched fonts before round 1 is written (:func:`tune_to_fonts`): ``OUT/fonts/last``.
 FONTS_STAGE = "fonts"
 
@@ -446,9 +461,9 @@ def tune_to_fonts(model, synthetic, config: AdaptConfig, charset: Charset, heigh
                   meta: dict, device, dropout: float, resume: bool = False) -> Path:
     """Train ``model`` ``config.font_steps`` steps on the synthetic words of ``synthetic`` alone (already drawn
     from the fonts closest to the images, :func:`match_synthetic_fonts`) with ``dropout`` (the pretrained model's
-    own), at the rounds' learning rate and batch size, and save it with ``meta`` to ``out_dir`` / :data:`FONTS_STAGE`
-    ``/ last`` under the run's resume ``key``; return that path. With ``resume``, a model saved there under ``key`` is loaded
-    instead of trained again. The rounds start from it, and so does the student: pretraining saw every font
+    own), at the rounds' learning rate and batch size, and save it with ``meta`` (:func:`stage_meta`) to ``out_dir`` /
+    :data:`FONTS_STAGE` ``/ last`` under the run's resume ``key``; return that path. With ``resume``, a model
+    saved there under ``key`` is loaded instead of trained again. The rounds start from it, and so does the student: pretraining saw every font
     equally, and the styles nearest the images (GW's copperplate capitals, say) were a few of the 65."""
     last = out_dir / FONTS_STAGE / "last"
     if resume:
@@ -465,15 +480,12 @@ def tune_to_fonts(model, synthetic, config: AdaptConfig, charset: Charset, heigh
     train_config = TrainConfig(steps=config.font_steps, batch_size=config.batch_size, lr=config.lr,
                                warmup_steps=config.warmup_steps, val_every=config.font_steps,
                                num_workers=config.num_workers, seed=config.seed * 1000, phase="adapt-fonts")
-    stage_meta = {k: v for k, v in meta.items() if k not in ("training", "metrics", DOMAIN_WORDS)}
-    trainer = Trainer(model, charset, [Source(ModelInputs(synthetic, height), share=1.0, infinite=True, name="synthetic")],
-                      last.parent, train_config, device=device, meta=stage_meta)
+    words = Source(ModelInputs(synthetic, height), share=1.0, infinite=True, name="synthetic")
+    trainer = Trainer(model, charset, [words], last.parent, train_config, device=device, meta=meta)
     trainer.fit()
     model.set_dropout(rounds_dropout)
-    save_checkpoint(last, model, charset, meta={**stage_meta, "resume_key": key,
-                                                 "training": {"phase": "adapt-fonts", "step": trainer.step,
-                                                              "seconds": round(trainer.seconds, 1),
-                                                              "device": str(trainer.device)}})
+    save_checkpoint(last, model, charset,
+                    meta={**meta, "resume_key": key, "training": training_record(trainer, train_config.phase)})
     console.print(f"trained {config.font_steps} steps on the matched fonts' words alone ({trainer.seconds:.0f} s)")
     return last
 
@@ -626,10 +638,8 @@ def adapt(
         key = resume_key(checkpoint, ckpt.meta, unlabeled, config, method, lexicon, charlm, layout, val_items)
         start = Path(checkpoint)  # the weights round 1 and the student start from
         if config.font_steps > 0 and fonts_used:
-            stage_meta = {**meta, "adapt": {**asdict(config), "round": 0, "source": str(checkpoint),
-                                            "fonts_used": fonts_used}}
-            start = tune_to_fonts(model, synthetic, config, charset, height, out_dir, key, stage_meta, device,
-                                  own_dropout, resume)
+            start = tune_to_fonts(model, synthetic, config, charset, height, out_dir, key,
+                                  stage_meta(meta, config, 0, checkpoint, fonts_used), device, own_dropout, resume)
             preds = None  # (the layout choice's readings were the pretrained model's)
 
         def augmented_inputs(round_index: int, view: int) -> AugmentedCopy:
@@ -740,9 +750,7 @@ def adapt(
                 steps=steps, batch_size=config.batch_size, lr=config.lr, warmup_steps=config.warmup_steps,
                 val_every=steps, num_workers=config.num_workers, seed=config.seed * 1000 + r, phase=phase,
             )
-            round_meta = {**{k: v for k, v in meta.items() if k not in ("training", "metrics", DOMAIN_WORDS)},
-                          "adapt": {**asdict(config), "round": r, "selected": len(selected), "source": str(checkpoint),
-                                    "fonts_used": fonts_used}}
+            round_meta = stage_meta(meta, config, r, checkpoint, fonts_used, selected=len(selected))
             trainer = Trainer(model, charset, sources, folder, train_config, device=device, meta=round_meta)
             trainer.fit()
             before = preds
@@ -754,9 +762,7 @@ def adapt(
             # a finished round needs no trainer resume state, so it is written without it, but with its report
             # row and the key a resumed run reuses it under
             save_checkpoint(folder / "last", model, charset,
-                            meta={**round_meta,
-                                  "training": {"phase": phase, "step": trainer.step,
-                                               "seconds": round(trainer.seconds, 1), "device": str(trainer.device)},
+                            meta={**round_meta, "training": training_record(trainer, phase),
                                   "metrics": {"mean_confidence": row.mean_confidence,
                                               **{f"val_{k}": v for k, v in row.val.items()}},
                                   "report": asdict(row), "resume_key": key})

@@ -45,7 +45,7 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
 @click.option("--font-steps", default=2000, show_default=True, type=click.IntRange(min=0), metavar="N",
               help="Before round 1, train the pretrained model N steps on synthetic words from the --match-fonts "
                    "fonts alone, so that the rounds and the student start from a model that has seen more of the "
-                   "styles nearest your images (0: none; none without --match-fonts). ~4 minutes on 2 CPU cores "
+                   "styles nearest your images (0: none; none without --match-fonts). 3-4 minutes on 2 CPU cores "
                    "for the small model. See docs/adapting.md.")
 @click.option("--views", default=4, show_default=True, type=click.IntRange(min=0),
               help="Read each image also in this many augmented copies and take as its pseudo-label the "
@@ -94,8 +94,8 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
 
     First the images' layout is chosen (margins as they are, or trimmed to the synthetic words'
     margins at the sides or all round: the one the model reads most confidently), and the model trains
-    a while on synthetic words in the fonts closest to them. Each round labels every image with the current model, keeps the most confident share,
-    trains on it (augmented, mixed with synthetic words) and checkpoints OUT/round<k>/last. Then a
+    a while on synthetic words in the fonts closest to them. Each round labels every image with the
+    current model, keeps the most confident share, trains on it (augmented, mixed with synthetic words) and checkpoints OUT/round<k>/last. Then a
     student, a fresh model from the weights round 1 started from, trains once on the last round's pseudo-labels
     (OUT/student/last). The final model (OUT/final) is the round or student with the highest mean
     confidence over all images — chosen without labels. A table shows each round; CER/WER columns
