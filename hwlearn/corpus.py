@@ -18,6 +18,7 @@ Gutenberg license headers and footers are dropped before counting.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections import Counter
@@ -565,6 +566,10 @@ class WordSampler:
     :data:`hwlearn.charset.BREAK_MARK` (``immedi-``): archives of running text break words at line
     ends (GW: 50 of 2,375 train words), and a recognizer that never saw such a part reads its hyphen
     as a period.
+    With ``capital_share`` (default 0) a draw that starts in lower case is written with a capital first letter
+    instead (``day,`` → ``Day,``), where the charset has it: running text starts ~18 % of its words with a capital,
+    and capitals are where handwriting styles differ most (:func:`hwlearn.selftrain.tune_to_fonts` draws half its
+    words so).
     With ``char_floor`` (default 0) the words holding a rare letter are drawn more often, so that
     every letter at least :data:`FLOOR_MIN_WORDS` words have occurs in at least that share of the
     word draws (:func:`floor_char_shares`): a letter that running text seldom has (German ``Ä`` is in
@@ -590,9 +595,10 @@ class WordSampler:
         phrase_joiners: str = " -",
         char_floor: float = 0.0,
         break_share: float = 0.0,
+        capital_share: float = 0.0,
     ):
         _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
-                      phrase_share, char_floor, break_share)
+                      phrase_share, char_floor, break_share, capital_share)
         self.charset = charset if charset is not None else DEFAULT_CHARSET
         self.max_len = max_len
         self.temperature = float(temperature)
@@ -601,6 +607,7 @@ class WordSampler:
         self.phrase_share = float(phrase_share)
         self.phrase_joiners = [j for j in dict.fromkeys(phrase_joiners) if j in self.charset]
         self.break_share = float(break_share) if BREAK_MARK in self.charset else 0.0
+        self.capital_share = float(capital_share)
 
         words = [
             (w, c)
@@ -652,8 +659,24 @@ class WordSampler:
             f"max_len={self.max_len}, charset of {len(self.charset)} symbols)"
         )
 
+    def with_capital_share(self, share: float) -> "WordSampler":
+        """A copy that draws with ``capital_share`` = ``share`` (the same words otherwise, when ``share`` is 0)."""
+        if not 0.0 <= share <= 1.0:
+            raise HwlearnError(f"capital_share must be between 0 and 1, got {share}")
+        other = copy.copy(self)
+        other.capital_share = float(share)
+        return other
+
     def sample(self, rng: np.random.Generator) -> str:
         """One word (NFC, within ``max_len`` characters, written in the charset)."""
+        token = self._sample(rng)
+        if self.capital_share and rng.random() < self.capital_share and token[:1].islower():
+            capital = token[0].upper()
+            if len(capital) == 1 and capital in self.charset:
+                token = capital + token[1:]
+        return token
+
+    def _sample(self, rng: np.random.Generator) -> str:
         u = rng.random()
         token = None
         if u < self._number_cut:
@@ -751,7 +774,7 @@ def break_cuts(word: str) -> range:
 
 
 def _check_params(max_len, min_count, temperature, number_share, date_share, punct_share, case_share,
-                  phrase_share=0.0, char_floor=0.0, break_share=0.0) -> None:
+                  phrase_share=0.0, char_floor=0.0, break_share=0.0, capital_share=0.0) -> None:
     if max_len < 1:
         raise HwlearnError(f"max_len must be at least 1, got {max_len}")
     if min_count < 1:
@@ -766,6 +789,7 @@ def _check_params(max_len, min_count, temperature, number_share, date_share, pun
         ("phrase_share", phrase_share),
         ("char_floor", char_floor),
         ("break_share", break_share),
+        ("capital_share", capital_share),
     ):
         if not 0.0 <= share <= 1.0:
             raise HwlearnError(f"{name} must be between 0 and 1, got {share}")

@@ -115,6 +115,7 @@ class AdaptConfig:
     # model that has seen more of the handwriting styles nearest the images. On GW's held-out pages the students
     # read better on both pretrained models tried (benchmarks/EXPERIMENTS.md, session 64)
     font_steps: int = 2000
+    font_capitals: float = 0.5  # share of the font stage's words that start in lower case drawn with a capital
     views: int = 4  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
     augment: str = "strong"  # augmentation of the pseudo-labeled images in training: "strong" or "light" (AUGMENTS)
     dropout: float | None = 0.2  # dropout while training on the pseudo-labels (None: the model's own; see adapt())
@@ -480,6 +481,8 @@ def tune_to_fonts(model, synthetic, config: AdaptConfig, charset: Charset, heigh
     train_config = TrainConfig(steps=config.font_steps, batch_size=config.batch_size, lr=config.lr,
                                warmup_steps=config.warmup_steps, val_every=config.font_steps,
                                num_workers=config.num_workers, seed=config.seed * 1000, phase="adapt-fonts")
+    if config.font_capitals:
+        synthetic = synthetic.with_capitals(config.font_capitals)
     words = Source(ModelInputs(synthetic, height), share=1.0, infinite=True, name="synthetic")
     trainer = Trainer(model, charset, [words], last.parent, train_config, device=device, meta=meta)
     trainer.fit()

@@ -124,6 +124,14 @@ class SyntheticWords:
         other.info = {**self.info, "fonts_used": fonts.names, "num_fonts": len(fonts)}
         return other
 
+    def with_capitals(self, share: float) -> "SyntheticWords":
+        """A copy whose sampler writes ``share`` of the words that start in lower case with a capital first
+        letter (:meth:`hwlearn.corpus.WordSampler.with_capital_share`); same fonts, style, height and seed."""
+        other = copy.copy(self)
+        other.sampler = self.sampler.with_capital_share(share)
+        other.info = {**self.info, "capital_share": float(share)}
+        return other
+
     def _word(self, rng: np.random.Generator) -> str:
         for _ in range(MAX_WORD_TRIES):
             word = self.sampler.sample(rng)

@@ -314,6 +314,28 @@ def test_line_break_parts_are_first_parts_of_words_with_a_hyphen():
     assert not any(w.endswith("-") for w in plain_sampler(stats, charset=charset).sample_many(500, np.random.default_rng(5)))
 
 
+def test_capital_share_writes_that_share_of_lower_case_draws_with_a_capital():
+    stats = words_stats({"thoroughly": 50, "the": 80, "of": 60, "Sir": 30, "42": 20})
+    charset = Charset(LOWER + "ST42-")  # capitals of s and t only
+    sampler = plain_sampler(stats, charset=charset, break_share=0.2)
+    with_capitals = sampler.with_capital_share(0.5)
+    plain = [sampler.sample(np.random.default_rng([6, i])) for i in range(4000)]  # (one generator per draw, as
+    capped = [with_capitals.sample(np.random.default_rng([6, i])) for i in range(4000)]  # SyntheticWords draws)
+    assert sampler.capital_share == 0.0  # (a copy)
+    assert [w.lower() for w in capped] == [w.lower() for w in plain]  # the same draws, only the first letter changed
+    changed = [(p, c) for p, c in zip(plain, capped) if p != c]
+    assert all(c == c[0].upper() + p[1:] for p, c in changed)
+    assert {c[0] for _, c in changed} == {"T"}  # the charset has no I or O
+    assert any(c.endswith("-") for _, c in changed)  # line-break parts too
+    startable = sum(w[0] == "t" for w in plain)
+    assert len(changed) / startable == pytest.approx(0.5, abs=0.05)
+    assert "Sir" in capped and "42" in capped  # what starts otherwise stays
+    # 0 draws what the sampler drew without the option
+    assert [sampler.with_capital_share(0.0).sample(np.random.default_rng([6, i])) for i in range(50)] == plain[:50]
+    with pytest.raises(HwlearnError):
+        sampler.with_capital_share(1.5)
+
+
 def test_char_floor_draws_words_with_rare_characters_more_often():
     # 20 words with Ä share 20 of ~2020 draws at temperature 1; a floor of 5 % puts Ä in about 5 %
     # of them, keeps the common words' relative frequencies, and cannot invent a character no
@@ -366,7 +388,8 @@ def test_sampler_is_picklable():
 
 @pytest.mark.parametrize(
     "kwargs", [dict(temperature=0), dict(max_len=0), dict(punct_share=1.5), dict(number_share=0.7, date_share=0.5),
-               dict(phrase_share=-0.1), dict(char_floor=1.0), dict(char_floor=-0.01), dict(break_share=1.2)]
+               dict(phrase_share=-0.1), dict(char_floor=1.0), dict(char_floor=-0.01), dict(break_share=1.2),
+               dict(capital_share=-0.5)]
 )
 def test_sampler_rejects_bad_parameters(kwargs):
     with pytest.raises(HwlearnError):

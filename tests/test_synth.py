@@ -85,6 +85,15 @@ def test_pickled_dataset_and_transform(dataset):
     assert dataset.transform is None  # the original is unchanged
 
 
+def test_with_capitals_draws_the_same_words_some_with_a_capital(dataset):
+    capped = dataset.with_capitals(1.0)
+    words = [dataset.word(i) for i in range(40)]
+    assert [capped.word(i) for i in range(40)] == [w[0].upper() + w[1:] if w[0].islower() else w for w in words]
+    assert capped.info["capital_share"] == 1.0 and dataset.sampler.capital_share == 0.0  # the original is unchanged
+    image, word = capped[0]
+    assert word == capped.word(0) and image.dtype == np.uint8 and image.shape[0] == 24
+
+
 def _as_list(batch):
     return batch
 
