@@ -7,7 +7,8 @@ their blank margins trimmed to those of the synthetic words at the sides or on a
 It is recorded in every checkpoint written, so ``evaluate`` and ``recognize`` read images the same way.
 Then the synthetic words mixed into training are drawn from the fonts closest to the images
 (``match_fonts``, :func:`match_synthetic_fonts`), and the model trains ``font_steps`` steps on those words
-alone (:func:`tune_to_fonts`, into ``fonts/last``): round 0's readings, the rounds and the student start from it.
+alone, ``font_capitals`` of those that start in lower case written with a capital (:func:`tune_to_fonts`, into
+``fonts/last``): round 0's readings, the rounds and the student start from it.
 
 Each round:
 
@@ -115,7 +116,10 @@ class AdaptConfig:
     # model that has seen more of the handwriting styles nearest the images. On GW's held-out pages the students
     # read better on both pretrained models tried (benchmarks/EXPERIMENTS.md, session 64)
     font_steps: int = 2000
-    font_capitals: float = 0.5  # share of the font stage's words that start in lower case drawn with a capital
+    # share of the font stage's words that start in lower case written with a capital first letter: misread capitals
+    # were GW's largest error class; on its held-out pages the students misread fewer (81 -> 65 and 70 -> 64 words),
+    # the rest within the noise (benchmarks/EXPERIMENTS.md, session 65)
+    font_capitals: float = 0.5
     views: int = 4  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
     augment: str = "strong"  # augmentation of the pseudo-labeled images in training: "strong" or "light" (AUGMENTS)
     dropout: float | None = 0.2  # dropout while training on the pseudo-labels (None: the model's own; see adapt())
@@ -462,7 +466,8 @@ def tune_to_fonts(model, synthetic, config: AdaptConfig, charset: Charset, heigh
                   meta: dict, device, dropout: float, resume: bool = False) -> Path:
     """Train ``model`` ``config.font_steps`` steps on the synthetic words of ``synthetic`` alone (already drawn
     from the fonts closest to the images, :func:`match_synthetic_fonts`) with ``dropout`` (the pretrained model's
-    own), at the rounds' learning rate and batch size, and save it with ``meta`` (:func:`stage_meta`) to ``out_dir`` /
+    own), at the rounds' learning rate and batch size, ``config.font_capitals`` of the words that start in lower
+    case written with a capital first letter, and save it with ``meta`` (:func:`stage_meta`) to ``out_dir`` /
     :data:`FONTS_STAGE` ``/ last`` under the run's resume ``key``; return that path. With ``resume``, a model
     saved there under ``key`` is loaded instead of trained again. The rounds start from it, and so does the student: pretraining saw every font
     equally, and the styles nearest the images (GW's copperplate capitals, say) were a few of the 65."""
@@ -481,7 +486,7 @@ def tune_to_fonts(model, synthetic, config: AdaptConfig, charset: Charset, heigh
     train_config = TrainConfig(steps=config.font_steps, batch_size=config.batch_size, lr=config.lr,
                                warmup_steps=config.warmup_steps, val_every=config.font_steps,
                                num_workers=config.num_workers, seed=config.seed * 1000, phase="adapt-fonts")
-    if config.font_capitals:
+    if config.font_capitals and hasattr(synthetic, "with_capitals"):  # (a stream of another kind as it is)
         synthetic = synthetic.with_capitals(config.font_capitals)
     words = Source(ModelInputs(synthetic, height), share=1.0, infinite=True, name="synthetic")
     trainer = Trainer(model, charset, [words], last.parent, train_config, device=device, meta=meta)
