@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .charset import Charset
-from .data import augment_real, collate, to_model_input
+from .data import augment_real, collate, for_augmenting, to_model_input
 from .decode import LM_WEIGHT, Prediction, consensus, distinct_readings, scored, search, sequence_confidence
 from .synth import available_cores
 
@@ -75,7 +75,7 @@ class AugmentedCopy(Sequence):
 def _augmented_inputs(images: list[np.ndarray], seeds: list[list[int]], height: int) -> list[np.ndarray]:
     """Model inputs of augmented copies of ``images``, as arrays (they travel between processes
     as numpy arrays, not as tensors)."""
-    return [to_model_input(augment_real(img, np.random.default_rng(s)), height).numpy()
+    return [to_model_input(augment_real(for_augmenting(img, height), np.random.default_rng(s)), height).numpy()
             for img, s in zip(images, seeds)]
 
 

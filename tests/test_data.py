@@ -17,6 +17,7 @@ from hwlearn.data import (
     augment_real,
     augment_real_strong,
     collate,
+    for_augmenting,
     load_image,
     paper_level,
     read_labels,
@@ -384,6 +385,22 @@ def test_dataset_augmentation_is_seeded_by_index_and_salt():
     assert not torch.equal(a0, ds.sample(0, salt=1)[0]) or a0.shape != ds.sample(0, salt=1)[0].shape
     ds.set_epoch(1)
     assert torch.equal(ds[0][0], ds.sample(0, salt=1)[0])
+
+
+def test_images_taller_than_twice_the_model_height_are_augmented_at_that_height():
+    tall = np.kron(word_image(), np.ones((4, 4), np.uint8))  # 96 x 240
+    small = for_augmenting(tall, 16)
+    assert small.shape == (32, 80) and small.dtype == np.uint8
+    assert small[11:21, 14:66].mean() < 100 < min(small[:9].mean(), small[23:].mean())  # the bar where it was, scaled
+    short = word_image()
+    assert for_augmenting(short, 16) is short  # 24 rows: not more than 32, as it is
+    ds = LabeledImages([(tall, "a")], 16, augment=augment_real_strong, seed=3)
+    expected = to_model_input(augment_real_strong(small, np.random.default_rng([3, 0, 0])), 16)
+    assert torch.equal(ds.sample(0, salt=0)[0], expected)
+    from hwlearn.inference import AugmentedCopy  # the readings' augmented copies too
+
+    copy = AugmentedCopy([tall], 16, lambda i, img: [5, i])
+    assert torch.equal(torch.as_tensor(copy[0][0]), to_model_input(augment_real(small, np.random.default_rng([5, 0])), 16))
 
 
 def test_dataset_bad_image_raises_hwlearn_error(tmp_path):
