@@ -153,18 +153,22 @@ def to_model_input(img: np.ndarray, height: int) -> torch.Tensor:
         raise ValueError(f"expected a non-empty uint8 (H, W) image, got {_describe(img)}")
     if height < 1:
         raise ValueError(f"height must be positive, got {height}")
-    h, w = img.shape
-    new_w = max(1, round(w * height / h))
-    if (h, w) != (height, new_w):
-        resized = Image.fromarray(img).resize(
-            (new_w, height), Image.Resampling.BILINEAR, reducing_gap=3.0
-        )
-        img = np.asarray(resized, dtype=np.uint8)
+    img = scaled_to_height(img, height)
+    new_w = img.shape[1]
     x = ink_map(img)
     min_width = max(1, height // 2)
     if new_w < min_width:
         x = np.pad(x, ((0, 0), (0, min_width - new_w)))
     return torch.from_numpy(np.ascontiguousarray(x))[None]
+
+
+def scaled_to_height(img: np.ndarray, rows: int) -> np.ndarray:
+    """uint8 ``img`` resized to ``rows`` rows, its aspect ratio kept (bilinear, antialiased); as it is when it has them."""
+    h, w = img.shape
+    size = (max(1, round(w * rows / h)), rows)
+    if (w, h) == size:
+        return img
+    return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0), dtype=np.uint8)
 
 
 def _describe(img: object) -> str:
@@ -560,15 +564,11 @@ AUGMENT_HEIGHT_FACTOR = 2
 
 
 def for_augmenting(img: np.ndarray, height: int) -> np.ndarray:
-    """uint8 ``img`` scaled down (aspect kept, as :func:`to_model_input` scales) to :data:`AUGMENT_HEIGHT_FACTOR`
-    times ``height`` rows when it has more, else as it is: the augmentations' cost grows with the pixels, and
-    the model reads ``height`` rows (GW's ~93-row scans at 32: augmenting at 64 takes half the time)."""
+    """uint8 ``img`` scaled down (:func:`scaled_to_height`) to :data:`AUGMENT_HEIGHT_FACTOR` times ``height`` rows
+    when it has more, else as it is: the augmentations' cost grows with the pixels, and the model reads ``height``
+    rows (GW's ~93-row scans at 32: augmenting at 64 takes half the time)."""
     limit = AUGMENT_HEIGHT_FACTOR * height
-    h, w = img.shape
-    if h <= limit:
-        return img
-    size = (max(1, round(w * limit / h)), limit)
-    return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0), dtype=np.uint8)
+    return img if img.shape[0] <= limit else scaled_to_height(img, limit)
 
 
 def augment_real(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
