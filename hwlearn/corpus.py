@@ -661,8 +661,7 @@ class WordSampler:
 
     def with_capital_share(self, share: float) -> "WordSampler":
         """A copy that draws with ``capital_share`` = ``share`` (the same words otherwise, when ``share`` is 0)."""
-        if not 0.0 <= share <= 1.0:
-            raise HwlearnError(f"capital_share must be between 0 and 1, got {share}")
+        _check_share("capital_share", share)
         other = copy.copy(self)
         other.capital_share = float(share)
         return other
@@ -791,12 +790,16 @@ def _check_params(max_len, min_count, temperature, number_share, date_share, pun
         ("break_share", break_share),
         ("capital_share", capital_share),
     ):
-        if not 0.0 <= share <= 1.0:
-            raise HwlearnError(f"{name} must be between 0 and 1, got {share}")
+        _check_share(name, share)
     if char_floor >= 1.0:
         raise HwlearnError(f"char_floor must be below 1, got {char_floor}")
     if number_share + date_share > 1.0:
         raise HwlearnError(f"number_share + date_share must be at most 1, got {number_share + date_share}")
+
+
+def _check_share(name: str, share: float) -> None:
+    if not 0.0 <= share <= 1.0:
+        raise HwlearnError(f"{name} must be between 0 and 1, got {share}")
 
 
 def _cdf(weights: np.ndarray) -> np.ndarray:
