@@ -172,6 +172,7 @@ class Profile:
     adapt_layout: str = AdaptConfig.layout  # how real images' margins are trimmed (hwlearn.layout); auto: by confidence
     adapt_match_fonts: int = AdaptConfig.match_fonts  # > 0: synthetic words from the closest fonts (hwlearn.fontmatch)
     adapt_font_steps: int = AdaptConfig.font_steps  # steps on those fonts' words alone before round 1
+    adapt_font_capitals: float = AdaptConfig.font_capitals  # share of those words' lower-case starts made capitals
     adapt_views: int = AdaptConfig.views  # augmented copies of each image read too (hwlearn.decode.consensus)
     adapt_augment: str = AdaptConfig.augment  # augmentation of the pseudo-labeled images in training
     adapt_dropout: float = AdaptConfig.dropout  # dropout while training on pseudo-labels (whatever the preset has)
@@ -447,7 +448,7 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                          batch_size=profile.batch_size, lr=profile.adapt_lr,
                          warmup_steps=min(50, max(1, profile.adapt_steps // 5)), num_workers=profile.workers,
                          seed=args.seed, layout=profile.adapt_layout, match_fonts=profile.adapt_match_fonts,
-                         font_steps=profile.adapt_font_steps,
+                         font_steps=profile.adapt_font_steps, font_capitals=profile.adapt_font_capitals,
                          start_share=profile.adapt_start_share, end_share=profile.adapt_end_share,
                          synthetic_share=profile.adapt_synthetic_share, views=profile.adapt_views,
                          augment=profile.adapt_augment, dropout=profile.adapt_dropout,
