@@ -7,8 +7,8 @@ their blank margins trimmed to those of the synthetic words at the sides or on a
 It is recorded in every checkpoint written, so ``evaluate`` and ``recognize`` read images the same way.
 Then the synthetic words mixed into training are drawn from the fonts closest to the images
 (``match_fonts``, :func:`match_synthetic_fonts`), and the model trains ``font_steps`` steps on those words
-alone, ``font_capitals`` of those that start in lower case written with a capital (:func:`tune_to_fonts`, into
-``fonts/last``): round 0's readings, the rounds and the student start from it.
+alone (with ``font_capitals`` > 0 that share of those that start in lower case written with a capital;
+:func:`tune_to_fonts`, into ``fonts/last``): round 0's readings, the rounds and the student start from it.
 
 Each round:
 
@@ -116,10 +116,11 @@ class AdaptConfig:
     # model that has seen more of the handwriting styles nearest the images. On GW's held-out pages the students
     # read better on both pretrained models tried (benchmarks/EXPERIMENTS.md, session 64)
     font_steps: int = 2000
-    # share of the font stage's words that start in lower case written with a capital first letter: misread capitals
-    # were GW's largest error class; on its held-out pages the students misread fewer (81 -> 65 and 70 -> 64 words),
-    # the rest within the noise (benchmarks/EXPERIMENTS.md, session 65)
-    font_capitals: float = 0.5
+    # share of the font stage's words that start in lower case written with a capital first letter (0: as drawn).
+    # Misread capitals are GW's largest error class, but 0.5 gained nothing measurable: GW's held-out pages a tie
+    # (fewer capitals misread, the rest worse), its train labels over two adaptations a tie (greedy 0.0551 -> 0.0565,
+    # character model 0.0538 -> 0.0531), `hwlearn demo` worse (benchmarks/EXPERIMENTS.md, sessions 65-66)
+    font_capitals: float = 0.0
     views: int = 4  # augmented copies of each image read too; the pseudo-label is the reading they agree on best
     augment: str = "strong"  # augmentation of the pseudo-labeled images in training: "strong" or "light" (AUGMENTS)
     dropout: float | None = 0.2  # dropout while training on the pseudo-labels (None: the model's own; see adapt())
