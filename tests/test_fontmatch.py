@@ -114,6 +114,13 @@ def test_the_font_stage_trains_on_the_matched_fonts_before_round_one_and_a_resum
     final_after = _weights(out / "final")
     assert all(torch.equal(final_before[k], final_after[k]) for k in final_before)
 
+    # font_capitals (0 by default) reaches the stage: the same run writing every lower-case start as a capital
+    # trains on other words, so the stage's weights differ
+    adapt_folder(tiny_run / "best", folder, tmp_path / "caps", device="cpu",
+                 config=AdaptConfig(**{**config.__dict__, "font_capitals": 1.0, "student_steps": 0}))
+    capped = _weights(tmp_path / "caps" / "fonts" / "last")
+    assert any(not torch.equal(tuned[k], capped[k]) for k in tuned if tuned[k].is_floating_point())
+
     # none without matched fonts (all of them in use: nothing nearer the images to train on)
     adapt_folder(tiny_run / "best", folder, tmp_path / "all", device="cpu",
                  config=AdaptConfig(**{**config.__dict__, "match_fonts": 0}))
