@@ -47,9 +47,9 @@ whose label has a character outside the model's charset: CTC cannot learn them).
   GW (2375 / 3655 images to adapt to); DHSD has twice the images, wider ones, and its one-hour command sets
   7000 pretraining steps of phrases, with rare letters (``Ä``) drawn more often, adapted for 8 rounds
   (``--set pretrain_steps=7000 --set phrase_share=0.5 --set max_len=32 --set char_floor=0.01 --set adapt_rounds=8
-  --set adapt_student_steps=0 --set adapt_font_steps=0``: its hour has no room for the students, nor for
-  hwlearn adapt's 2000 steps on the matched fonts, which GW's takes first; benchmarks/README.md has the
-  times);
+  --set adapt_student_steps=0``: its hour has no room for the students; hwlearn adapt's 2000 steps on the
+  matched fonts, 5 minutes per adaptation on DHSD's names, take it to the hour's edge; benchmarks/README.md has
+  the times);
 - ``cpu-full``: hwlearn adapt's defaults (7 rounds x 500 steps, 4 views) on the small preset, 7000
   pretraining steps, 2000 fine-tuning steps: the best CPU numbers, about 1.5 h (GW) to 3 h (DHSD)
   on 2 cores;
