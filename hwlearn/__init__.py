@@ -45,6 +45,7 @@ _EXPORTS = {
     "to_model_input": "data",
     "read_labels": "data",
     "scan_images": "data",
+    "image_problem": "data",
     "LabeledImages": "data",
     "UnlabeledImages": "data",
     "collate": "data",

@@ -342,13 +342,13 @@ class ImageScan:
         return len(self.paths)
 
 
-def scan_images(directory: str | Path) -> ImageScan:
+def scan_images(directory: str | Path, require_readable: bool = True) -> ImageScan:
     """All image files under ``directory`` (recursive; extensions in :data:`IMAGE_EXTENSIONS`, any
     case), sorted by path. Each file is decoded once; unreadable ones (empty, corrupt, truncated)
-    are listed in ``skipped`` with the reason instead of failing the scan.
+    are listed in ``skipped`` with the reason (:func:`image_problem`) instead of failing the scan.
 
-    Raises :class:`HwlearnError` when the directory is missing, holds no image files, or none of
-    them can be read.
+    Raises :class:`HwlearnError` when the directory is missing, holds no image files, or (with
+    ``require_readable``, the default) none of them can be read.
     """
     directory = Path(directory)
     if not directory.exists():
@@ -362,12 +362,12 @@ def scan_images(directory: str | Path) -> ImageScan:
         raise HwlearnError(f"{directory}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
     scan = ImageScan(paths=[])
     for p in candidates:
-        problem = _check_image(p)
+        problem = image_problem(p)
         if problem is None:
             scan.paths.append(p)
         else:
             scan.skipped.append((p, problem))
-    if not scan.paths:
+    if require_readable and not scan.paths:
         first, reason = scan.skipped[0]
         raise HwlearnError(
             f"{directory}: none of the {len(candidates)} image files can be read (e.g. {first}: {reason})"
@@ -375,8 +375,10 @@ def scan_images(directory: str | Path) -> ImageScan:
     return scan
 
 
-def _check_image(path: Path) -> str | None:
-    """None if ``path`` decodes as a non-empty image, else the reason it does not."""
+def image_problem(path: str | Path) -> str | None:
+    """None if ``path`` decodes as a non-empty image, else the reason it does not (``"empty file"``,
+    ``"not a recognized image format"``, ...; without the path)."""
+    path = Path(path)
     try:
         if path.stat().st_size == 0:
             return "empty file"

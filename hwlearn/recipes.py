@@ -518,9 +518,11 @@ def recognize(
     (:func:`hwlearn.inference.predict_views`).
 
     Returns ``(results, skipped)``: ``(path, text, confidence)`` per readable image and
-    ``(path, reason)`` per unreadable one.
+    ``(path, reason)`` per unreadable one, whether named or in a directory. Raises
+    :class:`HwlearnError` for a missing input, a directory without image files, and when not one of
+    the images can be read.
     """
-    from .data import load_image, scan_images, to_model_input
+    from .data import image_problem, load_image, scan_images, to_model_input
     from .inference import augmented_copies, predict_views
 
     dev = resolve_device(device)
@@ -530,13 +532,21 @@ def recognize(
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            scan = scan_images(item)
+            scan = scan_images(item, require_readable=False)
             paths.extend(scan.paths)
             skipped.extend(scan.skipped)
         elif item.exists():
-            paths.append(item)
+            problem = image_problem(item)
+            if problem is None:
+                paths.append(item)
+            else:
+                skipped.append((item, problem))
         else:
             raise HwlearnError(f"{item}: no such file or directory")
+    if not paths:
+        first, reason = skipped[0]
+        raise HwlearnError(f"{first}: cannot read image ({reason})" if len(skipped) == 1 else
+                           f"none of the {len(skipped)} image files can be read (e.g. {first}: {reason})")
     images, kept, layout = [], [], ckpt.layout
     for p in paths:
         try:

@@ -21,6 +21,7 @@ from hwlearn.data import (
     load_image,
     paper_level,
     read_labels,
+    image_problem,
     scan_images,
     to_model_input,
 )
@@ -361,6 +362,11 @@ def test_scan_images_errors(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"nope")
     with pytest.raises(HwlearnError, match="none of the 1 image files can be read"):
         scan_images(tmp_path)
+    scan = scan_images(tmp_path, require_readable=False)  # recognize lists them with others' results
+    assert scan.paths == [] and scan.skipped == [(tmp_path / "bad.png", image_problem(tmp_path / "bad.png"))]
+    assert image_problem(tmp_path / "bad.png") == "not a recognized image format"
+    _gray().save(tmp_path / "good.png")
+    assert image_problem(tmp_path / "good.png") is None
 
 
 # ---- datasets, collate, sampler --------------------------------------------------------------

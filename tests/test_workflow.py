@@ -245,6 +245,26 @@ def test_recognize_missing_input_is_a_one_line_error(tiny_run, tmp_path):
     assert result.exit_code == 2 and "nope.png" in result.output and "Traceback" not in result.output
 
 
+def test_recognize_skips_unreadable_files_and_fails_when_none_can_be_read(tiny_run, word_folder, tmp_path):
+    folder, _ = word_folder
+    broken, good = folder / "broken.png", sorted(folder.glob("w*.png"))[0]
+    result = _invoke(["recognize", "--model", tiny_run / "best", good, broken, "--json", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["image"] for line in result.stdout.splitlines()] == [str(good)]
+    assert f"{broken}: not a recognized image format" in " ".join(result.stderr.split())  # the path once
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "x.png").write_bytes(b"nope")
+    result = _invoke(["recognize", "--model", tiny_run / "best", folder, only_bad, "--json", "--device", "cpu"])
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 14  # a folder of unreadable files too
+    assert "x.png" in result.stderr and "3 skipped" in result.stderr
+    for inputs, message in (([broken], f"Error: {broken}: cannot read image (not a recognized image format)"),
+                            ([broken, only_bad], "Error: none of the 2 image files can be read (e.g. ")):
+        result = CliRunner().invoke(main, ["recognize", "--model", str(tiny_run / "best"), *map(str, inputs)])
+        assert result.exit_code == 2 and result.output.startswith(message), result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_checkpoint_with_unknown_format_is_refused(tmp_path, word_folder):
     bad = tmp_path / "ckpt"
     bad.mkdir()

@@ -29,7 +29,8 @@ def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_jso
     """Recognize word images: INPUTS are image files or directories (searched recursively).
 
     Prints one line per image to stdout: path, text and confidence (tab-separated by default).
-    Unreadable files are skipped and listed on stderr. Decoding: guided by a character model of the
+    Unreadable files are skipped and listed on stderr; when none can be read, a one-line error (exit
+    status 2). Decoding: guided by a character model of the
     language (--char-lm, by default the corpus the model was pretrained on), favouring the words of
     --lexicon when given; with --char-lm none, the words of --lexicon when given, else greedy or a
     plain beam search (--beam).
