@@ -463,14 +463,28 @@ def training_record(trainer: Trainer, phase: str) -> dict:
 FONTS_STAGE = "fonts"
 
 
+def font_stage_key(checkpoint: Path, source_meta: dict, synthetic, fonts_used: Sequence[str],
+                   config: AdaptConfig) -> str:
+    """What makes the font stage's model (:func:`tune_to_fonts`): the pretrained checkpoint (path and training
+    record), the synthetic words it trains on (the stream's description and the matched fonts) and the settings
+    it trains with. The images count only through the fonts they matched: two runs on images of the same hands
+    that match the same fonts train the same stage to the last bit, so a run may start from a copy of the
+    other's ``fonts/last`` (``benchmarks/real_accuracy.py`` does so for the train + test images' adaptation)."""
+    settings = {k: getattr(config, k) for k in ("font_steps", "font_capitals", "batch_size", "lr", "warmup_steps",
+                                                "num_workers", "seed")}
+    parts = {"source": str(Path(checkpoint).resolve()), "source_training": source_meta.get("training"),
+             "synthetic": getattr(synthetic, "info", None), "fonts": sorted(fonts_used), "config": settings}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def tune_to_fonts(model, synthetic, config: AdaptConfig, charset: Charset, height: int, out_dir: Path, key: str,
                   meta: dict, device, dropout: float, resume: bool = False) -> Path:
     """Train ``model`` ``config.font_steps`` steps on the synthetic words of ``synthetic`` alone (already drawn
     from the fonts closest to the images, :func:`match_synthetic_fonts`) with ``dropout`` (the pretrained model's
     own), at the rounds' learning rate and batch size, ``config.font_capitals`` of the words that start in lower
     case written with a capital first letter, and save it with ``meta`` (:func:`stage_meta`) to ``out_dir`` /
-    :data:`FONTS_STAGE` ``/ last`` under the run's resume ``key``; return that path. With ``resume``, a model
-    saved there under ``key`` is loaded instead of trained again. The rounds start from it, and so does the student: pretraining saw every font
+    :data:`FONTS_STAGE` ``/ last`` under ``key`` (:func:`font_stage_key`); return that path. With ``resume``, a
+    model saved there under ``key`` is loaded instead of trained again. The rounds start from it, and so does the student: pretraining saw every font
     equally, and the styles nearest the images (GW's copperplate capitals, say) were a few of the 65."""
     last = out_dir / FONTS_STAGE / "last"
     if resume:
@@ -647,7 +661,8 @@ def adapt(
         key = resume_key(checkpoint, ckpt.meta, unlabeled, config, method, lexicon, charlm, layout, val_items)
         start = Path(checkpoint)  # the weights round 1 and the student start from
         if config.font_steps > 0 and fonts_used:
-            start = tune_to_fonts(model, synthetic, config, charset, height, out_dir, key,
+            start = tune_to_fonts(model, synthetic, config, charset, height, out_dir,
+                                  font_stage_key(checkpoint, ckpt.meta, synthetic, fonts_used, config),
                                   stage_meta(meta, config, 0, checkpoint, fonts_used), device, own_dropout, resume)
             preds = None  # (the layout choice's readings were the pretrained model's)
 

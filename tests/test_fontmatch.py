@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -113,6 +114,20 @@ def test_the_font_stage_trains_on_the_matched_fonts_before_round_one_and_a_resum
     assert (stage / "meta.json").stat().st_mtime_ns == stamp  # loaded, not trained again
     final_after = _weights(out / "final")
     assert all(torch.equal(final_before[k], final_after[k]) for k in final_before)
+
+    # the stage depends on the images only through the fonts they match: a run on a copy of the images (another run
+    # key) starts from a copy of this stage; a copy made with other settings (another seed) is trained over
+    shutil.copytree(folder, tmp_path / "copied")
+    for name, settings in (("same", config), ("reseeded", AdaptConfig(**{**config.__dict__, "seed": 1}))):
+        shutil.copytree(stage, tmp_path / name / "fonts" / "last")
+        adapt_folder(tiny_run / "best", tmp_path / "copied", tmp_path / name, device="cpu", config=settings,
+                     resume=True)
+        copy_meta = json.loads((tmp_path / name / "fonts" / "last" / "meta.json").read_text())
+        assert (copy_meta["resume_key"] == stage_meta["resume_key"]) == (name == "same")
+        copy = _weights(tmp_path / name / "fonts" / "last")
+        assert all(torch.equal(tuned[k], copy[k]) for k in tuned) == (name == "same")
+    final_copy = _weights(tmp_path / "same" / "final")
+    assert all(torch.equal(final_before[k], final_copy[k]) for k in final_before)
 
     # font_capitals (0 by default) reaches the stage: the same run writing every lower-case start as a capital
     # trains on other words, so the stage's weights differ

@@ -234,3 +234,18 @@ def test_cpu_full_profile_is_hwlearn_adapts_defaults():
         assert getattr(full, name) == getattr(defaults, key), name
     assert budget.adapt_rounds * budget.adapt_steps < full.adapt_rounds * full.adapt_steps
     assert budget.adapt_views < full.adapt_views and budget.finetune_steps < full.finetune_steps
+
+
+def test_the_train_test_adaptation_starts_from_a_copy_of_the_train_adaptations_font_stage(tmp_path):
+    """(hwlearn adapt loads the copy only under its own key: tests/test_fontmatch.py.)"""
+    train, train_test = tmp_path / "adapt_train", tmp_path / "adapt_train_test"
+    ra.seed_font_stage(train, train_test)  # no stage to copy: nothing happens
+    assert not train_test.exists()
+    (train / "fonts" / "last").mkdir(parents=True)
+    (train / "fonts" / "last" / "meta.json").write_text('{"resume_key": "a"}', encoding="utf-8")
+    ra.seed_font_stage(train, train_test)
+    assert json.loads((train_test / "fonts" / "last" / "meta.json").read_text())["resume_key"] == "a"
+    (train / "fonts" / "last" / "meta.json").write_text('{"resume_key": "b"}', encoding="utf-8")
+    ra.seed_font_stage(train, train_test)  # one of its own (a copy, or trained over it) is kept
+    ra.seed_font_stage(train, train)
+    assert json.loads((train_test / "fonts" / "last" / "meta.json").read_text())["resume_key"] == "a"
