@@ -368,11 +368,19 @@ def scan_images(directory: str | Path, require_readable: bool = True) -> ImageSc
         else:
             scan.skipped.append((p, problem))
     if require_readable and not scan.paths:
-        first, reason = scan.skipped[0]
-        raise HwlearnError(
-            f"{directory}: none of the {len(candidates)} image files can be read (e.g. {first}: {reason})"
-        )
+        raise none_readable(scan.skipped, directory)
     return scan
+
+
+def none_readable(skipped: Sequence[tuple[Path, str]], where: str | Path | None = None) -> HwlearnError:
+    """The error for image files none of which can be read, from their ``(path, reason)``: one named file's
+    ``"<path>: cannot read image (<reason>)"``, else ``"[<where>: ]none of the N image files can be read (e.g.
+    <path>: <reason>)"``."""
+    first, reason = skipped[0]
+    if where is None and len(skipped) == 1:
+        return HwlearnError(f"{first}: cannot read image ({reason})")
+    prefix = f"{where}: " if where is not None else ""
+    return HwlearnError(f"{prefix}none of the {len(skipped)} image files can be read (e.g. {first}: {reason})")
 
 
 def image_problem(path: str | Path) -> str | None:

@@ -522,7 +522,7 @@ def recognize(
     :class:`HwlearnError` for a missing input, a directory without image files, and when not one of
     the images can be read.
     """
-    from .data import image_problem, load_image, scan_images, to_model_input
+    from .data import image_problem, load_image, none_readable, scan_images, to_model_input
     from .inference import augmented_copies, predict_views
 
     dev = resolve_device(device)
@@ -536,24 +536,18 @@ def recognize(
             paths.extend(scan.paths)
             skipped.extend(scan.skipped)
         elif item.exists():
-            problem = image_problem(item)
-            if problem is None:
-                paths.append(item)
-            else:
-                skipped.append((item, problem))
+            paths.append(item)
         else:
             raise HwlearnError(f"{item}: no such file or directory")
-    if not paths:
-        first, reason = skipped[0]
-        raise HwlearnError(f"{first}: cannot read image ({reason})" if len(skipped) == 1 else
-                           f"none of the {len(skipped)} image files can be read (e.g. {first}: {reason})")
     images, kept, layout = [], [], ckpt.layout
     for p in paths:
         try:
             images.append(layout(load_image(p)))
             kept.append(p)
-        except HwlearnError as exc:
-            skipped.append((p, str(exc)))
+        except HwlearnError as exc:  # listed as a folder's are: the reason alone
+            skipped.append((p, image_problem(p) or str(exc)))
+    if not kept:
+        raise none_readable(skipped)
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
     charlm = load_charlm(charlm_source, ckpt, domain=lexicon is None)
     method = reading_method(lexicon, charlm, default=method)
@@ -561,7 +555,7 @@ def recognize(
     view_inputs += augmented_copies(images, views, ckpt.height)
     preds = predict_views(ckpt.model, view_inputs, ckpt.charset, device=dev, batch_size=batch_size, method=method,
                           lexicon=lexicon, charlm=charlm,
-                          lm_weight=reading_lm_weight(lexicon, charlm)) if images else []
+                          lm_weight=reading_lm_weight(lexicon, charlm))
     return [(p, pr.text, pr.confidence) for p, pr in zip(kept, preds)], skipped
 
 

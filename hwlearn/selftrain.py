@@ -472,8 +472,17 @@ def font_stage_key(checkpoint: Path, source_meta: dict, synthetic, fonts_used: S
     other's ``fonts/last`` (``benchmarks/real_accuracy.py`` does so for the train + test images' adaptation)."""
     settings = {k: getattr(config, k) for k in ("font_steps", "font_capitals", "batch_size", "lr", "warmup_steps",
                                                 "num_workers", "seed")}
-    parts = {"source": str(Path(checkpoint).resolve()), "source_training": source_meta.get("training"),
-             "synthetic": getattr(synthetic, "info", None), "fonts": sorted(fonts_used), "config": settings}
+    return _digest({**_source_parts(checkpoint, source_meta), "synthetic": getattr(synthetic, "info", None),
+                    "fonts": sorted(fonts_used), "config": settings})
+
+
+def _source_parts(checkpoint: Path, source_meta: dict) -> dict:
+    """The pretrained checkpoint as a key knows it: its path and its training record."""
+    return {"source": str(Path(checkpoint).resolve()), "source_training": source_meta.get("training")}
+
+
+def _digest(parts: dict) -> str:
+    """A short hash of ``parts`` (JSON, keys sorted): the keys saved with a run's stages."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -522,13 +531,13 @@ def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], c
     student's checkpoint records its own (:func:`finished_rounds`)."""
     settings = {k: v for k, v in asdict(config).items() if k != "student_steps"}
     parts = {
-        "source": str(Path(checkpoint).resolve()), "source_training": source_meta.get("training"),
+        **_source_parts(checkpoint, source_meta),
         "images": [str(p) for p in unlabeled], "config": settings, "method": method,
         "lexicon": [len(lexicon), len(lexicon.breaks), lexicon.prior_weight] if lexicon is not None else None,
         "charlm": [charlm.num_words, charlm.order] if method == "charlm" else None,
         "layout": layout.to_dict(), "val": [[str(p), t] for p, t in val_items],
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest(parts)
 
 
 def stage_dir(out_dir: Path, config: AdaptConfig, r: int) -> Path:
