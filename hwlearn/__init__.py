@@ -46,6 +46,8 @@ _EXPORTS = {
     "read_labels": "data",
     "scan_images": "data",
     "image_problem": "data",
+    "load_labeled": "data",
+    "check_labeled": "data",
     "LabeledImages": "data",
     "UnlabeledImages": "data",
     "collate": "data",

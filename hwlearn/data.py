@@ -383,6 +383,43 @@ def none_readable(skipped: Sequence[tuple[Path, str]], where: str | Path | None 
     return HwlearnError(f"{prefix}none of the {len(skipped)} image files can be read (e.g. {first}: {reason})")
 
 
+def load_labeled(items: Sequence[tuple[Path, str]], labels: str | Path,
+                 prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
+    """The images of :func:`read_labels`' ``items`` (each through ``prepare``, e.g. a layout), read once.
+    Raises :func:`unreadable_labeled`'s error, listing every image that cannot be read, if any cannot."""
+    images, problems = [], []
+    for path, _ in items:
+        try:
+            img = load_image(path)
+        except HwlearnError as exc:
+            problems.append((path, image_problem(path) or str(exc)))
+            continue
+        images.append(img if prepare is None else prepare(img))
+    if problems:
+        raise unreadable_labeled(labels, problems, len(items))
+    return images
+
+
+def check_labeled(items: Sequence[tuple[Path, str]], labels: str | Path) -> None:
+    """Decode every image of :func:`read_labels`' ``items`` (~1 ms each) and raise
+    :func:`unreadable_labeled`'s error if any cannot be read: before training on them, not at the step
+    that first draws a bad one."""
+    problems = [(path, reason) for path, _ in items if (reason := image_problem(path)) is not None]
+    if problems:
+        raise unreadable_labeled(labels, problems, len(items))
+
+
+def unreadable_labeled(labels: str | Path, problems: Sequence[tuple[Path, str]], total: int) -> HwlearnError:
+    """The error for a label file some of whose images cannot be read, from their ``(path, reason)``:
+    ``"<labels>: N of M labeled images cannot be read: <path> (<reason>), ... (fix them or remove their
+    lines)"``, naming the first three. A CER over the readable ones alone would silently measure
+    another set, so labeled sets are never skipped over as unlabeled folders are."""
+    shown = ", ".join(f"{path} ({reason})" for path, reason in problems[:3])
+    more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+    return HwlearnError(f"{labels}: {len(problems)} of {total} labeled images cannot be read: {shown}{more} "
+                        "(fix them or remove their lines)")
+
+
 def image_problem(path: str | Path) -> str | None:
     """None if ``path`` decodes as a non-empty image, else the reason it does not (``"empty file"``,
     ``"not a recognized image format"``, ...; without the path)."""

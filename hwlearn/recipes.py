@@ -249,11 +249,11 @@ def synthetic_like(ckpt, seed: int):
 
 
 def _labeled(path: str | Path, height: int, augment=None, seed: int = 0, prepare=None):
-    from .data import LabeledImages, read_labels
+    """The labeled images of a label file, every one of them checked readable before training starts."""
+    from .data import LabeledImages, check_labeled, read_labels
 
     items = read_labels(path)
-    if not items:
-        raise HwlearnError(f"{path}: no labeled images")
+    check_labeled(items, path)
     return LabeledImages(items, height, augment=augment, seed=seed, prepare=prepare)
 
 
@@ -325,7 +325,6 @@ def pretrain(
     ``sampler_options`` go to :class:`~hwlearn.corpus.WordSampler`; ``until`` stops early at that step
     (the run stays resumable)."""
     out_dir = Path(out_dir)
-    resuming = _prepare_run_dir(out_dir, resume, overwrite)
     setup = synthetic_setup(preset, fonts_dir=fonts_dir, corpus=corpus, style=style, seed=config.seed,
                             model_overrides=model_overrides, **(sampler_options or {}))
     if data_dir is not None:
@@ -347,6 +346,7 @@ def pretrain(
     val_sets = [ValSet("synth_val", ModelInputs(val_synth, setup.height))]
     if val_labels is not None:
         val_sets.append(ValSet("real_val", _labeled(val_labels, setup.height)))
+    resuming = _prepare_run_dir(out_dir, resume, overwrite)  # after the checks: a bad file overwrites nothing
     meta = {
         "synthetic": setup.synthetic.info,
         "preset": preset,
@@ -393,18 +393,18 @@ def finetune(
     from .data import augment_real
 
     out_dir = Path(out_dir)
-    resuming = _prepare_run_dir(out_dir, resume, overwrite)
     ckpt = load_checkpoint(checkpoint)
     height = ckpt.height
     layout = layout if layout is not None else ckpt.layout
+    labeled_set = _labeled(labeled, height, augment=augment_real, seed=config.seed, prepare=layout)
+    val_sets = [ValSet("real_val", _labeled(val_labels, height, prepare=layout))] if val_labels else []
+    resuming = _prepare_run_dir(out_dir, resume, overwrite)  # after the checks: a bad file overwrites nothing
     if dropout is not None:
         ckpt.model.set_dropout(dropout)
-    sources = [Source(_labeled(labeled, height, augment=augment_real, seed=config.seed, prepare=layout),
-                      share=1 - synthetic_share, name="labeled")]
+    sources = [Source(labeled_set, share=1 - synthetic_share, name="labeled")]
     if synthetic_share > 0:
         synthetic = synthetic_like(ckpt, seed=config.seed)
         sources.append(Source(ModelInputs(synthetic, height), share=synthetic_share, infinite=True, name="synthetic"))
-    val_sets = [ValSet("real_val", _labeled(val_labels, height, prepare=layout))] if val_labels else []
     meta = {k: v for k, v in ckpt.meta.items() if k not in ("training", "metrics")}
     meta["preprocessing"] = {**meta.get("preprocessing", {}), "layout": layout.to_dict()}
     meta["finetune"] = {"source": str(checkpoint), "labeled": str(labeled), "synthetic_share": synthetic_share,
@@ -449,18 +449,15 @@ def evaluate(
     (:func:`hwlearn.inference.predict_views`). Writes a JSON summary and a per-sample CSV when
     asked; the CSV (and ``rows``) hold the decoding :func:`recognize` would use — the character
     model's, else the lexicon's, else greedy — named in ``summary["csv_decoding"]``."""
-    from .data import load_image, read_labels, to_model_input
+    from .data import load_labeled, read_labels, to_model_input
     from .inference import augmented_copies, predictions_by_method
     from .metrics import edit_distance, score
 
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, device=dev)
     items = read_labels(labels)
-    if not items:
-        raise HwlearnError(f"{labels}: no labeled images")
     t0 = time.perf_counter()
-    layout = ckpt.layout
-    images = [layout(load_image(p)) for p, _ in items]
+    images = load_labeled(items, labels, prepare=ckpt.layout)
     view_inputs = [[(to_model_input(img, ckpt.height), text) for img, (_, text) in zip(images, items)]]
     view_inputs += augmented_copies(images, views, ckpt.height)
     refs = [t for _, t in items]
@@ -586,7 +583,7 @@ def adapt_folder(
     checkpoint, images and settings), starts over with ``overwrite``, and is refused otherwise; a finished
     run is reused the same way (``resume`` with a student added trains the student alone).
     See :func:`hwlearn.selftrain.adapt`."""
-    from .data import read_labels, scan_images
+    from .data import check_labeled, read_labels, scan_images
     from .selftrain import AdaptConfig, adapt
 
     config = config or AdaptConfig()
@@ -610,5 +607,6 @@ def adapt_folder(
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
     charlm = load_charlm(charlm_source, ckpt) if lexicon is None else None
     val_items = read_labels(val_labels) if val_labels else []
+    check_labeled(val_items, val_labels)  # before the adaptation's first minutes, not after them
     return adapt(checkpoint, paths, out_dir, synthetic, config, lexicon=lexicon, charlm=charlm, val_items=val_items,
                  device=dev, skipped=skipped, report=report, resume=resume and not overwrite)

@@ -17,8 +17,10 @@ from hwlearn.data import (
     augment_real,
     augment_real_strong,
     collate,
+    check_labeled,
     for_augmenting,
     load_image,
+    load_labeled,
     paper_level,
     read_labels,
     image_problem,
@@ -416,6 +418,25 @@ def test_dataset_bad_image_raises_hwlearn_error(tmp_path):
         ds[0]
     with pytest.raises(HwlearnError, match="bad.png: cannot read image"):
         ds.width_key(0)
+
+
+def test_labeled_images_are_read_once_or_checked_and_every_unreadable_one_is_counted(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((8, 20), 200, np.uint8)).save(good)
+    bad = [tmp_path / f"bad{i}.png" for i in range(5)]
+    for path in bad:
+        path.write_bytes(b"nope")
+    items = [(good, "a")] + [(path, "b") for path in bad]
+    images = load_labeled(items[:1], "l.tsv", prepare=lambda img: img[:4])
+    assert len(images) == 1 and images[0].shape == (4, 20)
+    check_labeled(items[:1], "l.tsv")
+    message = (f"l.tsv: 5 of 6 labeled images cannot be read: {bad[0]} (not a recognized image format), {bad[1]} "
+               f"(not a recognized image format), {bad[2]} (not a recognized image format) and 2 more "
+               "(fix them or remove their lines)")
+    for read in (load_labeled, check_labeled):
+        with pytest.raises(HwlearnError) as err:
+            read(items, "l.tsv")
+        assert str(err.value) == message
 
 
 def test_collate_pads_right_with_zero_and_returns_widths():

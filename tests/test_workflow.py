@@ -288,6 +288,35 @@ def test_supervised_train_on_labels(tiny_run, word_folder, tmp_path):
     assert load_checkpoint(out / "best").model.dropout.p == 0.1
 
 
+def test_a_label_file_with_unreadable_images_stops_evaluate_train_and_adapt_before_they_start(
+        tiny_run, word_folder, tmp_path):
+    folder, labels = word_folder
+    bad_labels = tmp_path / "bad.tsv"
+    good_lines = labels.read_text(encoding="utf-8").splitlines()
+    bad_lines = [f"{folder / 'broken.png'}\tx", f"{folder / 'sub' / 'empty.jpg'}\ty", f"{tmp_path / 'gone.png'}\tz"]
+    bad_lines += [f"{folder.parent / line}" for line in good_lines]
+    bad_labels.write_text("\n".join(bad_lines[:2] + bad_lines[3:6] + bad_lines[2:3]) + "\n", encoding="utf-8")
+    message = (f"Error: {bad_labels}: 3 of 6 labeled images cannot be read: {folder / 'broken.png'} (not a recognized "
+               f"image format), {folder / 'sub' / 'empty.jpg'} (empty file), {tmp_path / 'gone.png'} (no such file) "
+               "(fix them or remove their lines)")
+    ft = tmp_path / "ft"  # a finished run that --overwrite with a bad file must leave as it was
+    assert _invoke(["train", "--from", tiny_run / "best", "--labeled", labels, "-o", ft, "--steps", "2",
+                    "--batch-size", "4", "--workers", "0", "--device", "cpu"]).exit_code == 0
+    before = sorted(p.name for p in ft.iterdir())
+    assert "metrics.jsonl" in before
+    for args in (["evaluate", "--model", tiny_run / "best", "--labels", bad_labels, "--device", "cpu"],
+                 ["train", "--from", tiny_run / "best", "--labeled", bad_labels, "-o", tmp_path / "ft2", "--steps", "2",
+                  "--workers", "1", "--device", "cpu"],
+                 ["train", "--from", tiny_run / "best", "--labeled", labels, "--val", bad_labels, "-o", ft,
+                  "--overwrite", "--steps", "2", "--workers", "0", "--device", "cpu"],
+                 ["adapt", "--from", tiny_run / "best", "--unlabeled", folder, "--val", bad_labels, "-o",
+                  tmp_path / "adapt", "--rounds", "1", "--device", "cpu"]):
+        result = CliRunner().invoke(main, [str(a) for a in args])
+        assert result.exit_code == 2 and " ".join(result.output.split()) == message, (args[0], result.output)
+    assert not (tmp_path / "ft2").exists() and not (tmp_path / "adapt").exists()
+    assert sorted(p.name for p in ft.iterdir()) == before
+
+
 def test_demo_runs_end_to_end_on_a_tiny_setting(tmp_path):
     out = tmp_path / "demo"
     result = _invoke(["demo", "-o", out, "--pretrain-steps", "3", "--target-size", "12", "--adapt-rounds", "1",

@@ -29,7 +29,8 @@ def evaluate(checkpoint, labels, lexicon, lexicon_weight, char_lm, csv_path, jso
     CER = total edit distance / total reference characters (corpus level), WER likewise over
     words; both case-sensitive and case-insensitive, with greedy decoding, and — with --lexicon —
     lexicon-constrained decoding and — with --char-lm — decoding guided by a character model
-    (favouring the --lexicon words when given).
+    (favouring the --lexicon words when given). If any labeled image cannot be read, it stops
+    before recognizing any, with one line counting them and naming the first three.
     """
     from rich.table import Table
 
