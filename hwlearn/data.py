@@ -49,7 +49,8 @@ def load_image(path: str | Path) -> np.ndarray:
     composited on white, 16/32-bit integer and float images (``I;16``, ``I``, ``F``) are scaled to
     8 bit by their value range, CMYK / RGB / 1-bit / palette images are converted to luma. The EXIF
     orientation of photos is applied. Only the first frame of a multi-page file is read. The
-    polarity is kept as is: light ink on a dark background must be inverted by the caller.
+    polarity is kept as is: light ink on a dark background must be inverted by the caller
+    (``hwlearn adapt`` decides it for a collection: :func:`hwlearn.layout.light_ink_share`).
 
     Raises :class:`HwlearnError` ``"<path>: cannot read image (<reason>)"`` for a missing, empty,
     corrupt or truncated file.

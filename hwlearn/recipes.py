@@ -457,7 +457,9 @@ def evaluate(
     ckpt = load_checkpoint(checkpoint, device=dev)
     items = read_labels(labels)
     t0 = time.perf_counter()
-    images = load_labeled(items, labels, prepare=ckpt.layout)
+    images = load_labeled(items, labels)
+    warn_polarity(images, ckpt.layout)
+    images = [ckpt.layout(img) for img in images]
     view_inputs = [[(to_model_input(img, ckpt.height), text) for img, (_, text) in zip(images, items)]]
     view_inputs += augmented_copies(images, views, ckpt.height)
     refs = [t for _, t in items]
@@ -483,6 +485,33 @@ def evaluate(
         Path(json_path).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     summary["rows"] = rows
     return summary
+
+
+#: Images that must vote on their polarity (hwlearn.layout.paper_is_dark) before :func:`warn_polarity` speaks:
+#: one tight crop of an ``I`` can look like light ink on dark paper.
+POLARITY_MIN_IMAGES = 5
+
+
+def warn_polarity(images: Sequence, layout) -> bool:
+    """Print a warning and return True when most of ``images`` (uint8, as loaded; at least
+    :data:`POLARITY_MIN_IMAGES` that vote) have the other polarity than ``layout`` reads: light ink on
+    dark paper for a model that reads them as they are (it reads a negative as nothing), or the
+    reverse for one adapted to negatives."""
+    from .console import console
+    from .layout import paper_is_dark
+
+    votes = [v for v in map(paper_is_dark, images) if v is not None]
+    if len(votes) < POLARITY_MIN_IMAGES or (2 * sum(votes) > len(votes)) == layout.invert:
+        return False
+    share = sum(votes) if not layout.invert else len(votes) - sum(votes)
+    if layout.invert:
+        console.print(f"[yellow]warning:[/] {share} of {len(votes)} images look like dark ink on light paper, but this "
+                      "model was adapted to light ink on dark paper and inverts them", markup=True, highlight=False)
+    else:
+        console.print(f"[yellow]warning:[/] {share} of {len(votes)} images look like light ink on dark paper, which "
+                      "this model reads as nothing: adapt it to them (hwlearn adapt inverts such images) or invert "
+                      "them", markup=True, highlight=False)
+    return True
 
 
 def _write_rows(path: Path, rows: Sequence[EvalRow]) -> None:
@@ -539,12 +568,14 @@ def recognize(
     images, kept, layout = [], [], ckpt.layout
     for p in paths:
         try:
-            images.append(layout(load_image(p)))
+            images.append(load_image(p))
             kept.append(p)
         except HwlearnError as exc:  # listed as a folder's are: the reason alone
             skipped.append((p, image_problem(p) or str(exc)))
     if not kept:
         raise none_readable(skipped)
+    warn_polarity(images, layout)
+    images = [layout(img) for img in images]
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
     charlm = load_charlm(charlm_source, ckpt, domain=lexicon is None)
     method = reading_method(lexicon, charlm, default=method)

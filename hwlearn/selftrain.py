@@ -3,7 +3,8 @@
 First the **layout** the images are read in is chosen (:func:`choose_layout`): as they are, or with
 their blank margins trimmed to those of the synthetic words at the sides or on all four sides
 (:mod:`hwlearn.layout`) — whichever the pretrained model labels with the highest mean confidence
-(on a seeded sample of :data:`LAYOUT_SAMPLE` images when there are more).
+(on a seeded sample of :data:`LAYOUT_SAMPLE` images when there are more); a collection of light ink on
+dark paper is inverted first (:func:`hwlearn.layout.light_ink_share`).
 It is recorded in every checkpoint written, so ``evaluate`` and ``recognize`` read images the same way.
 Then the synthetic words mixed into training are drawn from the fonts closest to the images
 (``match_fonts``, :func:`match_synthetic_fonts`), and the model trains ``font_steps`` steps on those words
@@ -85,7 +86,7 @@ from .errors import HwlearnError
 from .fontmatch import closest_fonts, rank_fonts
 from .inference import (AugmentedCopy, SearchPool, model_outputs, predict, predict_views, predictions_by_method,
                         search_workers)
-from .layout import LAYOUTS, Layout, candidates, synthetic_margins
+from .layout import LAYOUTS, Layout, candidates, light_ink_share, synthetic_margins
 from .metrics import score
 from .paths import write_text_atomic
 from .train import ModelInputs, Source, Trainer, TrainConfig
@@ -110,6 +111,9 @@ class AdaptConfig:
     # lexicon, else CHARLM_BEAM
     beam_width: int | None = None
     layout: str = "auto"  # "auto" (chosen by mean confidence) or one of hwlearn.layout.LAYOUTS
+    # read the images with their grey levels inverted (light ink on dark paper); None: when most of them look so
+    # (hwlearn.layout.light_ink_share > 0.5)
+    invert: bool | None = None
     match_fonts: int = 20  # > 0: synthetic words only from the fonts closest to the images (hwlearn.fontmatch)
     # before round 1, train the pretrained model this many steps on synthetic words from those closest fonts alone
     # (tune_to_fonts; 0: none, and none when no fonts were matched): the rounds start from, and the student from, a
@@ -206,7 +210,7 @@ class AdaptResult:
     chosen_round: int
     final_checkpoint: Path
     skipped: list[tuple[Path, str]]
-    layout: str = "as-is"
+    layout: str = "as-is"  # hwlearn.layout.Layout.describe(): the kind, ", inverted" added when it inverts
     layout_scores: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -401,10 +405,13 @@ def choose_layout(model, images: Sequence[np.ndarray], synthetic: Dataset, confi
     ``config.layout == "auto"`` every layout of :data:`hwlearn.layout.LAYOUTS` is tried on ``sample``
     of the images (all of them when there are no more; else a sample seeded by ``config.seed``) and
     the one with the highest mean confidence wins (ties: the earlier, ``as-is`` first); otherwise the
-    named one is used without trying the others."""
+    named one is used without trying the others. The candidates invert the images' grey levels with
+    ``config.invert``, or when it is None and most images look like light ink on dark paper
+    (:func:`hwlearn.layout.light_ink_share`)."""
     margins = synthetic_margins(synthetic[i][0] for i in range(min(margin_samples, len(synthetic))))
     kinds = LAYOUTS if config.layout == "auto" else (config.layout,)
-    layouts = candidates(kinds, margins)
+    invert = config.invert if config.invert is not None else light_ink_share(images) > 0.5
+    layouts = candidates(kinds, margins, invert)
     if len(layouts) == 1:
         return layouts[0], {}, None
     read = list(images)
@@ -528,8 +535,9 @@ def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], c
     order, the settings, the reading method and its lexicon or character model, the layout, and the
     report-only validation labels. A finished round is reused only under the same key. The student's steps are
     left out: the rounds do not depend on them (a finished run given a student reuses its rounds), and the
-    student's checkpoint records its own (:func:`finished_rounds`)."""
-    settings = {k: v for k, v in asdict(config).items() if k != "student_steps"}
+    student's checkpoint records its own (:func:`finished_rounds`). ``config.invert`` counts through the layout,
+    which records what was decided."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("student_steps", "invert")}
     parts = {
         **_source_parts(checkpoint, source_meta),
         "images": [str(p) for p in unlabeled], "config": settings, "method": method,
@@ -657,7 +665,7 @@ def adapt(
         layout, layout_scores, preds = choose_layout(model, originals, synthetic, config, charset, height,
                                                      device=device, method=method, lexicon=lexicon, charlm=charlm,
                                                      pool=searches, sample=LAYOUT_SAMPLE)
-        console.print(f"layout: {layout.kind} " + ("(mean confidence " + ", ".join(
+        console.print(f"layout: {layout.describe()} " + ("(mean confidence " + ", ".join(
             f"{k} {v:.4f}" for k, v in layout_scores.items()) + ")" if layout_scores else "(as asked)"))
         images = [layout(img) for img in originals]
         del originals
@@ -816,7 +824,7 @@ def adapt(
         DOMAIN_WORDS: dict(readings[chosen].most_common()) if chosen in readings else {},
         "adapt_summary": {"chosen_round": chosen, "chosen": chosen_row.name,
                           "rule": "highest mean confidence on the unlabeled images",
-                          "layout": layout.kind, "layout_mean_confidence": layout_scores, "fonts_used": fonts_used,
+                          "layout": layout.describe(), "layout_mean_confidence": layout_scores, "fonts_used": fonts_used,
                           "lexicon": ({"words": len(lexicon), "line_break_parts": len(lexicon.breaks),
                                        "prior_weight": lexicon.prior_weight}
                                       if lexicon is not None else None),
@@ -824,4 +832,4 @@ def adapt(
                                      if method == "charlm" else None),
                           "rounds": [asdict(x) for x in rounds], "skipped_images": len(skipped)},
     })
-    return AdaptResult(rounds, chosen, final, list(skipped), layout.kind, layout_scores)
+    return AdaptResult(rounds, chosen, final, list(skipped), layout.describe(), layout_scores)

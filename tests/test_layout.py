@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 import pytest
 from conftest import write_word_images
 
 from hwlearn.checkpoint import load_checkpoint, save_checkpoint
 from hwlearn.errors import HwlearnError
-from hwlearn.layout import LAYOUTS, Layout, ink_box, synthetic_margins
+from hwlearn.layout import LAYOUTS, Layout, ink_box, light_ink_share, paper_is_dark, synthetic_margins
 from hwlearn.recipes import evaluate, synthetic_like
 from hwlearn.selftrain import AdaptConfig, choose_layout
 
@@ -195,3 +196,61 @@ def test_adapt_labels_every_image_when_the_layout_was_chosen_on_a_sample(tiny_ru
     assert [r.labeled for r in result.rounds] == [16, 16]
     rows = (tmp_path / "adapt" / "round1" / "pseudo_labels.tsv").read_text().splitlines()[1:]
     assert len(rows) == 16 and sum(row.endswith("\t1") for row in rows) == result.rounds[1].selected
+
+
+def test_polarity_is_voted_by_each_image_and_decided_by_the_collection():
+    page = _page()  # dark ink on light paper
+    assert paper_is_dark(page) is False and paper_is_dark(255 - page) is True
+    assert paper_is_dark(np.full((20, 20), 128, np.uint8)) is None  # blank: no vote
+    tight_i = _page(h=30, w=8, box=(0, 29, 1, 6))  # a crop of an "I", mostly ink: a wrong vote
+    assert paper_is_dark(tight_i) is True
+    assert light_ink_share([page, page, tight_i, np.full((9, 9), 200, np.uint8)]) == pytest.approx(1 / 3)
+    assert light_ink_share([255 - page] * 3 + [page]) == 0.75 and light_ink_share([]) == 0.0
+    inverted = Layout("trim-sides", invert=True)
+    assert np.array_equal(inverted(255 - page), Layout("trim-sides")(page))
+    assert np.array_equal(Layout(invert=True)(page), 255 - page)  # as-is: inverted only
+    assert "invert" not in Layout("trim-all").to_dict()  # stored as before polarity existed
+    assert Layout.from_dict(inverted.to_dict()) == inverted and inverted.describe() == "trim-sides, inverted"
+
+
+def test_adapting_to_negatives_inverts_them_and_learns_what_the_positives_teach(tiny_run, tmp_path, capsys):
+    """Light ink on dark paper is read inverted: the same pseudo-labels, model and CER as the positives give,
+    and the choice is stored, so evaluate and recognize read the negatives alike; a model that does not
+    invert warns when most images it is given look like negatives."""
+    from hwlearn.recipes import adapt_folder, recognize, warn_polarity
+
+    words = write_word_images(tiny_run / "best", tmp_path / "pos", 12, seed=21, transform=_with_wide_margins)
+    write_word_images(tiny_run / "best", tmp_path / "neg", 12, seed=21, transform=lambda img: 255 - _with_wide_margins(img))
+    config = AdaptConfig(rounds=1, steps_per_round=3, batch_size=8, num_workers=0, student_steps=0, font_steps=0)
+    results = {}
+    for name in ("pos", "neg"):
+        results[name] = adapt_folder(tiny_run / "best", tmp_path / name, tmp_path / f"adapt_{name}", device="cpu",
+                                     config=config)
+        (tmp_path / f"{name}.tsv").write_text("".join(f"{tmp_path / name / f'w{i:02d}.png'}\t{w}\n"
+                                                      for i, w in enumerate(words)), encoding="utf-8")
+    assert results["neg"].layout == results["pos"].layout + ", inverted"
+    assert results["neg"].layout_scores == results["pos"].layout_scores
+    labels = {name: (tmp_path / f"adapt_{name}" / "round1" / "pseudo_labels.tsv").read_text().replace(f"/{name}/", "/")
+              for name in ("pos", "neg")}
+    assert labels["neg"] == labels["pos"]
+    meta = json.loads((tmp_path / "adapt_neg" / "final" / "meta.json").read_text())
+    assert meta["preprocessing"]["layout"]["invert"] is True
+    models = {name: load_checkpoint(tmp_path / f"adapt_{name}" / "final").model.state_dict() for name in ("pos", "neg")}
+    assert all(torch.equal(models["pos"][k], models["neg"][k]) for k in models["pos"])
+    cer = {name: evaluate(tmp_path / f"adapt_{name}" / "final", tmp_path / f"{name}.tsv", device="cpu")["results"]
+           ["greedy"]["cer"] for name in ("pos", "neg")}
+    assert cer["neg"] == cer["pos"] < 0.9
+    capsys.readouterr()
+    read = recognize(tiny_run / "best", [tmp_path / "neg"], device="cpu")[0]
+    assert "look like light ink on dark paper" in " ".join(capsys.readouterr().err.split())
+    assert [t for _, t, _ in recognize(tmp_path / "adapt_neg" / "final", [tmp_path / "neg"], device="cpu")[0]] == \
+        [t for _, t, _ in recognize(tmp_path / "adapt_pos" / "final", [tmp_path / "pos"], device="cpu")[0]]
+    assert "ink" not in capsys.readouterr().err
+    assert len(read) == 12 and warn_polarity([_page()] * 5, Layout(invert=True))
+    assert not warn_polarity([255 - _page()] * 4, Layout())  # too few to tell
+    ckpt = load_checkpoint(tiny_run / "best")
+    negatives = [255 - _with_wide_margins(synthetic_like(ckpt, seed=21)[i][0]) for i in range(6)]
+    for invert, expected in ((None, True), (False, False), (True, True)):
+        layout = choose_layout(ckpt.model, negatives, synthetic_like(ckpt, seed=1), AdaptConfig(invert=invert),
+                               ckpt.charset, ckpt.height, device="cpu")[0]
+        assert layout.invert is expected

@@ -39,6 +39,10 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
 @click.option("--layout", default="auto", show_default=True, type=click.Choice(["auto", *LAYOUTS]),
               help="How the images' blank margins are trimmed before reading (auto: the layout the model is "
                    "most confident with, on up to 2000 of the images; see docs/adapting.md).")
+@click.option("--invert/--no-invert", default=None,
+              help="Read the images with their grey levels inverted: light ink on dark paper, as film negatives. "
+                   "Default: inverted when most images look so (their median grey nearer their darkest than their "
+                   "lightest). The choice is stored with the layout, so evaluate and recognize read alike.")
 @click.option("--match-fonts", default=20, show_default=True, type=click.IntRange(min=0), metavar="K",
               help="Draw the synthetic words mixed into training from the K fonts whose words look most like "
                    "your images (0: all fonts).")
@@ -86,14 +90,15 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
 @workers_option
 @seed_option
 def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labels, rounds, ramp_rounds, steps_per_round, start_share,
-          end_share, synthetic_share, batch_size, lr, layout, match_fonts, font_steps, views, augment, dropout, rare_chars, hold_marks, student_steps, beam_width, resume,
+          end_share, synthetic_share, batch_size, lr, layout, invert, match_fonts, font_steps, views, augment, dropout, rare_chars, hold_marks, student_steps, beam_width, resume,
           overwrite, device,
           workers,
           seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
 
     First the images' layout is chosen (margins as they are, or trimmed to the synthetic words'
-    margins at the sides or all round: the one the model reads most confidently), and the model trains
+    margins at the sides or all round: the one the model reads most confidently; light ink on dark
+    paper inverted), and the model trains
     a while on synthetic words in the fonts closest to them. Each round labels every image with the
     current model, keeps the most confident share, trains on it (augmented, mixed with synthetic words) and checkpoints OUT/round<k>/last. Then a
     student, a fresh model from the weights round 1 started from, trains once on the last round's pseudo-labels
@@ -110,7 +115,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
 
     config = AdaptConfig(rounds=rounds, ramp_rounds=ramp_rounds, steps_per_round=steps_per_round, start_share=start_share, end_share=end_share,
                          synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed,
-                         layout=layout, match_fonts=match_fonts, font_steps=font_steps, views=views, augment=augment, dropout=dropout,
+                         layout=layout, invert=invert, match_fonts=match_fonts, font_steps=font_steps, views=views, augment=augment, dropout=dropout,
                          rare_chars=rare_chars, hold_marks=hold_marks, student_steps=student_steps,
                          beam_width=beam_width)
 
