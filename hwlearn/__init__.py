@@ -74,6 +74,7 @@ _EXPORTS = {
     "adapt_folder": "recipes",
     "evaluate": "recipes",
     "recognize": "recipes",
+    "iter_recognize": "recipes",
     "load_lexicon": "recipes",
     "load_charlm": "recipes",
 }

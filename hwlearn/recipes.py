@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 
@@ -523,6 +523,11 @@ def _write_rows(path: Path, rows: Sequence[EvalRow]) -> None:
             w.writerow([r.image, r.reference, r.prediction, r.confidence, r.edit_distance])
 
 
+#: Images :func:`iter_recognize` loads, reads and hands back at a time: memory stays bounded whatever the
+#: number of images (100,000 GW-sized words would hold ~5 GB as loaded), and the first readings come at once.
+RECOGNIZE_CHUNK = 2048
+
+
 def recognize(
     checkpoint: str | Path,
     inputs: Iterable[str | Path],
@@ -546,45 +551,88 @@ def recognize(
     Returns ``(results, skipped)``: ``(path, text, confidence)`` per readable image and
     ``(path, reason)`` per unreadable one, whether named or in a directory. Raises
     :class:`HwlearnError` for a missing input, a directory without image files, and when not one of
-    the images can be read.
+    the images can be read. :func:`iter_recognize` hands them back a chunk at a time.
     """
+    results: list[tuple[Path, str, float]] = []
+    skipped: list[tuple[Path, str]] = []
+    for chunk_results, chunk_skipped in iter_recognize(
+            checkpoint, inputs, lexicon_source=lexicon_source, lexicon_weight=lexicon_weight,
+            charlm_source=charlm_source, method=method, device=device, batch_size=batch_size, views=views):
+        results += chunk_results
+        skipped += chunk_skipped
+    return results, skipped
+
+
+def iter_recognize(
+    checkpoint: str | Path,
+    inputs: Iterable[str | Path],
+    *,
+    lexicon_source=None,
+    lexicon_weight: float = PRIOR_WEIGHT,
+    charlm_source="auto",
+    method: str = "greedy",
+    device: str = "auto",
+    batch_size: int = 64,
+    views: int = 0,
+    chunk: int = RECOGNIZE_CHUNK,
+) -> Iterator[tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]]:
+    """:func:`recognize`, ``chunk`` images at a time: yields ``(results, skipped)`` of each chunk in
+    the order of the images (files found in a directory's scan to be unreadable come with the first
+    chunk). Each image reads as it would among all the others. Missing inputs and directories
+    without image files raise before the first chunk, and a run where not one image can be read
+    raises at the end. The polarity check (:func:`warn_polarity`) looks at the first chunk."""
     from .data import image_problem, load_image, none_readable, scan_images, to_model_input
-    from .inference import augmented_copies, predict_views
+    from .inference import SearchPool, augmented_copies, predict_views, search_workers
 
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, device=dev)
     paths: list[Path] = []
-    skipped: list[tuple[Path, str]] = []
+    scan_skipped: list[tuple[Path, str]] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
             scan = scan_images(item, require_readable=False)
             paths.extend(scan.paths)
-            skipped.extend(scan.skipped)
+            scan_skipped.extend(scan.skipped)
         elif item.exists():
             paths.append(item)
         else:
             raise HwlearnError(f"{item}: no such file or directory")
-    images, kept, layout = [], [], ckpt.layout
-    for p in paths:
-        try:
-            images.append(load_image(p))
-            kept.append(p)
-        except HwlearnError as exc:  # listed as a folder's are: the reason alone
-            skipped.append((p, image_problem(p) or str(exc)))
-    if not kept:
-        raise none_readable(skipped)
-    warn_polarity(images, layout)
-    images = [layout(img) for img in images]
+    layout = ckpt.layout
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
     charlm = load_charlm(charlm_source, ckpt, domain=lexicon is None)
     method = reading_method(lexicon, charlm, default=method)
-    view_inputs = [[(to_model_input(img, ckpt.height), None) for img in images]]
-    view_inputs += augmented_copies(images, views, ckpt.height)
-    preds = predict_views(ckpt.model, view_inputs, ckpt.charset, device=dev, batch_size=batch_size, method=method,
-                          lexicon=lexicon, charlm=charlm,
-                          lm_weight=reading_lm_weight(lexicon, charlm))
-    return [(p, pr.text, pr.confidence) for p, pr in zip(kept, preds)], skipped
+    lm_weight = reading_lm_weight(lexicon, charlm)
+    beam_width = 10  # predict_views' default, which the searches' pool must serve
+    workers = search_workers(len(paths) * (views + 1) * (method != "greedy"))
+    all_skipped: list[tuple[Path, str]] = []
+    read = 0
+    with SearchPool(ckpt.charset, lexicon, charlm, beam_width, workers, lm_weight=lm_weight) as pool:
+        for start in range(0, max(len(paths), 1), chunk):
+            images, kept, skipped = [], [], scan_skipped if start == 0 else []
+            skipped = list(skipped)
+            for p in paths[start : start + chunk]:
+                try:
+                    images.append(load_image(p))
+                    kept.append(p)
+                except HwlearnError as exc:  # listed as a folder's are: the reason alone
+                    skipped.append((p, image_problem(p) or str(exc)))
+            all_skipped += skipped
+            if start == 0 and images:
+                warn_polarity(images, layout)
+            images = [layout(img) for img in images]
+            results = []
+            if images:
+                view_inputs = [[(to_model_input(img, ckpt.height), None) for img in images]]
+                view_inputs += augmented_copies(images, views, ckpt.height)
+                preds = predict_views(ckpt.model, view_inputs, ckpt.charset, device=dev, batch_size=batch_size,
+                                      method=method, lexicon=lexicon, charlm=charlm, beam_width=beam_width,
+                                      pool=pool, lm_weight=lm_weight)
+                results = [(p, pr.text, pr.confidence) for p, pr in zip(kept, preds)]
+                read += len(results)
+            if not read and start + chunk >= len(paths):
+                raise none_readable(all_skipped)
+            yield results, skipped
 
 
 # --------------------------------------------------------------------------------------------

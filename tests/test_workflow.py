@@ -17,6 +17,7 @@ from hwlearn.checkpoint import load_checkpoint
 from hwlearn.cli import main
 from hwlearn.recipes import load_charlm
 from hwlearn.selftrain import STUDENT_STEPS_PER_ROUND_STEP
+from hwlearn.errors import HwlearnError
 from hwlearn.synth import build_synthetic
 
 MODES = ["L", "RGBA", "P", "I;16", "CMYK", "LA", "1"]
@@ -217,6 +218,24 @@ def test_recognize_prints_path_text_confidence(tiny_run, word_folder):
         assert set(rec) == {"image", "text", "confidence"}
         assert 0.0 <= rec["confidence"] <= 1.0 and Path(rec["image"]).exists()
     assert "broken.png" in result.stderr and "2 skipped" in result.stderr
+
+
+def test_recognize_in_chunks_reads_as_all_at_once(tiny_run, word_folder, tmp_path):
+    from hwlearn.recipes import iter_recognize, recognize
+
+    folder, _ = word_folder
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "x.png").write_bytes(b"nope")
+    inputs = [folder, only_bad / "x.png", sorted(folder.glob("w*.png"))[0]]
+    for views, charlm in ((0, "auto"), (2, None)):
+        whole, whole_skipped = recognize(tiny_run / "best", inputs, device="cpu", views=views, charlm_source=charlm)
+        chunks = list(iter_recognize(tiny_run / "best", inputs, device="cpu", views=views, charlm_source=charlm, chunk=4))
+        assert [len(r) + len(s) for r, s in chunks] == [2 + 4, 4, 4, 4]  # the scan's 2 unreadable come first
+        assert [x for r, _ in chunks for x in r] == whole and len(whole) == 15
+        assert [x for _, s in chunks for x in s] == whole_skipped and len(whole_skipped) == 3
+    with pytest.raises(HwlearnError, match="none of the 2 image files can be read"):
+        list(iter_recognize(tiny_run / "best", [only_bad / "x.png", folder / "broken.png"], device="cpu", chunk=1))
 
 
 def test_views_read_augmented_copies_and_an_image_reads_the_same_alone(tiny_run, word_folder, tmp_path):

@@ -28,7 +28,8 @@ from .options import charlm_option, device_option, lexicon_option, views_option
 def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_json, as_csv, views, batch_size, device):
     """Recognize word images: INPUTS are image files or directories (searched recursively).
 
-    Prints one line per image to stdout: path, text and confidence (tab-separated by default).
+    Prints one line per image to stdout: path, text and confidence (tab-separated by default), a
+    chunk of 2048 images at a time as they are read, so memory stays bounded on a large folder.
     Unreadable files are skipped and listed on stderr; when none can be read, a one-line error (exit
     status 2). Decoding: guided by a character model of the
     language (--char-lm, by default the corpus the model was pretrained on), favouring the words of
@@ -36,7 +37,7 @@ def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_jso
     plain beam search (--beam).
     """
     from ..console import console
-    from ..recipes import recognize as run
+    from ..recipes import iter_recognize as run
 
     if as_json and as_csv:
         raise click.UsageError("--json and --csv exclude each other")
@@ -44,19 +45,23 @@ def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_jso
         if click.get_current_context().get_parameter_source("char_lm") != click.core.ParameterSource.DEFAULT:
             raise click.UsageError("--beam and --char-lm exclude each other")
         char_lm = None
-    results, skipped = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight, charlm_source=char_lm,
-                           method="beam" if beam else "greedy", device=device, batch_size=batch_size, views=views)
-    if as_csv:
-        w = csv.writer(sys.stdout)
-        w.writerow(["image", "text", "confidence"])
+    chunks = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight, charlm_source=char_lm,
+                 method="beam" if beam else "greedy", device=device, batch_size=batch_size, views=views)
+    writer = csv.writer(sys.stdout) if as_csv else None
+    recognized, skipped = 0, []
+    for results, chunk_skipped in chunks:  # printed as each chunk is read: a large folder's lines come at once
+        if writer is not None and recognized == 0 and results:
+            writer.writerow(["image", "text", "confidence"])
         for path, text, conf in results:
-            w.writerow([str(path), text, f"{conf:.4f}"])
-    else:
-        for path, text, conf in results:
-            if as_json:
+            if writer is not None:
+                writer.writerow([str(path), text, f"{conf:.4f}"])
+            elif as_json:
                 click.echo(json.dumps({"image": str(path), "text": text, "confidence": round(conf, 4)}, ensure_ascii=False))
             else:
                 click.echo(f"{path}\t{text}\t{conf:.4f}")
+        sys.stdout.flush()
+        recognized += len(results)
+        skipped += chunk_skipped
     for path, reason in skipped:
         console.print(f"[yellow]skipped[/] {path}: {reason}", markup=True, highlight=False)
-    console.print(f"{len(results)} image(s) recognized, {len(skipped)} skipped")
+    console.print(f"{recognized} image(s) recognized, {len(skipped)} skipped")
