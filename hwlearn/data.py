@@ -384,10 +384,9 @@ def none_readable(skipped: Sequence[tuple[Path, str]], where: str | Path | None 
     return HwlearnError(f"{prefix}none of the {len(skipped)} image files can be read (e.g. {first}: {reason})")
 
 
-def load_labeled(items: Sequence[tuple[Path, str]], labels: str | Path,
-                 prepare: Callable[[np.ndarray], np.ndarray] | None = None) -> list[np.ndarray]:
-    """The images of :func:`read_labels`' ``items`` (each through ``prepare``, e.g. a layout), read once.
-    Raises :func:`unreadable_labeled`'s error, listing every image that cannot be read, if any cannot."""
+def load_labeled(items: Sequence[tuple[Path, str]], labels: str | Path) -> list[np.ndarray]:
+    """The images of :func:`read_labels`' ``items``, read once. Raises :func:`unreadable_labeled`'s error,
+    counting every image that cannot be read, if any cannot."""
     images, problems = [], []
     for path, _ in items:
         try:
@@ -395,7 +394,7 @@ def load_labeled(items: Sequence[tuple[Path, str]], labels: str | Path,
         except HwlearnError as exc:
             problems.append((path, image_problem(path) or str(exc)))
             continue
-        images.append(img if prepare is None else prepare(img))
+        images.append(img)
     if problems:
         raise unreadable_labeled(labels, problems, len(items))
     return images

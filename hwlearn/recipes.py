@@ -610,8 +610,7 @@ def iter_recognize(
     read = 0
     with SearchPool(ckpt.charset, lexicon, charlm, beam_width, workers, lm_weight=lm_weight) as pool:
         for start in range(0, max(len(paths), 1), chunk):
-            images, kept, skipped = [], [], scan_skipped if start == 0 else []
-            skipped = list(skipped)
+            images, kept, skipped = [], [], list(scan_skipped) if start == 0 else []
             for p in paths[start : start + chunk]:
                 try:
                     images.append(load_image(p))
