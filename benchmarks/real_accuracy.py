@@ -430,18 +430,23 @@ def pretrain_step(run_dir: Path, profile: Profile, args, log: StepLog) -> Path:
     return out / "best"
 
 
-def seed_font_stage(source: Path, out: Path) -> None:
-    """Copy ``source``'s font stage (``fonts/last``: the pretrained model trained on the matched fonts' words)
-    into ``out`` when ``out`` has none. The train + test images' adaptation then starts from the train images'
-    stage instead of training the same one again (3 minutes on GW, 5 on DHSD): the stage depends on the images
-    only through the fonts they match, and the adaptation loads the copy only when it was made from the same
-    pretrained model, the same matched fonts and the same settings
-    (:func:`hwlearn.selftrain.font_stage_key`), and otherwise trains its own over it."""
-    from hwlearn.selftrain import FONTS_STAGE
+def earlier_adaptation(run_dir: Path, name: str) -> Path | None:
+    """The train images' adaptation (``run_dir/adapt_train``) for the train + test images' (``name``), when it has
+    matched fonts: the second adaptation draws its synthetic words from the same fonts and starts from the same
+    font stage (``hwlearn adapt --fonts-from``) instead of matching and training them again (3 minutes on GW, 5 on
+    DHSD). The stage depends on the images only through the fonts they match, and most fonts match alike (20 of 20
+    on GW v57-s6 and DHSD v56-s2; 19 of 20 on GW v59-s8, whose own matching retrained the stage: session 69)."""
+    from hwlearn.errors import HwlearnError
+    from hwlearn.selftrain import matched_fonts
 
-    stage, copy = source / FONTS_STAGE / "last", out / FONTS_STAGE / "last"
-    if source != out and (stage / "meta.json").is_file() and not copy.exists():
-        shutil.copytree(stage, copy)
+    train = run_dir / "adapt_train"
+    if name == "adapt_train":
+        return None
+    try:
+        matched_fonts(train)
+    except HwlearnError:
+        return None
+    return train
 
 
 def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_dir: Path, profile: Profile,
@@ -475,11 +480,11 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                       f"mean confidence {row.mean_confidence:.4f}  {val}  (test labels: report only; {row.seconds_text()})")
 
     t = time.perf_counter()
-    seed_font_stage(run_dir / "adapt_train", out)
     # test labels go in only to report CER per round; selection and the final round use confidence alone
     result = adapt_folder(pretrained, images, out, config=config,
                           lexicon_source=args.lexicon if args.adapt_lexicon else None, charlm_source=args.char_lm,
-                          val_labels=test_tsv, device=args.device, report=report, resume=True)
+                          val_labels=test_tsv, device=args.device, report=report, resume=True,
+                          fonts_from=earlier_adaptation(run_dir, name))
     log.done(name, time.perf_counter() - t, checkpoint=str(result.final_checkpoint), images=len(images),
              chosen_round=result.chosen_round, layout=result.layout)
     return result.final_checkpoint, read_meta(result.final_checkpoint)["adapt_summary"]

@@ -653,6 +653,7 @@ def adapt_folder(
     overwrite: bool = False,
     resume: bool = False,
     report=None,
+    fonts_from: str | Path | None = None,
 ):
     """Self-train ``checkpoint`` on the images under ``unlabeled_dir`` (recursively; unreadable files are
     skipped and listed), mixing in synthetic words rendered like the checkpoint's pretraining data.
@@ -660,7 +661,8 @@ def adapt_folder(
     of ``charlm_source`` (:func:`load_charlm`; by default the pretraining corpus), else greedily.
     An interrupted run in ``out_dir`` goes on after its last finished round with ``resume`` (the same
     checkpoint, images and settings), starts over with ``overwrite``, and is refused otherwise; a finished
-    run is reused the same way (``resume`` with a student added trains the student alone).
+    run is reused the same way (``resume`` with a student added trains the student alone). ``fonts_from``: an
+    earlier adaptation's run directory whose matched fonts and font stage to use (:func:`hwlearn.selftrain.adapt`).
     See :func:`hwlearn.selftrain.adapt`."""
     from .data import check_labeled, read_labels, scan_images
     from .selftrain import AdaptConfig, adapt
@@ -687,5 +689,9 @@ def adapt_folder(
     charlm = load_charlm(charlm_source, ckpt) if lexicon is None else None
     val_items = read_labels(val_labels) if val_labels else []
     check_labeled(val_items, val_labels)  # before the adaptation's first minutes, not after them
+    if fonts_from is not None:
+        from .selftrain import matched_fonts
+
+        matched_fonts(fonts_from)  # (the same check adapt makes: a wrong directory fails now, not in a minute)
     return adapt(checkpoint, paths, out_dir, synthetic, config, lexicon=lexicon, charlm=charlm, val_items=val_items,
-                 device=dev, skipped=skipped, report=report, resume=resume and not overwrite)
+                 device=dev, skipped=skipped, report=report, resume=resume and not overwrite, fonts_from=fonts_from)

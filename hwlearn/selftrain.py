@@ -120,6 +120,9 @@ class AdaptConfig:
     # model that has seen more of the handwriting styles nearest the images. On GW's held-out pages the students
     # read better on both pretrained models tried (benchmarks/EXPERIMENTS.md, session 64)
     font_steps: int = 2000
+    # draw the synthetic words from these fonts instead of matching them to the images (an earlier adaptation's
+    # matched fonts: recipes.adapt_folder's fonts_from, `hwlearn adapt --fonts-from`); (): match them
+    fonts: tuple[str, ...] = ()
     # share of the font stage's words that start in lower case written with a capital first letter (0: as drawn).
     # Misread capitals are GW's largest error class, but 0.5 gained nothing measurable: GW's held-out pages a tie
     # (fewer capitals misread, the rest worse), its train labels over two adaptations a tie (greedy 0.0551 -> 0.0565,
@@ -432,13 +435,22 @@ def match_synthetic_fonts(model, inputs, synthetic, config: AdaptConfig, charset
                           max_images: int = 1000):
     """``(synthetic drawing only with the fonts closest to the images, their names)``: the
     ``config.match_fonts`` closest by :func:`hwlearn.fontmatch.rank_fonts` (on up to ``max_images``
-    of ``inputs``, a seeded sample), plus any further font needed to draw every character.
-    ``(synthetic, [])`` unchanged when there is nothing to choose: a stream that cannot be redrawn
-    with fewer fonts (no ``with_fonts``), or one with no more than ``config.match_fonts`` fonts."""
+    of ``inputs``, a seeded sample), plus any further font needed to draw every character; or the fonts
+    ``config.fonts`` names, when it names any, without matching. ``(synthetic, [])`` unchanged when there
+    is nothing to choose: a stream that cannot be redrawn with fewer fonts (no ``with_fonts``), or one
+    with no more than ``config.match_fonts`` fonts."""
     fonts = getattr(getattr(synthetic, "renderer", None), "fonts", None)
     if not hasattr(synthetic, "with_fonts") or fonts is None:
         console.print("font matching skipped: the synthetic stream cannot be redrawn with fewer fonts")
         return synthetic, []
+    if config.fonts:
+        keep = list(config.fonts)
+        try:
+            chosen = synthetic.with_fonts(keep)
+        except HwlearnError as exc:
+            raise HwlearnError(f"the fonts an earlier adaptation matched, in the pretrained model's fonts: {exc}") from None
+        console.print(f"synthetic words from the {len(keep)} fonts an earlier adaptation matched: {', '.join(keep)}")
+        return chosen, keep
     if len(fonts) <= config.match_fonts:
         console.print(f"font matching skipped: the synthetic words use {len(fonts)} fonts, "
                       f"no more than the {config.match_fonts} asked for")
@@ -494,23 +506,27 @@ def _digest(parts: dict) -> str:
 
 
 def tune_to_fonts(model, synthetic, config: AdaptConfig, charset: Charset, height: int, out_dir: Path, key: str,
-                  meta: dict, device, dropout: float, resume: bool = False) -> Path:
+                  meta: dict, device, dropout: float, resume: bool = False, reuse: Path | None = None) -> Path:
     """Train ``model`` ``config.font_steps`` steps on the synthetic words of ``synthetic`` alone (already drawn
     from the fonts closest to the images, :func:`match_synthetic_fonts`) with ``dropout`` (the pretrained model's
     own), at the rounds' learning rate and batch size, ``config.font_capitals`` of the words that start in lower
     case written with a capital first letter, and save it with ``meta`` (:func:`stage_meta`) to ``out_dir`` /
     :data:`FONTS_STAGE` ``/ last`` under ``key`` (:func:`font_stage_key`); return that path. With ``resume``, a
-    model saved there under ``key`` is loaded instead of trained again. The rounds start from it, and so does the student: pretraining saw every font
+    model saved there under ``key`` is loaded instead of trained again; so is, resuming or not, one saved under
+    ``key`` in the run directory ``reuse`` (an earlier adaptation's: it is copied in first). The rounds start from it, and so does the student: pretraining saw every font
     equally, and the styles nearest the images (GW's copperplate capitals, say) were a few of the 65."""
     last = out_dir / FONTS_STAGE / "last"
-    if resume:
+    for found in ([last] if resume else []) + ([reuse / FONTS_STAGE / "last"] if reuse is not None else []):
         try:
-            saved = json.loads((last / "meta.json").read_text(encoding="utf-8")).get("resume_key") == key
+            saved = json.loads((found / "meta.json").read_text(encoding="utf-8")).get("resume_key") == key
         except (OSError, ValueError):
             saved = False
         if saved:
+            if found != last:
+                save_checkpoint(last, load_checkpoint(found, device="cpu").model, charset,
+                                meta=json.loads((found / "meta.json").read_text(encoding="utf-8")))
             model.load_state_dict(load_checkpoint(last, device=device).model.state_dict())
-            console.print(f"resuming: the model trained on the matched fonts is in {last}")
+            console.print(f"resuming: the model trained on the matched fonts is in {found}")
             return last
     rounds_dropout = model.config.dropout
     model.set_dropout(dropout)
@@ -529,6 +545,22 @@ def tune_to_fonts(model, synthetic, config: AdaptConfig, charset: Charset, heigh
     return last
 
 
+def matched_fonts(run_dir: str | Path) -> list[str]:
+    """The fonts an adaptation in ``run_dir`` drew its synthetic words from (``fonts_used`` of its font stage,
+    else of its final model); raises :class:`HwlearnError` when it has neither or matched none."""
+    run_dir = Path(run_dir)
+    for meta_path, keys in ((run_dir / FONTS_STAGE / "last" / "meta.json", ("adapt", "fonts_used")),
+                            (run_dir / "final" / "meta.json", ("adapt_summary", "fonts_used"))):
+        try:
+            fonts = json.loads(meta_path.read_text(encoding="utf-8"))[keys[0]][keys[1]]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if fonts:
+            return list(fonts)
+    raise HwlearnError(f"{run_dir}: no adaptation with matched fonts here (neither {FONTS_STAGE}/last nor final "
+                       "records any)")
+
+
 def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], config: AdaptConfig, method: str,
                lexicon, charlm, layout: Layout, val_items: Sequence[tuple[Path, str]]) -> str:
     """What makes a round's result: the pretrained checkpoint (path and training record), the images in
@@ -538,6 +570,8 @@ def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], c
     student's checkpoint records its own (:func:`finished_rounds`). ``config.invert`` counts through the layout,
     which records what was decided."""
     settings = {k: v for k, v in asdict(config).items() if k not in ("student_steps", "invert")}
+    if not config.fonts:
+        del settings["fonts"]  # (matched fonts follow from the rest: the keys of runs before the field stay)
     parts = {
         **_source_parts(checkpoint, source_meta),
         "images": [str(p) for p in unlabeled], "config": settings, "method": method,
@@ -632,8 +666,13 @@ def adapt(
     skipped: Sequence[tuple[Path, str]] = (),
     report=None,
     resume: bool = False,
+    fonts_from: str | Path | None = None,
 ) -> AdaptResult:
     """Self-train the model in ``checkpoint`` on ``unlabeled`` image paths; see the module docstring.
+
+    ``fonts_from``: an earlier adaptation's run directory (of the same pretrained model, say on fewer images of
+    the same hands): its matched fonts are used instead of matching them again (:func:`matched_fonts`), and its
+    font stage instead of training one when it was trained with the same settings (:func:`tune_to_fonts`).
 
     ``synthetic`` yields ``(uint8 image, word)`` (e.g. :class:`hwlearn.synth.SyntheticWords`);
     ``report(RoundReport)`` is called after each round (the CLI prints the table row).
@@ -642,6 +681,8 @@ def adapt(
     that an earlier run with the same inputs finished in ``out_dir`` are reused (module docstring).
     """
     out_dir = Path(out_dir)
+    if fonts_from is not None:
+        config = replace(config, fonts=tuple(matched_fonts(fonts_from)))
     ckpt = load_checkpoint(checkpoint, device=device)
     model, charset, meta = ckpt.model, ckpt.charset, ckpt.meta
     height = int(meta["preprocessing"]["height"])
@@ -673,14 +714,15 @@ def adapt(
         val = [(to_model_input(layout(load_image(p)), height), text) for p, text in val_items]
         meta = {**meta, "preprocessing": {**meta.get("preprocessing", {}), "layout": layout.to_dict()}}
         fonts_used: list[str] = []
-        if config.match_fonts > 0:
+        if config.match_fonts > 0 or config.fonts:
             synthetic, fonts_used = match_synthetic_fonts(model, inputs, synthetic, config, charset, height, device)
         key = resume_key(checkpoint, ckpt.meta, unlabeled, config, method, lexicon, charlm, layout, val_items)
         start = Path(checkpoint)  # the weights round 1 and the student start from
         if config.font_steps > 0 and fonts_used:
             start = tune_to_fonts(model, synthetic, config, charset, height, out_dir,
                                   font_stage_key(checkpoint, ckpt.meta, synthetic, fonts_used, config),
-                                  stage_meta(meta, config, 0, checkpoint, fonts_used), device, own_dropout, resume)
+                                  stage_meta(meta, config, 0, checkpoint, fonts_used), device, own_dropout, resume,
+                                  reuse=Path(fonts_from) if fonts_from is not None else None)
             preds = None  # (the layout choice's readings were the pretrained model's)
 
         def augmented_inputs(round_index: int, view: int) -> AugmentedCopy:

@@ -89,7 +89,8 @@ def _weights(checkpoint):
     return {k: v.clone() for k, v in load_checkpoint(checkpoint).model.state_dict().items()}
 
 
-def test_the_font_stage_trains_on_the_matched_fonts_before_round_one_and_a_resumed_run_reuses_it(tiny_run, tmp_path):
+def test_the_font_stage_trains_on_the_matched_fonts_before_round_one_and_a_resumed_run_reuses_it(tiny_run, tmp_path,
+                                                                                                  capsys):
     from hwlearn.recipes import adapt_folder
     from hwlearn.selftrain import AdaptConfig
 
@@ -115,19 +116,26 @@ def test_the_font_stage_trains_on_the_matched_fonts_before_round_one_and_a_resum
     final_after = _weights(out / "final")
     assert all(torch.equal(final_before[k], final_after[k]) for k in final_before)
 
-    # the stage depends on the images only through the fonts they match: a run on a copy of the images (another run
-    # key) starts from a copy of this stage; a copy made with other settings (another seed) is trained over
+    # another adaptation of the same pretrained model (here on a copy of the images: another run key) takes this
+    # run's matched fonts and, trained with the same settings, its font stage (copied in, not trained again), and
+    # ends with the same model; with another seed it takes the fonts but trains its own stage
     shutil.copytree(folder, tmp_path / "copied")
     for name, settings in (("same", config), ("reseeded", AdaptConfig(**{**config.__dict__, "seed": 1}))):
-        shutil.copytree(stage, tmp_path / name / "fonts" / "last")
+        capsys.readouterr()
         adapt_folder(tiny_run / "best", tmp_path / "copied", tmp_path / name, device="cpu", config=settings,
-                     resume=True)
+                     fonts_from=out)
+        printed = " ".join(capsys.readouterr().err.split())
+        assert "fonts an earlier adaptation matched" in printed and "closest to the images" not in printed
         copy_meta = json.loads((tmp_path / name / "fonts" / "last" / "meta.json").read_text())
+        assert copy_meta["adapt"]["fonts_used"] == stage_meta["adapt"]["fonts_used"]
         assert (copy_meta["resume_key"] == stage_meta["resume_key"]) == (name == "same")
+        assert ("resuming: the model trained on the matched fonts" in printed) == (name == "same")
         copy = _weights(tmp_path / name / "fonts" / "last")
         assert all(torch.equal(tuned[k], copy[k]) for k in tuned) == (name == "same")
     final_copy = _weights(tmp_path / "same" / "final")
     assert all(torch.equal(final_before[k], final_copy[k]) for k in final_before)
+    with pytest.raises(HwlearnError, match="no adaptation with matched fonts here"):
+        adapt_folder(tiny_run / "best", folder, tmp_path / "x", device="cpu", config=config, fonts_from=folder)
 
     # font_capitals (0 by default) reaches the stage: the same run writing every lower-case start as a capital
     # trains on other words, so the stage's weights differ

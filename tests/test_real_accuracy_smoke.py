@@ -236,16 +236,14 @@ def test_cpu_full_profile_is_hwlearn_adapts_defaults():
     assert budget.adapt_views < full.adapt_views and budget.finetune_steps < full.finetune_steps
 
 
-def test_the_train_test_adaptation_starts_from_a_copy_of_the_train_adaptations_font_stage(tmp_path):
-    """(hwlearn adapt loads the copy only under its own key: tests/test_fontmatch.py.)"""
-    train, train_test = tmp_path / "adapt_train", tmp_path / "adapt_train_test"
-    ra.seed_font_stage(train, train_test)  # no stage to copy: nothing happens
-    assert not train_test.exists()
+def test_the_train_test_adaptation_takes_the_train_adaptations_fonts_and_stage(tmp_path):
+    """(What hwlearn adapt does with them: tests/test_fontmatch.py.)"""
+    train = tmp_path / "adapt_train"
+    assert ra.earlier_adaptation(tmp_path, "adapt_train_test") is None  # no train adaptation (--systems)
+    (train / "final").mkdir(parents=True)
+    (train / "final" / "meta.json").write_text('{"adapt_summary": {"fonts_used": []}}', encoding="utf-8")
+    assert ra.earlier_adaptation(tmp_path, "adapt_train_test") is None  # it matched no fonts
     (train / "fonts" / "last").mkdir(parents=True)
-    (train / "fonts" / "last" / "meta.json").write_text('{"resume_key": "a"}', encoding="utf-8")
-    ra.seed_font_stage(train, train_test)
-    assert json.loads((train_test / "fonts" / "last" / "meta.json").read_text())["resume_key"] == "a"
-    (train / "fonts" / "last" / "meta.json").write_text('{"resume_key": "b"}', encoding="utf-8")
-    ra.seed_font_stage(train, train_test)  # one of its own (a copy, or trained over it) is kept
-    ra.seed_font_stage(train, train)
-    assert json.loads((train_test / "fonts" / "last" / "meta.json").read_text())["resume_key"] == "a"
+    (train / "fonts" / "last" / "meta.json").write_text('{"adapt": {"fonts_used": ["A"]}}', encoding="utf-8")
+    assert ra.earlier_adaptation(tmp_path, "adapt_train_test") == train
+    assert ra.earlier_adaptation(tmp_path, "adapt_train") is None

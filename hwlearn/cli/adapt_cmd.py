@@ -43,6 +43,10 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
               help="Read the images with their grey levels inverted: light ink on dark paper, as film negatives. "
                    "Default: inverted when most images look so (their median grey nearer their darkest than their "
                    "lightest). The choice is stored with the layout, so evaluate and recognize read alike.")
+@click.option("--fonts-from", "fonts_from", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              metavar="RUN", help="Use the fonts an earlier adaptation RUN of the same pretrained model matched instead "
+                                  "of matching them again, and its font stage when trained with the same settings "
+                                  "(e.g. RUN adapted to fewer images of the same hands).")
 @click.option("--match-fonts", default=20, show_default=True, type=click.IntRange(min=0), metavar="K",
               help="Draw the synthetic words mixed into training from the K fonts whose words look most like "
                    "your images (0: all fonts).")
@@ -90,7 +94,7 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
 @workers_option
 @seed_option
 def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labels, rounds, ramp_rounds, steps_per_round, start_share,
-          end_share, synthetic_share, batch_size, lr, layout, invert, match_fonts, font_steps, views, augment, dropout, rare_chars, hold_marks, student_steps, beam_width, resume,
+          end_share, synthetic_share, batch_size, lr, layout, invert, fonts_from, match_fonts, font_steps, views, augment, dropout, rare_chars, hold_marks, student_steps, beam_width, resume,
           overwrite, device,
           workers,
           seed):
@@ -126,7 +130,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
 
     result = adapt_folder(checkpoint, unlabeled, out, config=config, lexicon_source=lexicon,
                           lexicon_weight=lexicon_weight, charlm_source=char_lm, val_labels=val_labels, device=device,
-                          resume=resume, overwrite=overwrite, report=report)
+                          resume=resume, overwrite=overwrite, report=report, fonts_from=fonts_from)
     # no vertical rules and one space between columns: 10 columns of numbers fit an 80-column terminal
     table = Table(title="self-training rounds (val: the --val labels, report only)", box=box.SIMPLE_HEAD,
                   padding=0, show_edge=False)
