@@ -742,7 +742,8 @@ def run(args: argparse.Namespace) -> dict:
         "benchmark": "real_accuracy",
         "date": date.today().isoformat(),
         **code,
-        "machine": machine(),
+        # (without machine()'s commit: that is HEAD when the run ends; the run's is above and each step's in steps)
+        "machine": {k: v for k, v in machine().items() if k != "commit"},
         "host_speed": host_speed,
         "device": device,
         "command": shlex.join(["python", *sys.argv]) if args.command is None else args.command,

@@ -56,6 +56,7 @@ def test_runs_every_step_then_reuses_them(barely_trained, dataset, tmp_path):
     assert saved["dataset"]["train_images"] == 16 and saved["dataset"]["test_images"] == 8
     assert saved["profile"]["name"] == "smoke" and saved["profile"]["finetune_steps"] == 4
     assert saved["device"] == "cpu" and saved["commit"] and saved["machine"]["cores"] >= 1
+    assert "commit" not in saved["machine"]  # (HEAD at the end of the run, not the run's: see saved["commit"])
     assert "--skip-pretrain" in saved["command"]
     # the host's speed, measured on the profile's model before the run
     speed = saved["host_speed"]
