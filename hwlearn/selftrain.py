@@ -522,9 +522,10 @@ def tune_to_fonts(model, synthetic, config: AdaptConfig, charset: Charset, heigh
         except (OSError, ValueError):
             saved = False
         if saved:
-            if found != last:
-                save_checkpoint(last, load_checkpoint(found, device="cpu").model, charset,
-                                meta=json.loads((found / "meta.json").read_text(encoding="utf-8")))
+            if found != last:  # this run's metadata (its layout, settings) with the stage's key and training record
+                other = load_checkpoint(found, device="cpu")
+                save_checkpoint(last, other.model, charset,
+                                meta={**meta, "resume_key": key, "training": other.meta.get("training")})
             model.load_state_dict(load_checkpoint(last, device=device).model.state_dict())
             console.print(f"resuming: the model trained on the matched fonts is in {found}")
             return last
