@@ -529,36 +529,19 @@ def _write_rows(path: Path, rows: Sequence[EvalRow]) -> None:
 RECOGNIZE_CHUNK = 2048
 
 
-def recognize(
-    checkpoint: str | Path,
-    inputs: Iterable[str | Path],
-    *,
-    lexicon_source=None,
-    lexicon_weight: float = PRIOR_WEIGHT,
-    charlm_source="auto",
-    method: str = "greedy",
-    device: str = "auto",
-    batch_size: int = 64,
-    views: int = 0,
-) -> tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]:
-    """Read every image among ``inputs`` (files, or directories searched recursively), with
-    ``method``; a character model (:func:`load_charlm`, by default of the pretraining corpus; then
-    decoding guided by it, favouring the lexicon's words when there is a lexicon) or else a lexicon
-    (then decoding constrained to its words) overrides ``method``: pass ``charlm_source=None`` for
-    lexicon, greedy or beam decoding. With ``views`` > 0 each image is also read
-    in that many augmented copies and the reading they agree on best is kept
-    (:func:`hwlearn.inference.predict_views`).
+def recognize(checkpoint: str | Path, inputs: Iterable[str | Path],
+              **options) -> tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]:
+    """Read every image among ``inputs`` (files, or directories searched recursively): all the chunks of
+    :func:`iter_recognize` (whose keyword ``options`` it takes) at once.
 
     Returns ``(results, skipped)``: ``(path, text, confidence)`` per readable image and
     ``(path, reason)`` per unreadable one, whether named or in a directory. Raises
     :class:`HwlearnError` for a missing input, a directory without image files, and when not one of
-    the images can be read. :func:`iter_recognize` hands them back a chunk at a time.
+    the images can be read.
     """
     results: list[tuple[Path, str, float]] = []
     skipped: list[tuple[Path, str]] = []
-    for chunk_results, chunk_skipped in iter_recognize(
-            checkpoint, inputs, lexicon_source=lexicon_source, lexicon_weight=lexicon_weight,
-            charlm_source=charlm_source, method=method, device=device, batch_size=batch_size, views=views):
+    for chunk_results, chunk_skipped in iter_recognize(checkpoint, inputs, **options):
         results += chunk_results
         skipped += chunk_skipped
     return results, skipped
@@ -577,9 +560,16 @@ def iter_recognize(
     views: int = 0,
     chunk: int = RECOGNIZE_CHUNK,
 ) -> Iterator[tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]]:
-    """:func:`recognize`, ``chunk`` images at a time: yields ``(results, skipped)`` of each chunk in
-    the order of the images (files found in a directory's scan to be unreadable come with the first
-    chunk). Each image reads as it would among all the others. Missing inputs and directories
+    """Read every image among ``inputs`` (files, or directories searched recursively), ``chunk`` images at
+    a time, with ``method``; a character model (:func:`load_charlm`, by default of the pretraining corpus;
+    then decoding guided by it, favouring the lexicon's words when there is a lexicon) or else a lexicon
+    (then decoding constrained to its words) overrides ``method``: pass ``charlm_source=None`` for
+    lexicon, greedy or beam decoding. With ``views`` > 0 each image is also read in that many augmented
+    copies and the reading they agree on best is kept (:func:`hwlearn.inference.predict_views`).
+
+    Yields ``(results, skipped)`` of each chunk in the order of the images: ``(path, text, confidence)``
+    per readable image, ``(path, reason)`` per unreadable one (files found unreadable in a directory's
+    scan come with the first chunk). Each image reads as it would among all the others. Missing inputs and directories
     without image files raise before the first chunk, and a run where not one image can be read
     raises at the end. The polarity check (:func:`warn_polarity`) looks at the first chunk."""
     from .data import image_problem, load_image, none_readable, scan_images, to_model_input
