@@ -146,10 +146,15 @@ def paper_is_dark(img: np.ndarray) -> bool | None:
     return bool(median - dark < light - median)
 
 
+def polarity_votes(images: Iterable[np.ndarray]) -> list[bool]:
+    """:func:`paper_is_dark` of each of ``images`` (uint8, as loaded) that votes (not blank)."""
+    return [v for v in map(paper_is_dark, images) if v is not None]
+
+
 def light_ink_share(images: Iterable[np.ndarray]) -> float:
     """The share of ``images`` (uint8, as loaded) that look like light ink on dark paper
     (:func:`paper_is_dark`), among those that vote; 0.0 when none does."""
-    votes = [v for v in map(paper_is_dark, images) if v is not None]
+    votes = polarity_votes(images)
     return sum(votes) / len(votes) if votes else 0.0
 
 

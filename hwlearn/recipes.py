@@ -487,7 +487,7 @@ def evaluate(
     return summary
 
 
-#: Images that must vote on their polarity (hwlearn.layout.paper_is_dark) before :func:`warn_polarity` speaks:
+#: Images that must vote on their polarity (hwlearn.layout.polarity_votes) before :func:`warn_polarity` speaks:
 #: one tight crop of an ``I`` can look like light ink on dark paper.
 POLARITY_MIN_IMAGES = 5
 
@@ -498,9 +498,9 @@ def warn_polarity(images: Sequence, layout) -> bool:
     dark paper for a model that reads them as they are (it reads a negative as nothing), or the
     reverse for one adapted to negatives."""
     from .console import console
-    from .layout import paper_is_dark
+    from .layout import polarity_votes
 
-    votes = [v for v in map(paper_is_dark, images) if v is not None]
+    votes = polarity_votes(images)
     if len(votes) < POLARITY_MIN_IMAGES or (2 * sum(votes) > len(votes)) == layout.invert:
         return False
     share = sum(votes) if not layout.invert else len(votes) - sum(votes)

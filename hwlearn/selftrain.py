@@ -522,11 +522,11 @@ def tune_to_fonts(model, synthetic, config: AdaptConfig, charset: Charset, heigh
         except (OSError, ValueError):
             saved = False
         if saved:
+            stage = load_checkpoint(found, device=device)
             if found != last:  # this run's metadata (its layout, settings) with the stage's key and training record
-                other = load_checkpoint(found, device="cpu")
-                save_checkpoint(last, other.model, charset,
-                                meta={**meta, "resume_key": key, "training": other.meta.get("training")})
-            model.load_state_dict(load_checkpoint(last, device=device).model.state_dict())
+                save_checkpoint(last, stage.model, charset,
+                                meta={**meta, "resume_key": key, "training": stage.meta.get("training")})
+            model.load_state_dict(stage.model.state_dict())
             console.print(f"resuming: the model trained on the matched fonts is in {found}")
             return last
     rounds_dropout = model.config.dropout
