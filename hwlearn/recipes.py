@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -438,6 +438,7 @@ def evaluate(
     device: str = "auto",
     batch_size: int = 64,
     views: int = 0,
+    invert: bool | None = None,
     csv_path: str | Path | None = None,
     json_path: str | Path | None = None,
 ) -> dict:
@@ -446,7 +447,8 @@ def evaluate(
     pretraining corpus, ``None`` for none) — guided by it, favouring the lexicon's words when there
     is a lexicon (:func:`hwlearn.decode.charlm_decode`); with ``views`` > 0 each image is also
     read in that many augmented copies and the reading they agree on best is kept
-    (:func:`hwlearn.inference.predict_views`). Writes a JSON summary and a per-sample CSV when
+    (:func:`hwlearn.inference.predict_views`); ``invert`` as :func:`reading_layout`. Writes a JSON summary and a
+    per-sample CSV when
     asked; the CSV (and ``rows``) hold the decoding :func:`recognize` would use — the character
     model's, else the lexicon's, else greedy — named in ``summary["csv_decoding"]``."""
     from .data import load_labeled, read_labels, to_model_input
@@ -458,8 +460,8 @@ def evaluate(
     items = read_labels(labels)
     t0 = time.perf_counter()
     images = load_labeled(items, labels)
-    warn_polarity(images, ckpt.layout)
-    images = [ckpt.layout(img) for img in images]
+    layout = reading_layout(ckpt.layout, invert, images)
+    images = [layout(img) for img in images]
     view_inputs = [[(to_model_input(img, ckpt.height), text) for img, (_, text) in zip(images, items)]]
     view_inputs += augmented_copies(images, views, ckpt.height)
     refs = [t for _, t in items]
@@ -492,6 +494,16 @@ def evaluate(
 POLARITY_MIN_IMAGES = 5
 
 
+def reading_layout(layout, invert: bool | None, images: Sequence):
+    """The layout ``images`` (uint8, as loaded) are read in: the model's own ``layout``, checked by
+    :func:`warn_polarity`, when ``invert`` is None; else that layout with its grey levels inverted
+    (``invert`` true: light ink on dark paper) or not, as the caller asks, unchecked."""
+    if invert is None:
+        warn_polarity(images, layout)
+        return layout
+    return replace(layout, invert=invert)
+
+
 def warn_polarity(images: Sequence, layout) -> bool:
     """Print a warning and return True when most of ``images`` (uint8, as loaded; at least
     :data:`POLARITY_MIN_IMAGES` that vote) have the other polarity than ``layout`` reads: light ink on
@@ -506,11 +518,12 @@ def warn_polarity(images: Sequence, layout) -> bool:
     share = sum(votes) if not layout.invert else len(votes) - sum(votes)
     if layout.invert:
         console.print(f"[yellow]warning:[/] {share} of {len(votes)} images look like dark ink on light paper, but this "
-                      "model was adapted to light ink on dark paper and inverts them", markup=True, highlight=False)
+                      "model was adapted to light ink on dark paper and inverts them (read them as they are: "
+                      "--no-invert)", markup=True, highlight=False)
     else:
         console.print(f"[yellow]warning:[/] {share} of {len(votes)} images look like light ink on dark paper, which "
-                      "this model reads as nothing: adapt it to them (hwlearn adapt inverts such images) or invert "
-                      "them", markup=True, highlight=False)
+                      "this model reads as nothing: adapt it to them (hwlearn adapt inverts such images) or read "
+                      "them inverted (--invert)", markup=True, highlight=False)
     return True
 
 
@@ -558,6 +571,7 @@ def iter_recognize(
     device: str = "auto",
     batch_size: int = 64,
     views: int = 0,
+    invert: bool | None = None,
     chunk: int = RECOGNIZE_CHUNK,
 ) -> Iterator[tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]]:
     """Read every image among ``inputs`` (files, or directories searched recursively), ``chunk`` images at
@@ -565,13 +579,14 @@ def iter_recognize(
     then decoding guided by it, favouring the lexicon's words when there is a lexicon) or else a lexicon
     (then decoding constrained to its words) overrides ``method``: pass ``charlm_source=None`` for
     lexicon, greedy or beam decoding. With ``views`` > 0 each image is also read in that many augmented
-    copies and the reading they agree on best is kept (:func:`hwlearn.inference.predict_views`).
+    copies and the reading they agree on best is kept (:func:`hwlearn.inference.predict_views`); ``invert`` as
+    :func:`reading_layout`.
 
     Yields ``(results, skipped)`` of each chunk in the order of the images: ``(path, text, confidence)``
     per readable image, ``(path, reason)`` per unreadable one (files found unreadable in a directory's
     scan come with the first chunk). Each image reads as it would among all the others. Missing inputs and directories
     without image files raise before the first chunk, and a run where not one image can be read
-    raises at the end. The polarity check (:func:`warn_polarity`) looks at the first chunk."""
+    raises at the end. The polarity check (:func:`warn_polarity`) looks at the first chunk with a readable image."""
     from .data import image_problem, load_image, none_readable, scan_images, to_model_input
     from .inference import SearchPool, augmented_copies, predict_views, search_workers
 
@@ -589,7 +604,7 @@ def iter_recognize(
             paths.append(item)
         else:
             raise HwlearnError(f"{item}: no such file or directory")
-    layout = ckpt.layout
+    layout = None  # chosen (and the polarity checked) on the first chunk that holds a readable image
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
     charlm = load_charlm(charlm_source, ckpt, domain=lexicon is None)
     method = reading_method(lexicon, charlm, default=method)
@@ -608,8 +623,8 @@ def iter_recognize(
                 except HwlearnError as exc:  # listed as a folder's are: the reason alone
                     skipped.append((p, image_problem(p) or str(exc)))
             all_skipped += skipped
-            if start == 0 and images:
-                warn_polarity(images, layout)
+            if layout is None and images:
+                layout = reading_layout(ckpt.layout, invert, images)
             images = [layout(img) for img in images]
             results = []
             if images:

@@ -254,3 +254,45 @@ def test_adapting_to_negatives_inverts_them_and_learns_what_the_positives_teach(
         layout = choose_layout(ckpt.model, negatives, synthetic_like(ckpt, seed=1), AdaptConfig(invert=invert),
                                ckpt.charset, ckpt.height, device="cpu")[0]
         assert layout.invert is expected
+
+
+def test_invert_reads_negatives_with_a_model_that_reads_positives(tiny_run, tmp_path):
+    """evaluate and recognize --invert read light ink on dark paper as the model reads the positives, without the
+    polarity warning; --no-invert reads an inverting model's images as they are."""
+    from click.testing import CliRunner
+
+    from hwlearn.cli import main
+
+    words = write_word_images(tiny_run / "best", tmp_path / "pos", 6, seed=22, transform=_with_wide_margins)
+    write_word_images(tiny_run / "best", tmp_path / "neg", 6, seed=22, transform=lambda img: 255 - _with_wide_margins(img))
+    for name in ("pos", "neg"):
+        (tmp_path / f"{name}.tsv").write_text("".join(f"{name}/w{i:02d}.png\t{w}\n" for i, w in enumerate(words)),
+                                              encoding="utf-8")
+    model = str(tiny_run / "best")
+
+    def lines(args):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        return [line.split("\t", 1)[1] for line in result.stdout.splitlines()], " ".join(result.stderr.split())
+
+    pos, warned = lines(["recognize", str(tmp_path / "pos"), "--model", model, "--char-lm", "none"])
+    assert "ink" not in warned
+    neg, warned = lines(["recognize", str(tmp_path / "neg"), "--model", model, "--char-lm", "none", "--invert"])
+    assert neg == pos and "ink" not in warned
+    as_is, warned = lines(["recognize", str(tmp_path / "neg"), "--model", model, "--char-lm", "none"])
+    assert as_is != pos and "read them inverted (--invert)" in warned
+    cer = {name: evaluate(model, tmp_path / f"{name}.tsv", device="cpu", charlm_source=None,
+                          invert=name == "neg")["results"]["greedy"]["cer"] for name in ("pos", "neg")}
+    assert cer["neg"] == cer["pos"]
+    result = CliRunner().invoke(main, ["evaluate", "--model", model, "--labels", str(tmp_path / "neg.tsv"),
+                                       "--char-lm", "none", "--invert"])
+    printed = " ".join(result.output.split())  # (the table goes to stderr, with the warnings)
+    assert result.exit_code == 0 and f"{cer['neg']:.4f}" in printed and "ink" not in printed
+    inverting = tmp_path / "inverting"
+    ckpt = load_checkpoint(tiny_run / "best")
+    save_checkpoint(inverting, ckpt.model, ckpt.charset,
+                    meta={**ckpt.meta, "preprocessing": {**ckpt.meta.get("preprocessing", {}),
+                                                         "layout": Layout(invert=True).to_dict()}})
+    flipped, _ = lines(["recognize", str(tmp_path / "pos"), "--model", str(inverting), "--char-lm", "none",
+                        "--no-invert"])
+    assert flipped == pos

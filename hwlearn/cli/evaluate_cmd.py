@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import charlm_option, device_option, lexicon_option, views_option
+from .options import charlm_option, device_option, invert_option, lexicon_option, views_option
 
 
 @click.command()
@@ -21,9 +21,11 @@ from .options import charlm_option, device_option, lexicon_option, views_option
                    "recognize uses: the character model's, else the lexicon's, else greedy).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the summary as JSON.")
 @views_option
+@invert_option
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @device_option
-def evaluate(checkpoint, labels, lexicon, lexicon_weight, char_lm, csv_path, json_path, views, batch_size, device):
+def evaluate(checkpoint, labels, lexicon, lexicon_weight, char_lm, csv_path, json_path, views, invert, batch_size,
+             device):
     """Character and word error rates of a model on labeled images.
 
     CER = total edit distance / total reference characters (corpus level), WER likewise over
@@ -38,7 +40,8 @@ def evaluate(checkpoint, labels, lexicon, lexicon_weight, char_lm, csv_path, jso
     from ..recipes import evaluate as run
 
     summary = run(checkpoint, labels, lexicon_source=lexicon, lexicon_weight=lexicon_weight, charlm_source=char_lm,
-                  device=device, batch_size=batch_size, views=views, csv_path=csv_path, json_path=json_path)
+                  device=device, batch_size=batch_size, views=views, invert=invert, csv_path=csv_path,
+                  json_path=json_path)
     table = Table(title=f"{labels} ({summary['n']} images)")
     for col in ("decoding", "CER", "WER", "CER (no case)", "WER (no case)"):
         table.add_column(col, justify="right")

@@ -62,6 +62,13 @@ def views_option(f):
     )(f)
 
 
+invert_option = click.option(
+    "--invert/--no-invert", default=None,
+    help="Read the images with their grey levels inverted (light ink on dark paper, as film negatives), or as they "
+         "are, whatever the model was adapted to. Default: as the model reads (hwlearn adapt stores it with the "
+         "layout), with a warning when most images look the other way.")
+
+
 def train_loop_options(f):
     """--steps --batch-size --lr --val-every --resume --overwrite (same meaning for every training command)."""
     for opt in reversed([

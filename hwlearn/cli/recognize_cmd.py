@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from .options import charlm_option, device_option, lexicon_option, views_option
+from .options import charlm_option, device_option, invert_option, lexicon_option, views_option
 
 
 @click.command()
@@ -23,9 +23,11 @@ from .options import charlm_option, device_option, lexicon_option, views_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines: {\"image\", \"text\", \"confidence\"}.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV: image,text,confidence.")
 @views_option
+@invert_option
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @device_option
-def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_json, as_csv, views, batch_size, device):
+def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_json, as_csv, views, invert, batch_size,
+              device):
     """Recognize word images: INPUTS are image files or directories (searched recursively).
 
     Prints one line per image to stdout: path, text and confidence (tab-separated by default), a
@@ -46,7 +48,7 @@ def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_jso
             raise click.UsageError("--beam and --char-lm exclude each other")
         char_lm = None
     chunks = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight, charlm_source=char_lm,
-                 method="beam" if beam else "greedy", device=device, batch_size=batch_size, views=views)
+                 method="beam" if beam else "greedy", device=device, batch_size=batch_size, views=views, invert=invert)
     writer = csv.writer(sys.stdout) if as_csv else None
     recognized, skipped = 0, []
     for results, chunk_skipped in chunks:  # printed as each chunk is read: a large folder's lines come at once
