@@ -1,14 +1,15 @@
 """How fast hwlearn trains and recognizes, per model preset, on the machine at hand.
 
     python benchmarks/train_speed.py [--presets small,base] [--batch-size 32] [--steps 30]
-                                     [--devices cpu,cuda] [--threads N]
+                                     [--devices cpu,cuda] [--threads N] [--amps auto,off]
 
 For each preset and device: renders 512 synthetic words (bundled fonts and corpus, default
 style) at the preset's height once, then times
 
 * training: forward + CTC loss + backward + AdamW step, through ``Trainer.train_step`` (the code
   every training command runs), on batches of ``--batch-size`` width-bucketed images, after a
-  few warm-up steps; bf16 autocast on CUDA;
+  few warm-up steps; with each of ``--amps`` (``TrainConfig.amp``: ``auto`` is bf16 autocast on CUDA and
+  on a CPU with bf16 matrix units, float32 on other CPUs; ``off`` float32);
 * recognition: forward + greedy decoding with confidence (``inference.predict``), batch 64.
 
 Rendering is excluded (see render_speed.py; it runs in DataLoader workers in parallel).
@@ -41,7 +42,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from render_speed import machine  # noqa: E402  (one description of the machine for every benchmark)
 
 
-def bench(preset: str, device: str, batch_size: int, steps: int, threads: int | None) -> dict:
+def bench(preset: str, device: str, batch_size: int, steps: int, threads: int | None, amp: str = "auto") -> dict:
     height = PRESETS[preset].height
     synthetic = build_synthetic(height=height, seed=123, length=512)
     items = materialize(ModelInputs(synthetic, height))
@@ -53,7 +54,7 @@ def bench(preset: str, device: str, batch_size: int, steps: int, threads: int | 
     if threads:  # TrainConfig.threads only acts in Trainer.fit; this benchmark calls train_step directly
         torch.set_num_threads(threads)
     model = create_model(preset, charset.num_classes)
-    config = TrainConfig(steps=10**6, batch_size=batch_size, num_workers=0, warmup_steps=1)
+    config = TrainConfig(steps=10**6, batch_size=batch_size, num_workers=0, warmup_steps=1, amp=amp)
     trainer = Trainer(model, charset, [Source(items)], "/tmp/hwlearn-train-speed", config, device=device)
     # width-bucketed batches, as in training
     order = sorted(range(len(items)), key=lambda i: items[i][0].shape[-1])
@@ -99,15 +100,17 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    ap.add_argument("--amps", default="auto", help="TrainConfig.amp values to time, e.g. auto,off")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
     rows = []
     for device in args.devices.split(","):
         for preset in args.presets.split(","):
-            threads = args.threads or len(__import__("os").sched_getaffinity(0))
-            rows.append(bench(preset, device, args.batch_size, args.steps, threads if device == "cpu" else None))
-            print(json.dumps(rows[-1]), flush=True)
+            for amp in args.amps.split(","):
+                threads = args.threads or len(__import__("os").sched_getaffinity(0))
+                rows.append(bench(preset, device, args.batch_size, args.steps, threads if device == "cpu" else None, amp))
+                print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark": "train_speed", "date": date.today().isoformat(), "machine": machine(),
               "command": " ".join(["python"] + sys.argv), "results": rows}
     out = args.out or REPO / "benchmarks" / "results" / f"train_speed-{socket.gethostname()}-{date.today().isoformat()}.json"

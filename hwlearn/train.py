@@ -8,10 +8,11 @@ What it does, in order of a step:
    data-loader state to save. Samples come from one or more :class:`Source` s mixed by share
    (e.g. pseudo-labeled real images + synthetic words); the samples of a window of steps, once
    read, are sorted by width and cut into batches, so a batch holds images of similar width.
-2. Forward under autocast (bf16 on CUDA when supported, else fp16 with a grad scaler), CTC loss in
-   float32, per sample; samples whose loss is NaN/inf are dropped and counted, a step with no
-   finite loss is skipped and counted. On the CPU the batch is computed in two halves at once, one
-   thread each (:class:`BatchParts`: one thread cannot keep a second core busy with this model).
+2. Forward under autocast (bf16 on CUDA when supported, else fp16 with a grad scaler; bf16 on a CPU
+   with bf16 matrix units, :func:`autocast_dtype`), CTC loss in float32, per sample; samples whose
+   loss is NaN/inf are dropped and counted, a step with no finite loss is skipped and counted. On
+   the CPU the batch is computed in two halves at once, one thread each (:class:`BatchParts`: one
+   thread cannot keep a second core busy with this model).
 3. Gradient clipping, AdamW, a warmup + cosine schedule.
 4. Every ``val_every`` steps: CER/WER on each validation set, a line in ``metrics.jsonl``, the
    ``last`` checkpoint (with optimizer/scheduler/RNG state for ``--resume``) and ``best`` when
@@ -66,9 +67,25 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles, as on Xeon since Sapphire
+    Rapids): there bf16 autocast trains the small model ~1.7x faster than float32 (benchmarks/EXPERIMENTS.md,
+    session 70); elsewhere bf16 is emulated and slower, so ``amp="auto"`` stays in float32."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # (a private helper; a torch without it: float32)
+        return False
+
+
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` in ``auto|bf16|fp16|off``; ``auto`` = bf16 (or fp16) on CUDA, off elsewhere."""
-    if amp == "off" or device.type != "cuda":
+    """The autocast dtype for ``amp`` in ``auto|bf16|fp16|off`` (None: float32). ``auto``: on CUDA bf16
+    where supported, else fp16; on a CPU with bf16 matrix units (:func:`cpu_has_bf16_units`) bf16; else
+    float32. ``bf16`` on any CPU is bf16 (slow without those units); ``fp16`` is CUDA's only."""
+    if amp == "off":
+        return None
+    if device.type == "cpu":
+        return torch.bfloat16 if amp == "bf16" or (amp == "auto" and cpu_has_bf16_units()) else None
+    if device.type != "cuda":
         return None
     if amp == "fp16":
         return torch.float16
@@ -287,13 +304,14 @@ class BatchParts:
     and then, a float32 rounding differs: two 15000-step GW pretrainings agreed to the last digit
     for 11810 steps, then drifted apart (benchmarks/EXPERIMENTS.md, session 34; cause not found)."""
 
-    def __init__(self, model: Recognizer, n: int, seed: int):
+    def __init__(self, model: Recognizer, n: int, seed: int, amp_dtype: torch.dtype | None = None):
         import copy
         from concurrent.futures import ThreadPoolExecutor
 
         self.model = model
         self.replicas = [copy.deepcopy(model) for _ in range(n)]
         self.seed = seed
+        self.amp_dtype = amp_dtype  # (autocast is per thread: each part enters it in its own)
         self.pool = ThreadPoolExecutor(n, thread_name_prefix="hwlearn-batch-part")
 
     def close(self) -> None:
@@ -319,7 +337,8 @@ class BatchParts:
             self._sync(self.replicas[k])
             self.replicas[k].dropout_generator = torch.Generator().manual_seed(
                 int(np.random.SeedSequence([self.seed, step, k]).generate_state(1)[0]))
-        futures = [self.pool.submit(self._part, self.replicas[k], images[a:b], widths[a:b], texts[a:b], charset)
+        futures = [self.pool.submit(self._part, self.replicas[k], images[a:b], widths[a:b], texts[a:b], charset,
+                                    self.amp_dtype)
                    for k, (a, b) in enumerate(parts)]
         results = [f.result() for f in futures]
         finite = sum(r[1] for r in results)
@@ -341,9 +360,10 @@ class BatchParts:
         return total, finite, bad
 
     @staticmethod
-    def _part(replica, images, widths, texts, charset):
+    def _part(replica, images, widths, texts, charset, amp_dtype):
         images = images[..., : max(int(widths.max()), 1)]  # this part's own padding only
-        log_probs, lengths = replica(images, widths)
+        with torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            log_probs, lengths = replica(images, widths)
         losses = ctc_losses(log_probs, lengths, texts, charset)
         finite = torch.isfinite(losses)
         n = int(finite.sum())
@@ -589,7 +609,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.parts > 1:
             if self._batch_parts is None:
-                self._batch_parts = BatchParts(self.model, self.parts, self.config.seed)
+                self._batch_parts = BatchParts(self.model, self.parts, self.config.seed, self.amp_dtype)
             total, n_finite, n_bad = self._batch_parts.gradients(images, widths, texts, self.charset, self.step)
             self.nonfinite_samples += n_bad
             if n_finite == 0:

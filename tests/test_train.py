@@ -293,3 +293,40 @@ def test_the_parts_of_a_batch_share_the_training_threads(tmp_path):
         assert data.threads == {2} and torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)
+
+
+def test_bf16_on_the_cpu_where_it_has_matrix_units_and_the_parts_train_in_it(tmp_path, monkeypatch):
+    """amp "auto" trains in bf16 on a CPU with bf16 matrix units (Intel AMX) and in float32 elsewhere; the
+    batch's parts each run under autocast in their own thread: a bf16 gradient is the float32 one up to
+    rounding, the weights and gradients stay float32, and a few bf16 steps lower the loss."""
+    import hwlearn.train as train_module
+
+    cpu = torch.device("cpu")
+    for units, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(train_module, "cpu_has_bf16_units", lambda units=units: units)
+        assert train_module.autocast_dtype(cpu, "auto") is expected
+    assert train_module.autocast_dtype(cpu, "bf16") is torch.bfloat16
+    assert train_module.autocast_dtype(cpu, "off") is None and train_module.autocast_dtype(cpu, "fp16") is None
+    charset = Charset("ab")
+    images, widths, texts = collate([_VaryingWidths()[i] for i in range(8)])
+    grads = {}
+    for dtype in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        model = create_model("small", charset.num_classes, **TINY_MODEL)
+        parts = BatchParts(model, 2, seed=0, amp_dtype=dtype)
+        try:
+            parts.gradients(images, widths, texts, charset, step=0)
+        finally:
+            parts.close()
+        grads[dtype] = torch.cat([p.grad.flatten() for p in model.parameters()])
+        assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
+    assert torch.cosine_similarity(grads[None], grads[torch.bfloat16], dim=0) > 0.98
+    assert not torch.equal(grads[None], grads[torch.bfloat16])  # (it did run in bf16)
+    torch.manual_seed(0)
+    trainer = Trainer(create_model("small", charset.num_classes, **TINY_MODEL), charset,
+                      [Source(_VaryingWidths(), infinite=True)], tmp_path,
+                      TrainConfig(steps=40, batch_size=16, val_every=100, num_workers=0, parts=2, amp="bf16",
+                                  warmup_steps=5), device="cpu")
+    assert trainer.amp_dtype is torch.bfloat16
+    losses = [trainer.train_step(*batch) for batch in trainer._batches(40)]
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
