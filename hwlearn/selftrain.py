@@ -475,7 +475,8 @@ def stage_meta(meta: dict, config: AdaptConfig, round_index: int, source: Path, 
 
 def training_record(trainer: Trainer, phase: str) -> dict:
     """How a stage's model was trained, for its checkpoint's ``training`` entry."""
-    return {"phase": phase, "step": trainer.step, "seconds": round(trainer.seconds, 1), "device": str(trainer.device)}
+    return {"phase": phase, "step": trainer.step, "seconds": round(trainer.seconds, 1), "device": str(trainer.device),
+            "precision": trainer.precision}
 
 
 #: Where the model trained on the matched fonts before round 1 is written (:func:`tune_to_fonts`): ``OUT/fonts/last``.

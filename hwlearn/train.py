@@ -461,6 +461,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.amp_dtype = autocast_dtype(self.device, config.amp)
+        #: what the forward pass ran in: "float32", or the autocast dtype ("bfloat16", "float16")
+        self.precision = str(self.amp_dtype or torch.float32).removeprefix("torch.")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.parts = batch_parts(config, self.device) if isinstance(model, Recognizer) else 1
         self._batch_parts: BatchParts | None = None  # made when the first step needs it
@@ -528,6 +530,7 @@ class Trainer:
                 "nonfinite_samples": self.nonfinite_samples,
                 "config": asdict(self.config),
                 "device": str(self.device),
+                "precision": self.precision,
             },
             "metrics": metrics,
         }
