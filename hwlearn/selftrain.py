@@ -107,6 +107,9 @@ class AdaptConfig:
     warmup_steps: int = 50
     num_workers: int = 2
     seed: int = 0
+    # precision of the training steps (hwlearn.train.autocast_dtype): "auto" is bf16 on CUDA and on a CPU with bf16
+    # matrix units, float32 elsewhere; "off" float32 anywhere
+    amp: str = "auto"
     # prefixes the pseudo-labels' search keeps (and the rounds' report-only readings); None: LEXICON_BEAM with a
     # lexicon, else CHARLM_BEAM
     beam_width: int | None = None
@@ -492,6 +495,8 @@ def font_stage_key(checkpoint: Path, source_meta: dict, synthetic, fonts_used: S
     other's ``fonts/last`` (``benchmarks/real_accuracy.py`` does so for the train + test images' adaptation)."""
     settings = {k: getattr(config, k) for k in ("font_steps", "font_capitals", "batch_size", "lr", "warmup_steps",
                                                 "num_workers", "seed")}
+    if config.amp != "auto":
+        settings["amp"] = config.amp
     return _digest({**_source_parts(checkpoint, source_meta), "synthetic": getattr(synthetic, "info", None),
                     "fonts": sorted(fonts_used), "config": settings})
 
@@ -534,7 +539,8 @@ def tune_to_fonts(model, synthetic, config: AdaptConfig, charset: Charset, heigh
     model.set_dropout(dropout)
     train_config = TrainConfig(steps=config.font_steps, batch_size=config.batch_size, lr=config.lr,
                                warmup_steps=config.warmup_steps, val_every=config.font_steps,
-                               num_workers=config.num_workers, seed=config.seed * 1000, phase="adapt-fonts")
+                               num_workers=config.num_workers, seed=config.seed * 1000, phase="adapt-fonts",
+                               amp=config.amp)
     if config.font_capitals and hasattr(synthetic, "with_capitals"):  # (a stream of another kind as it is)
         synthetic = synthetic.with_capitals(config.font_capitals)
     words = Source(ModelInputs(synthetic, height), share=1.0, infinite=True, name="synthetic")
@@ -574,6 +580,8 @@ def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], c
     settings = {k: v for k, v in asdict(config).items() if k not in ("student_steps", "invert")}
     if not config.fonts:
         del settings["fonts"]  # (matched fonts follow from the rest: the keys of runs before the field stay)
+    if config.amp == "auto":
+        del settings["amp"]  # (the keys of runs before the field stay; "auto" may mean bf16 on one CPU, not another)
     parts = {
         **_source_parts(checkpoint, source_meta),
         "images": [str(p) for p in unlabeled], "config": settings, "method": method,
@@ -834,6 +842,7 @@ def adapt(
             train_config = TrainConfig(
                 steps=steps, batch_size=config.batch_size, lr=config.lr, warmup_steps=config.warmup_steps,
                 val_every=steps, num_workers=config.num_workers, seed=config.seed * 1000 + r, phase=phase,
+                amp=config.amp,
             )
             round_meta = stage_meta(meta, config, r, checkpoint, fonts_used, selected=len(selected))
             trainer = Trainer(model, charset, sources, folder, train_config, device=device, meta=round_meta)

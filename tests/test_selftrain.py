@@ -32,7 +32,7 @@ def test_adapt_command_defaults_are_the_library_defaults():
     config = AdaptConfig()
     for name in ("rounds", "ramp_rounds", "steps_per_round", "start_share", "end_share", "synthetic_share",
                  "batch_size", "lr", "layout", "match_fonts", "views", "augment", "dropout", "rare_chars", "hold_marks",
-                 "beam_width", "student_steps"):
+                 "beam_width", "student_steps", "amp"):
         assert defaults[name] == getattr(config, name), name
 
 
@@ -270,3 +270,26 @@ def test_mark_gains_are_the_log_probability_a_mark_adds():
     assert np.isneginf(gains[:, HELD_MARKS.index(";")]).all()  # not in the charset
     only_commas = mark_gains(Frames(), inputs, ["a", "a,", "a."], charset, "cpu", marks=[","])
     assert np.array_equal(only_commas[:, comma], gains[:, comma]) and np.isneginf(only_commas[:, stop]).all()
+
+
+def test_adaptation_trains_in_the_precision_asked_and_keys_it_only_when_asked(tiny_run, tmp_path, monkeypatch):
+    """AdaptConfig.amp reaches every training stage (recorded in its checkpoint); "auto", the default, stays out of
+    the resume key, so runs from before the field resume, and any other value enters it."""
+    import hwlearn.selftrain as selftrain
+    from hwlearn.layout import Layout
+    from hwlearn.recipes import adapt_folder
+
+    folder = tmp_path / "images"
+    write_word_images(tiny_run / "best", folder, 8, seed=4)
+    for amp, precision in (("off", "float32"), ("bf16", "bfloat16")):
+        config = AdaptConfig(rounds=1, steps_per_round=2, batch_size=4, num_workers=0, views=0, match_fonts=0,
+                             student_steps=2, amp=amp)
+        adapt_folder(tiny_run / "best", folder, tmp_path / amp, device="cpu", config=config)
+        for stage in ("round1", "student"):
+            meta = json.loads((tmp_path / amp / stage / "last" / "meta.json").read_text())
+            assert meta["training"]["precision"] == precision, (amp, stage)
+    seen = []
+    monkeypatch.setattr(selftrain, "_digest", lambda parts: seen.append(parts) or "key")
+    for amp in ("auto", "off"):
+        selftrain.resume_key(tiny_run / "best", {}, [], AdaptConfig(amp=amp), "greedy", None, None, Layout(), [])
+    assert "amp" not in seen[0]["config"] and seen[1]["config"]["amp"] == "off"

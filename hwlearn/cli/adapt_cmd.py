@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..layout import LAYOUTS
-from .options import charlm_option, device_option, lexicon_option, seed_option, workers_option
+from .options import amp_option, charlm_option, device_option, lexicon_option, seed_option, workers_option
 
 
 @click.command()
@@ -91,13 +91,12 @@ from .options import charlm_option, device_option, lexicon_option, seed_option, 
               "its rounds (with --student-steps added: train the student alone).")
 @click.option("--overwrite", is_flag=True, help="Start over in an --out that already holds a run.")
 @device_option
+@amp_option
 @workers_option
 @seed_option
 def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labels, rounds, ramp_rounds, steps_per_round, start_share,
           end_share, synthetic_share, batch_size, lr, layout, invert, fonts_from, match_fonts, font_steps, views, augment, dropout, rare_chars, hold_marks, student_steps, beam_width, resume,
-          overwrite, device,
-          workers,
-          seed):
+          overwrite, device, amp, workers, seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
 
     First the images' layout is chosen (margins as they are, or trimmed to the synthetic words'
@@ -118,7 +117,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
     from ..selftrain import AdaptConfig
 
     config = AdaptConfig(rounds=rounds, ramp_rounds=ramp_rounds, steps_per_round=steps_per_round, start_share=start_share, end_share=end_share,
-                         synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed,
+                         synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed, amp=amp,
                          layout=layout, invert=invert, match_fonts=match_fonts, font_steps=font_steps, views=views, augment=augment, dropout=dropout,
                          rare_chars=rare_chars, hold_marks=hold_marks, student_steps=student_steps,
                          beam_width=beam_width)
