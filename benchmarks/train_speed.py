@@ -9,7 +9,9 @@ style) at the preset's height once, then times
 * training: forward + CTC loss + backward + AdamW step, through ``Trainer.train_step`` (the code
   every training command runs), on batches of ``--batch-size`` width-bucketed images, after a
   few warm-up steps; with each of ``--amps`` (``TrainConfig.amp``: ``auto`` is bf16 autocast on CUDA and
-  on a CPU with bf16 matrix units, float32 on other CPUs; ``off`` float32);
+  float32 on the CPU, ``bf16`` bf16 autocast on either, ``off`` float32). ``Trainer.fit`` gives each of a
+  CPU batch's two parts half the training's torch threads; here each part gets ``--threads``, so on 2
+  cores ``--threads 1`` is what training does;
 * recognition: forward + greedy decoding with confidence (``inference.predict``), batch 64.
 
 Rendering is excluded (see render_speed.py; it runs in DataLoader workers in parallel).
@@ -100,7 +102,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    ap.add_argument("--amps", default="auto", help="TrainConfig.amp values to time, e.g. auto,off")
+    ap.add_argument("--amps", default="auto", help="TrainConfig.amp values to time, e.g. off,bf16")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 

@@ -107,8 +107,8 @@ class AdaptConfig:
     warmup_steps: int = 50
     num_workers: int = 2
     seed: int = 0
-    # precision of the training steps (hwlearn.train.autocast_dtype): "auto" is bf16 on CUDA and on a CPU with bf16
-    # matrix units, float32 elsewhere; "off" float32 anywhere
+    # precision of the training steps (hwlearn.train.autocast_dtype): "auto" is bf16 (or fp16) on CUDA and float32
+    # on the CPU; "bf16" asks for bf16 on the CPU too; "off" float32 anywhere
     amp: str = "auto"
     # prefixes the pseudo-labels' search keeps (and the rounds' report-only readings); None: LEXICON_BEAM with a
     # lexicon, else CHARLM_BEAM
@@ -581,7 +581,7 @@ def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], c
     if not config.fonts:
         del settings["fonts"]  # (matched fonts follow from the rest: the keys of runs before the field stay)
     if config.amp == "auto":
-        del settings["amp"]  # (the keys of runs before the field stay; "auto" may mean bf16 on one CPU, not another)
+        del settings["amp"]  # (the keys of runs before the field stay)
     parts = {
         **_source_parts(checkpoint, source_meta),
         "images": [str(p) for p in unlabeled], "config": settings, "method": method,

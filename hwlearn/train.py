@@ -8,8 +8,8 @@ What it does, in order of a step:
    data-loader state to save. Samples come from one or more :class:`Source` s mixed by share
    (e.g. pseudo-labeled real images + synthetic words); the samples of a window of steps, once
    read, are sorted by width and cut into batches, so a batch holds images of similar width.
-2. Forward under autocast (bf16 on CUDA when supported, else fp16 with a grad scaler; bf16 on a CPU
-   with bf16 matrix units, :func:`autocast_dtype`), CTC loss in float32, per sample; samples whose
+2. Forward under autocast (bf16 on CUDA when supported, else fp16 with a grad scaler; on the CPU
+   float32 unless bf16 is asked for, :func:`autocast_dtype`), CTC loss in float32, per sample; samples whose
    loss is NaN/inf are dropped and counted, a step with no finite loss is skipped and counted. On
    the CPU the batch is computed in two halves at once, one thread each (:class:`BatchParts`: one
    thread cannot keep a second core busy with this model).
@@ -67,24 +67,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def cpu_has_bf16_units() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles, as on Xeon since Sapphire
-    Rapids): there bf16 autocast trains the small model ~1.7x faster than float32 (benchmarks/EXPERIMENTS.md,
-    session 70); elsewhere bf16 is emulated and slower, so ``amp="auto"`` stays in float32."""
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):  # (a private helper; a torch without it: float32)
-        return False
-
-
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     """The autocast dtype for ``amp`` in ``auto|bf16|fp16|off`` (None: float32). ``auto``: on CUDA bf16
-    where supported, else fp16; on a CPU with bf16 matrix units (:func:`cpu_has_bf16_units`) bf16; else
-    float32. ``bf16`` on any CPU is bf16 (slow without those units); ``fp16`` is CUDA's only."""
+    where supported, else fp16; float32 elsewhere. ``bf16`` on the CPU is bf16 autocast, asked for only: on
+    a 2-core Xeon with bf16 matrix units (AMX) it trained GW's `cpu` profile ~1.1x as fast, and its one
+    pretrained model read real words worse than any float32 draw (benchmarks/EXPERIMENTS.md, session 70);
+    without those units bf16 is emulated and slower. ``fp16`` is CUDA's only."""
     if amp == "off":
         return None
     if device.type == "cpu":
-        return torch.bfloat16 if amp == "bf16" or (amp == "auto" and cpu_has_bf16_units()) else None
+        return torch.bfloat16 if amp == "bf16" else None
     if device.type != "cuda":
         return None
     if amp == "fp16":

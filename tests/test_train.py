@@ -295,18 +295,15 @@ def test_the_parts_of_a_batch_share_the_training_threads(tmp_path):
         torch.set_num_threads(before)
 
 
-def test_bf16_on_the_cpu_where_it_has_matrix_units_and_the_parts_train_in_it(tmp_path, monkeypatch):
-    """amp "auto" trains in bf16 on a CPU with bf16 matrix units (Intel AMX) and in float32 elsewhere; the
-    batch's parts each run under autocast in their own thread: a bf16 gradient is the float32 one up to
-    rounding, the weights and gradients stay float32, and a few bf16 steps lower the loss."""
-    import hwlearn.train as train_module
+def test_bf16_on_the_cpu_only_when_asked_and_the_parts_train_in_it(tmp_path):
+    """amp "auto" trains in float32 on the CPU and "bf16" in bf16; the batch's parts each run under autocast in
+    their own thread: a bf16 gradient is the float32 one up to rounding, the weights and gradients stay
+    float32, and a few bf16 steps lower the loss."""
+    from hwlearn.train import autocast_dtype
 
     cpu = torch.device("cpu")
-    for units, expected in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(train_module, "cpu_has_bf16_units", lambda units=units: units)
-        assert train_module.autocast_dtype(cpu, "auto") is expected
-    assert train_module.autocast_dtype(cpu, "bf16") is torch.bfloat16
-    assert train_module.autocast_dtype(cpu, "off") is None and train_module.autocast_dtype(cpu, "fp16") is None
+    assert autocast_dtype(cpu, "auto") is None and autocast_dtype(cpu, "bf16") is torch.bfloat16
+    assert autocast_dtype(cpu, "off") is None and autocast_dtype(cpu, "fp16") is None
     charset = Charset("ab")
     images, widths, texts = collate([_VaryingWidths()[i] for i in range(8)])
     grads = {}

@@ -18,8 +18,8 @@ workers_option = click.option(
 seed_option = click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Random seed.")
 amp_option = click.option(
     "--amp", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "off"]),
-    help="Mixed precision: auto = on CUDA bf16 where supported, else fp16; on a CPU with bf16 matrix units (Intel "
-         "AMX) bf16; else off (float32). bf16 forces it on any CPU (slow without those units).",
+    help="Mixed precision: auto = on CUDA bf16 where supported, else fp16; float32 on the CPU. bf16 on the CPU: bf16 "
+         "autocast (~1.1x as fast on a CPU with Intel AMX, slower without; see docs/training.md).",
 )
 LEXICON_WEIGHT = 1.0  # = hwlearn.decode.PRIOR_WEIGHT, not imported here: the CLI starts without torch
 
