@@ -70,8 +70,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     """The autocast dtype for ``amp`` in ``auto|bf16|fp16|off`` (None: float32). ``auto``: on CUDA bf16
     where supported, else fp16; float32 elsewhere. ``bf16`` on the CPU is bf16 autocast, asked for only: on
-    a 2-core Xeon with bf16 matrix units (AMX) it trained GW's `cpu` profile ~1.1x as fast, and its one
-    pretrained model read real words worse than any float32 draw (benchmarks/EXPERIMENTS.md, session 70);
+    a 2-core Xeon with bf16 matrix units (AMX) GW's `cpu` profile pretrained at float32's steps per second and
+    adapted in the same minutes, and its one pretrained model read real words worse than any float32 draw
+    (benchmarks/EXPERIMENTS.md, session 70);
     without those units bf16 is emulated and slower. ``fp16`` is CUDA's only."""
     if amp == "off":
         return None

@@ -19,7 +19,7 @@ seed_option = click.option("--seed", default=0, show_default=True, type=click.In
 amp_option = click.option(
     "--amp", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "off"]),
     help="Mixed precision: auto = on CUDA bf16 where supported, else fp16; float32 on the CPU. bf16 on the CPU: bf16 "
-         "autocast (~1.1x as fast on a CPU with Intel AMX, slower without; see docs/training.md).",
+         "autocast (no faster on GW's benchmark even with Intel AMX, slower without; see docs/training.md).",
 )
 LEXICON_WEIGHT = 1.0  # = hwlearn.decode.PRIOR_WEIGHT, not imported here: the CLI starts without torch
 
