@@ -30,9 +30,7 @@ relative to ``DATASET_DIR``). Into the run directory ``RUN`` (default
 Before step 1 the run times ``--speed-check-steps`` training steps and a recognition pass of the
 profile's model on pre-rendered words (``benchmarks/train_speed.py``, a subprocess; ~15 s on 2
 cores) and records them as ``host_speed``: the same VM type has run the same code 1.4-2x slower
-from one day to the next, so a run's minutes are comparable across hosts only with it. It trains in
-float32 whatever the run trains in (``amp`` auto is bf16 on a CPU with bf16 matrix units), so that
-figures from before and after session 70 compare.
+from one day to the next, so a run's minutes are comparable across hosts only with it.
 
 No leakage: test labels are read only for scoring (the evaluations, and the per-round CER that
 adaptation prints). Adaptation selects pseudo-labels and its final round by model confidence on the
@@ -611,7 +609,7 @@ def measure_host_speed(profile: Profile, device: str, steps: int) -> dict | None
         out = Path(tmp) / "speed.json"
         done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--presets", profile.preset,
                                "--devices", device, "--batch-size", str(profile.batch_size), "--steps", str(steps),
-                               "--amps", "off", "--out", str(out)], capture_output=True, text=True)
+                               "--out", str(out)], capture_output=True, text=True)
         if done.returncode != 0 or not out.exists():
             lines = (done.stderr or done.stdout).strip().splitlines()
             reason = lines[-1] if lines else f"exit status {done.returncode}"
