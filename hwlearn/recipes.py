@@ -447,10 +447,10 @@ def evaluate(
     pretraining corpus, ``None`` for none) — guided by it, favouring the lexicon's words when there
     is a lexicon (:func:`hwlearn.decode.charlm_decode`); with ``views`` > 0 each image is also
     read in that many augmented copies and the reading they agree on best is kept
-    (:func:`hwlearn.inference.predict_views`); ``invert`` as :func:`reading_layout`. Writes a JSON summary and a
-    per-sample CSV when
-    asked; the CSV (and ``rows``) hold the decoding :func:`recognize` would use — the character
-    model's, else the lexicon's, else greedy — named in ``summary["csv_decoding"]``."""
+    (:func:`hwlearn.inference.predict_views`); ``invert`` as :func:`reading_layout`. Writes a JSON
+    summary and a per-sample CSV when asked; the CSV (and ``rows``) hold the decoding :func:`recognize`
+    would use — the character model's, else the lexicon's, else greedy — named in
+    ``summary["csv_decoding"]``."""
     from .data import load_labeled, read_labels, to_model_input
     from .inference import augmented_copies, predictions_by_method
     from .metrics import edit_distance, score

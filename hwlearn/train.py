@@ -72,8 +72,8 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     where supported, else fp16; float32 elsewhere. ``bf16`` on the CPU is bf16 autocast, asked for only: on
     a 2-core Xeon with bf16 matrix units (AMX) GW's `cpu` profile pretrained at float32's steps per second and
     adapted in the same minutes, and its one pretrained model read real words worse than any float32 draw
-    (benchmarks/EXPERIMENTS.md, session 70);
-    without those units bf16 is emulated and slower. ``fp16`` is CUDA's only."""
+    (benchmarks/EXPERIMENTS.md, session 70); without those units bf16 is emulated and slower. ``fp16`` is
+    CUDA's only."""
     if amp == "off":
         return None
     if device.type == "cpu":
@@ -85,6 +85,12 @@ def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
     if amp == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
+
+
+def autocast(device_type: str, dtype: torch.dtype | None):
+    """The autocast context of :func:`autocast_dtype`'s ``dtype`` (None: off, float32). Autocast holds per
+    thread, so each thread that runs the model's forward pass enters it."""
+    return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,7 +310,7 @@ class BatchParts:
         self.model = model
         self.replicas = [copy.deepcopy(model) for _ in range(n)]
         self.seed = seed
-        self.amp_dtype = amp_dtype  # (autocast is per thread: each part enters it in its own)
+        self.amp_dtype = amp_dtype  # (each part enters autocast in its own thread)
         self.pool = ThreadPoolExecutor(n, thread_name_prefix="hwlearn-batch-part")
 
     def close(self) -> None:
@@ -355,7 +361,7 @@ class BatchParts:
     @staticmethod
     def _part(replica, images, widths, texts, charset, amp_dtype):
         images = images[..., : max(int(widths.max()), 1)]  # this part's own padding only
-        with torch.autocast("cpu", dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        with autocast("cpu", amp_dtype):
             log_probs, lengths = replica(images, widths)
         losses = ctc_losses(log_probs, lengths, texts, charset)
         finite = torch.isfinite(losses)
@@ -454,8 +460,6 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.amp_dtype = autocast_dtype(self.device, config.amp)
-        #: what the forward pass ran in: "float32", or the autocast dtype ("bfloat16", "float16")
-        self.precision = str(self.amp_dtype or torch.float32).removeprefix("torch.")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.parts = batch_parts(config, self.device) if isinstance(model, Recognizer) else 1
         self._batch_parts: BatchParts | None = None  # made when the first step needs it
@@ -471,6 +475,11 @@ class Trainer:
         torch.manual_seed(config.seed)
 
     # ---- state ------------------------------------------------------------------------------
+
+    @property
+    def precision(self) -> str:
+        """What the forward pass runs in: "float32", or the autocast dtype ("bfloat16", "float16")."""
+        return str(self.amp_dtype or torch.float32).removeprefix("torch.")
 
     def _train_state(self) -> dict:
         return {
@@ -613,8 +622,7 @@ class Trainer:
                 return None
             loss = total / n_finite
         else:
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
+            with autocast(self.device.type, self.amp_dtype):
                 log_probs, lengths = self.model(images, widths)
             losses = ctc_losses(log_probs, lengths, texts, self.charset)
             finite = torch.isfinite(losses)
