@@ -290,7 +290,8 @@ def batch_parts(config: TrainConfig, device: torch.device) -> int:
 
 class BatchParts:
     """The loss gradient of a training batch computed in ``n`` parts at once, each on a copy of the
-    model in a thread of its own (CPU training).
+    model in a thread of its own (CPU training). The copies use the model's parameter tensors
+    (:func:`share_parameters`) and their own buffers.
 
     One thread runs this model's training step at about the speed of torch's whole thread pool on
     2 cores (its small convolutions and LSTM do not spread across cores), so the second core idles;
@@ -309,6 +310,8 @@ class BatchParts:
 
         self.model = model
         self.replicas = [copy.deepcopy(model) for _ in range(n)]
+        for replica in self.replicas:
+            share_parameters(replica, model)
         self.seed = seed
         self.amp_dtype = amp_dtype  # (each part enters autocast in its own thread)
         self.pool = ThreadPoolExecutor(n, thread_name_prefix="hwlearn-batch-part")
@@ -317,10 +320,9 @@ class BatchParts:
         self.pool.shutdown(wait=True)
 
     def _sync(self, replica: torch.nn.Module) -> None:
+        """The model's BatchNorm statistics and dropout into ``replica`` (its parameters are the model's)."""
         with torch.no_grad():
-            for mine, theirs in ((replica.parameters(), self.model.parameters()),
-                                 (replica.buffers(), self.model.buffers())):
-                torch._foreach_copy_(list(mine), list(theirs))
+            torch._foreach_copy_(list(replica.buffers()), list(self.model.buffers()))
         replica.config = self.model.config  # set_dropout may have changed the dropout since the copy
         replica.dropout.p, replica.lstm.dropout = self.model.dropout.p, self.model.lstm.dropout
         replica.train()
@@ -344,9 +346,14 @@ class BatchParts:
         bad = sum(r[2] for r in results)
         total = sum(r[0] for r in results)
         if finite:
-            for i, param in enumerate(self.model.parameters()):
-                grads = [r[3][i] for r in results if r[3] is not None and r[3][i] is not None]
-                param.grad = torch.stack(grads).sum(0) / finite if grads else None
+            for param, *grads in zip(self.model.parameters(), *(r[3] for r in results if r[3] is not None)):
+                grads = [g for g in grads if g is not None]
+                param.grad = None
+                if grads:  # summed in place into the first part's gradient (fresh tensors from autograd.grad)
+                    for g in grads[1:]:
+                        grads[0].add_(g)
+                    # contiguous: clipping's norm sums in memory order, and runs stay as they were
+                    param.grad = grads[0].div_(finite).contiguous()
         with torch.no_grad():
             used = self.replicas[: len(parts)]
             for buffer, *theirs in zip(self.model.buffers(), *(r.buffers() for r in used)):
@@ -371,6 +378,15 @@ class BatchParts:
         total = losses[finite].sum()
         grads = torch.autograd.grad(total, list(replica.parameters()), allow_unused=True)
         return total.detach(), n, len(texts) - n, grads
+
+
+def share_parameters(replica: torch.nn.Module, model: torch.nn.Module) -> None:
+    """Makes ``replica`` (a deep copy of ``model``) use ``model``'s parameter tensors: the optimizer's
+    in-place updates reach it with no copy, and what each runs stays apart (its own buffers, graph,
+    dropout). Gradients must then be taken with ``torch.autograd.grad``, not accumulated in ``.grad``."""
+    for (name, _), param in zip(replica.named_parameters(), model.parameters(), strict=True):
+        owner, _, leaf = name.rpartition(".")
+        setattr(replica.get_submodule(owner), leaf, param)  # (nn.LSTM's setattr updates its flat weight list)
 
 
 @dataclass

@@ -222,32 +222,38 @@ def test_allocation_and_schedule():
 
 def test_a_batch_in_parts_gets_the_gradient_of_its_parts(tmp_path):
     """Computed in parts (in threads), a batch's gradient is that of its mean loss over the parts'
-    samples, each part normalized by BatchNorm on its own; the running statistics are the parts' mean."""
+    samples, each part normalized by BatchNorm on its own; the running statistics are the parts' mean.
+    The parts see the model as it is at each step: after an in-place update (as the optimizer's), the
+    next gradient is that of the updated model."""
     charset = Charset("ab")
     torch.manual_seed(0)
     model = create_model("small", charset.num_classes, **TINY_MODEL)
     images, widths, texts = collate([_VaryingWidths()[i] for i in range(8)])
-    references = [copy.deepcopy(model).train() for _ in range(2)]
-    total, count = 0.0, 0
-    for reference, part in zip(references, (slice(0, 4), slice(4, 8))):
-        w = widths[part]
-        log_probs, lengths = reference(images[part][..., : int(w.max())], w)
-        losses = ctc_losses(log_probs, lengths, texts[part], charset)
-        losses[torch.isfinite(losses)].sum().backward()
-        total += float(losses[torch.isfinite(losses)].sum().detach())
-        count += int(torch.isfinite(losses).sum())
     parts = BatchParts(model, 2, seed=0)
     try:
-        got, finite, bad = parts.gradients(images, widths, texts, charset, step=0)
+        for step in range(2):
+            references = [copy.deepcopy(model).train() for _ in range(2)]
+            total, count = 0.0, 0
+            for reference, part in zip(references, (slice(0, 4), slice(4, 8))):
+                w = widths[part]
+                log_probs, lengths = reference(images[part][..., : int(w.max())], w)
+                losses = ctc_losses(log_probs, lengths, texts[part], charset)
+                losses[torch.isfinite(losses)].sum().backward()
+                total += float(losses[torch.isfinite(losses)].sum().detach())
+                count += int(torch.isfinite(losses).sum())
+            got, finite, bad = parts.gradients(images, widths, texts, charset, step=step)
+            assert (finite, bad) == (count, 8 - count) and float(got) == pytest.approx(total, rel=1e-5)
+            for name, p, q, r in zip(dict(model.named_parameters()), model.parameters(),
+                                     references[0].parameters(), references[1].parameters()):
+                assert torch.allclose(p.grad, (q.grad + r.grad) / count, atol=1e-6), (step, name)
+            for (name, buffer), q, r in zip(model.named_buffers(), references[0].buffers(), references[1].buffers()):
+                expected = (q + r) / 2 if buffer.is_floating_point() else q
+                assert torch.allclose(buffer, expected, atol=1e-6), (step, name)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.sub_(0.5 * p.grad.sign())
     finally:
         parts.close()
-    assert (finite, bad) == (count, 8 - count) and float(got) == pytest.approx(total, rel=1e-5)
-    for name, p, q, r in zip(dict(model.named_parameters()), model.parameters(), references[0].parameters(),
-                             references[1].parameters()):
-        assert torch.allclose(p.grad, (q.grad + r.grad) / count, atol=1e-6), name
-    for (name, buffer), q, r in zip(model.named_buffers(), references[0].buffers(), references[1].buffers()):
-        expected = (q + r) / 2 if buffer.is_floating_point() else q
-        assert torch.allclose(buffer, expected, atol=1e-6), name
 
 
 def test_training_in_parts_with_dropout_repeats_and_leaves_the_global_generator_alone(tmp_path):
