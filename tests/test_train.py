@@ -256,6 +256,35 @@ def test_a_batch_in_parts_gets_the_gradient_of_its_parts(tmp_path):
         parts.close()
 
 
+def test_a_cpu_step_updates_as_plain_adamw_does(tmp_path):
+    """The CPU trainer's fused AdamW, fed the parts' gradients, moves every weight as the unfused one
+    would from the same (clipped) gradients: a gradient in another memory layout than its weight (a
+    channels_last convolution) would silently update the wrong elements."""
+    charset = Charset("ab")
+    torch.manual_seed(0)
+    model = create_model("small", charset.num_classes, **TINY_MODEL)
+    trainer = Trainer(model, charset, [Source(_VaryingWidths(), infinite=True)], tmp_path,
+                      TrainConfig(steps=10, batch_size=16, num_workers=0, parts=2, warmup_steps=1), device="cpu")
+    assert trainer.optimizer.defaults["fused"]
+    images, widths, texts = collate([_VaryingWidths()[i] for i in range(16)])
+    before = [p.detach().clone() for p in model.parameters()]
+    for _ in range(2):  # the second step has the first one's moments
+        reference = [torch.nn.Parameter(p.detach().clone()) for p in model.parameters()]
+        state = copy.deepcopy(trainer.optimizer.state_dict())
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        assert trainer.train_step(images, widths, texts) is not None
+        plain = torch.optim.AdamW(reference, lr=lr, weight_decay=trainer.config.weight_decay, foreach=False)
+        state["param_groups"][0].update(fused=None, foreach=False)
+        plain.load_state_dict(state)
+        for q, p in zip(reference, model.parameters()):
+            q.grad = p.grad.clone()
+        plain.step()
+        assert any(p.dim() == 4 and p.grad.stride() != p.grad.contiguous().stride() for p in model.parameters())
+        for (name, p), q in zip(model.named_parameters(), reference):
+            assert torch.allclose(p, q, atol=1e-6), name
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 def test_training_in_parts_with_dropout_repeats_and_leaves_the_global_generator_alone(tmp_path):
     """The parts draw their dropout masks from generators of their own (seed, step, part): two runs
     give the same model bit for bit however the threads interleave."""
