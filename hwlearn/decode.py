@@ -212,6 +212,11 @@ def beam_search(log_probs, lengths, beam_width: int = 10, min_prob: float = 1e-5
 
 #: Weight of a lexicon's word prior in :func:`lexicon_decode` (1: the Bayes rule, P(image | word) P(word)).
 PRIOR_WEIGHT = 1.0
+#: Score per character (of a word without its trailing marks) when :func:`lexicon_decode` chooses among the words
+#: it found, as :data:`LM_BONUS` in the character model's search: a CTC model's probability of a word falls with
+#: each letter it must spike for, so without it a faint last letter loses to the shorter word (GW's `your` read
+#: `you`, `If` read `I`). Chosen on GW's *train* labels (benchmarks/EXPERIMENTS.md, session 72).
+LENGTH_BONUS = 2.0
 
 
 class Lexicon:
@@ -219,7 +224,8 @@ class Lexicon:
 
     ``words`` is an iterable of words, or a mapping word -> count: then ``log(count / total)`` is
     each word's prior, weighted by ``prior_weight`` when :func:`lexicon_decode` chooses among the
-    words it found (a plain iterable gives every word the same prior, i.e. none). Words are
+    words it found (a plain iterable gives every word the same prior, i.e. none), which also adds
+    ``length_bonus`` per character of each word without its trailing marks. Words are
     NFC-normalized; empty words, duplicates (the first is kept) and words with characters outside
     ``charset`` are dropped (``dropped`` counts the latter). Node 0 is the root; every node is one prefix.
 
@@ -231,9 +237,11 @@ class Lexicon:
     """
 
     def __init__(self, words: Iterable[str] | Mapping[str, float], charset: Charset,
-                 prior_weight: float = PRIOR_WEIGHT, breaks: Mapping[str, float] | None = None):
+                 prior_weight: float = PRIOR_WEIGHT, breaks: Mapping[str, float] | None = None,
+                 length_bonus: float = LENGTH_BONUS):
         self.charset = charset
         self.prior_weight = float(prior_weight)
+        self.length_bonus = float(length_bonus)
         counts = words if isinstance(words, Mapping) else None
         kept_counts: list[float] = []
         self._children: list[dict[int, int]] = [{}]
@@ -391,7 +399,8 @@ def lexicon_decode(
     A CTC prefix beam search in which prefixes only grow along the lexicon's trie proposes words:
     every complete word that was in the beam at some frame (the latest and best, at most
     ``max(2 * beam_width, 32)``); these are rescored by their exact CTC probability plus the
-    lexicon's ``prior_weight`` times the word's log prior (:class:`Lexicon`) and the best wins.
+    lexicon's ``prior_weight`` times the word's log prior and its ``length_bonus`` times the
+    word's length without trailing marks (:class:`Lexicon`), and the best wins.
     When no word was proposed (e.g. every word needs a letter the model gives almost no
     probability), the search is repeated once with a 4x wider beam and no class pruning.
 
@@ -428,11 +437,14 @@ def lexicon_decode(
             scores = ctc_log_likelihood(frames_t, torch.full((len(labels),), n), labels).tolist()
             word_ids = [lexicon._word[node] for node in nodes]
             priors = np.concatenate([lexicon.log_prior[word_ids], [breaks[node] for node in part_nodes]])
-            totals = np.asarray(scores) + lexicon.prior_weight * priors
+            words = ([lexicon.words[i] for i in word_ids]
+                     + [lexicon.charset.decode(ids) for ids in labels[len(nodes):]])
+            # (a line-break part's hyphen counts: it is what the part is read by)
+            letters = np.asarray([len(_word_body(w)) for w in words[: len(nodes)]]
+                                 + [len(ids) for ids in labels[len(nodes):]], dtype=np.float64)
+            totals = np.asarray(scores) + lexicon.prior_weight * priors + lexicon.length_bonus * letters
             best = int(np.argmax(totals))
             if scores[best] > NEG_INF:
-                words = ([lexicon.words[i] for i in word_ids]
-                         + [lexicon.charset.decode(ids) for ids in labels[len(nodes):]])
                 rel = np.exp(totals - totals[best])
                 body = _word_body(words[best])
                 share = float(sum(r for r, w in zip(rel, words) if _word_body(w) == body) / rel.sum())

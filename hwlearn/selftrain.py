@@ -585,7 +585,8 @@ def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], c
     parts = {
         **_source_parts(checkpoint, source_meta),
         "images": [str(p) for p in unlabeled], "config": settings, "method": method,
-        "lexicon": [len(lexicon), len(lexicon.breaks), lexicon.prior_weight] if lexicon is not None else None,
+        "lexicon": ([len(lexicon), len(lexicon.breaks), lexicon.prior_weight]
+                    + ([lexicon.length_bonus] if lexicon.length_bonus else [])) if lexicon is not None else None,
         "charlm": [charlm.num_words, charlm.order] if method == "charlm" else None,
         "layout": layout.to_dict(), "val": [[str(p), t] for p, t in val_items],
     }
@@ -879,7 +880,7 @@ def adapt(
                           "rule": "highest mean confidence on the unlabeled images",
                           "layout": layout.describe(), "layout_mean_confidence": layout_scores, "fonts_used": fonts_used,
                           "lexicon": ({"words": len(lexicon), "line_break_parts": len(lexicon.breaks),
-                                       "prior_weight": lexicon.prior_weight}
+                                       "prior_weight": lexicon.prior_weight, "length_bonus": lexicon.length_bonus}
                                       if lexicon is not None else None),
                           "charlm": ({"words": charlm.num_words, "order": charlm.order}
                                      if method == "charlm" else None),

@@ -18,6 +18,7 @@ from hwlearn.decode import (
     decode_batch,
     distinct_readings,
     greedy_decode,
+    LENGTH_BONUS,
     lexicon_decode,
     sequence_confidence,
 )
@@ -195,15 +196,16 @@ def test_lexicon_matches_brute_force():
     charset = Charset("ab")
     rng = np.random.default_rng(1)
     words = ["a", "b", "ab", "ba", "aa", "bab"]
-    lexicon = Lexicon(words, charset)
-    for _ in range(5):
-        probs = rng.dirichlet(np.ones(3), size=5)
-        truth = _labeling_probs(probs)
-        best = max(words, key=lambda w: truth.get(tuple(charset.encode(w)), 0.0))
-        lp = torch.tensor(np.log(probs), dtype=torch.float32)[:, None, :]
-        (match,) = lexicon_decode(lp, [5], lexicon, beam_width=64, min_prob=0.0)
-        assert match.word == best
-        assert match.log_prob == pytest.approx(math.log(truth[tuple(charset.encode(best))]), abs=1e-4)
+    for bonus in (0.0, 1.5):  # the most probable word, then the best of log P + bonus x its length
+        lexicon = Lexicon(words, charset, length_bonus=bonus)
+        for _ in range(5):
+            probs = rng.dirichlet(np.ones(3), size=5)
+            truth = _labeling_probs(probs)
+            best = max(words, key=lambda w: math.log(truth.get(tuple(charset.encode(w)), 1e-300)) + bonus * len(w))
+            lp = torch.tensor(np.log(probs), dtype=torch.float32)[:, None, :]
+            (match,) = lexicon_decode(lp, [5], lexicon, beam_width=64, min_prob=0.0)
+            assert match.word == best
+            assert match.log_prob == pytest.approx(math.log(truth[tuple(charset.encode(best))]), abs=1e-4)
 
 
 def test_lexicon_without_a_fitting_word():
@@ -368,3 +370,23 @@ def test_consensus_averages_over_views_and_keeps_the_decoders_factor():
     assert consensus([Prediction("", 0.0, [])], [[0.9]]).confidence == 0.0
     with pytest.raises(ValueError, match="shape"):
         consensus(readings, [[0.8], [0.5], [0.6]])
+
+
+def test_lexicon_length_bonus_keeps_a_faint_last_letter():
+    # "hous" then a faint "e" (P 0.3 against blank 0.6): the CTC probability favours "hous" over "house"
+    rows = _spell("hh_o_u_ss__", p=0.9) + [[0.6, 0.0, 0.3, 0, 0, 0, 0, 0, 0, 0.1]]
+    lp, lengths = _log_probs(rows)
+    no_bonus = Lexicon(["hous", "house"], CHARSET, length_bonus=0.0)
+    (short,) = lexicon_decode(lp, lengths, no_bonus)
+    assert short.word == "hous"
+    # a bonus per letter makes up for the spike the longer word needs; log_prob stays the CTC one
+    (long,) = lexicon_decode(lp, lengths, Lexicon(["hous", "house"], CHARSET, length_bonus=2.0))
+    assert long.word == "house" and long.log_prob < short.log_prob
+    # a trailing mark earns nothing: a faint comma is left to the image, bonus or not
+    marks = Charset("aehlmorsu,.")
+    rows = _spell("hh_o_u_ss_e_", charset=marks, p=0.9) + [[0.6] + [0.0] * 9 + [0.3, 0.1]]
+    lp, lengths = _log_probs(rows)
+    for bonus in (0.0, 2.0, 20.0):
+        assert lexicon_decode(lp, lengths, Lexicon(["house", "house,"], marks, length_bonus=bonus))[0].word == "house"
+    # the default is the module's LENGTH_BONUS
+    assert Lexicon(["hous"], CHARSET).length_bonus == LENGTH_BONUS
