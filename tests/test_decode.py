@@ -11,6 +11,7 @@ import torch
 
 from hwlearn.charset import Charset
 from hwlearn.decode import (
+    LENGTH_BONUS,
     Lexicon,
     Prediction,
     beam_search,
@@ -18,7 +19,6 @@ from hwlearn.decode import (
     decode_batch,
     distinct_readings,
     greedy_decode,
-    LENGTH_BONUS,
     lexicon_decode,
     sequence_confidence,
 )
