@@ -439,15 +439,15 @@ def lexicon_decode(
             priors = np.concatenate([lexicon.log_prior[word_ids], [breaks[node] for node in part_nodes]])
             words = ([lexicon.words[i] for i in word_ids]
                      + [lexicon.charset.decode(ids) for ids in labels[len(nodes):]])
+            bodies = [_word_body(w) for w in words]
             # (a line-break part's hyphen counts: it is what the part is read by)
-            letters = np.asarray([len(_word_body(w)) for w in words[: len(nodes)]]
+            letters = np.asarray([len(b) for b in bodies[: len(nodes)]]
                                  + [len(ids) for ids in labels[len(nodes):]], dtype=np.float64)
             totals = np.asarray(scores) + lexicon.prior_weight * priors + lexicon.length_bonus * letters
             best = int(np.argmax(totals))
             if scores[best] > NEG_INF:
                 rel = np.exp(totals - totals[best])
-                body = _word_body(words[best])
-                share = float(sum(r for r, w in zip(rel, words) if _word_body(w) == body) / rel.sum())
+                share = float(sum(r for r, b in zip(rel, bodies) if b == bodies[best]) / rel.sum())
                 match = LexiconMatch(labels[best], scores[best], words[best], share)
                 break
         out.append(match)
