@@ -296,13 +296,14 @@ class Lexicon:
         self._break_id = charset.encode(BREAK_MARK)[0] if self.breaks else BLANK
 
     @classmethod
-    def from_file(cls, path: str | Path, charset: Charset, prior_weight: float = PRIOR_WEIGHT) -> "Lexicon":
+    def from_file(cls, path: str | Path, charset: Charset, prior_weight: float = PRIOR_WEIGHT,
+                  length_bonus: float = LENGTH_BONUS) -> "Lexicon":
         """One ``word`` or ``word<TAB>count`` per line (UTF-8, :func:`hwlearn.corpus.read_wordlist`);
         the counts, if any, are the words' prior."""
         from .corpus import read_wordlist
 
         try:
-            return cls(read_wordlist(path), charset, prior_weight)
+            return cls(read_wordlist(path), charset, prior_weight, length_bonus=length_bonus)
         except HwlearnError as exc:
             raise HwlearnError(f"{path}: {exc}") from None
 

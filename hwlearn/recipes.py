@@ -17,7 +17,7 @@ import torch
 
 from .charset import BREAK_MARK, Charset
 from .checkpoint import load_checkpoint
-from .decode import PRIOR_WEIGHT, reading_method
+from .decode import LENGTH_BONUS, PRIOR_WEIGHT, reading_method
 from .errors import HwlearnError
 from .train import ModelInputs, Source, Trainer, TrainConfig, TrainResult, ValSet, resolve_device
 
@@ -145,11 +145,12 @@ def break_parts(counts, charset: Charset, max_words: int = BREAK_WORDS,
 
 
 def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 50_000,
-                 prior_weight: float = PRIOR_WEIGHT):
+                 prior_weight: float = PRIOR_WEIGHT, length_bonus: float = LENGTH_BONUS):
     """A :class:`~hwlearn.decode.Lexicon` from a word list file (one word per line, optional
     ``<TAB>count``) or a corpus statistics JSON: its ``max_words`` most frequent words plus the
     Capitalized and punctuated forms of the most frequent ones (:func:`lexicon_words`), their counts
-    as the words' prior with weight ``prior_weight`` (:data:`hwlearn.decode.PRIOR_WEIGHT` by default),
+    as the words' prior with weight ``prior_weight`` (:data:`hwlearn.decode.PRIOR_WEIGHT` by default)
+    and ``length_bonus`` per letter (:data:`hwlearn.decode.LENGTH_BONUS` by default),
     and the parts of words a line break leaves (:func:`break_parts`); None for None."""
     if source is None:
         return None
@@ -166,7 +167,7 @@ def load_lexicon(source: str | Path | None, charset: Charset, max_words: int = 5
     if not words:
         raise HwlearnError(f"{path}: no lexicon word is covered by the model's charset")
     try:
-        return Lexicon(words, charset, prior_weight, breaks=break_parts(counts, charset))
+        return Lexicon(words, charset, prior_weight, breaks=break_parts(counts, charset), length_bonus=length_bonus)
     except HwlearnError as exc:
         raise HwlearnError(f"{path}: {exc}") from None
 
@@ -434,6 +435,7 @@ def evaluate(
     *,
     lexicon_source=None,
     lexicon_weight: float = PRIOR_WEIGHT,
+    length_bonus: float = LENGTH_BONUS,
     charlm_source="auto",
     device: str = "auto",
     batch_size: int = 64,
@@ -465,7 +467,7 @@ def evaluate(
     view_inputs = [[(to_model_input(img, ckpt.height), text) for img, (_, text) in zip(images, items)]]
     view_inputs += augmented_copies(images, views, ckpt.height)
     refs = [t for _, t in items]
-    lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
+    lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight, length_bonus=length_bonus) if lexicon_source else None
     charlm = load_charlm(charlm_source, ckpt, domain=lexicon is None)
     summary: dict = {"checkpoint": str(checkpoint), "labels": str(labels), "n": len(items), "views": views,
                      "results": {}}
@@ -566,6 +568,7 @@ def iter_recognize(
     *,
     lexicon_source=None,
     lexicon_weight: float = PRIOR_WEIGHT,
+    length_bonus: float = LENGTH_BONUS,
     charlm_source="auto",
     method: str = "greedy",
     device: str = "auto",
@@ -605,7 +608,7 @@ def iter_recognize(
         else:
             raise HwlearnError(f"{item}: no such file or directory")
     layout = None  # chosen (and the polarity checked) on the first chunk that holds a readable image
-    lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
+    lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight, length_bonus=length_bonus) if lexicon_source else None
     charlm = load_charlm(charlm_source, ckpt, domain=lexicon is None)
     method = reading_method(lexicon, charlm, default=method)
     lm_weight = reading_lm_weight(lexicon, charlm)
@@ -652,6 +655,7 @@ def adapt_folder(
     config=None,
     lexicon_source=None,
     lexicon_weight: float = PRIOR_WEIGHT,
+    length_bonus: float = LENGTH_BONUS,
     charlm_source="auto",
     val_labels: str | Path | None = None,
     device: str = "auto",
@@ -690,7 +694,7 @@ def adapt_folder(
     dev = resolve_device(device)
     ckpt = load_checkpoint(checkpoint)
     synthetic = synthetic_like(ckpt, seed=config.seed + 104729)
-    lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight) if lexicon_source else None
+    lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight, length_bonus=length_bonus) if lexicon_source else None
     charlm = load_charlm(charlm_source, ckpt) if lexicon is None else None
     val_items = read_labels(val_labels) if val_labels else []
     check_labeled(val_items, val_labels)  # before the adaptation's first minutes, not after them

@@ -208,6 +208,27 @@ def test_lexicon_weight_sets_how_much_word_counts_decide(tiny_run, word_folder, 
     assert set(image_only) - {"the"}  # without the prior the images decide
 
 
+def test_length_bonus_sets_how_much_longer_words_are_favoured(tiny_run, word_folder, tmp_path):
+    from hwlearn.cli.options import LENGTH_BONUS
+    from hwlearn.decode import LENGTH_BONUS as LIBRARY_BONUS
+
+    assert LENGTH_BONUS == LIBRARY_BONUS  # the CLI default is the library's
+    folder, _ = word_folder
+    words = tmp_path / "words.txt"  # words of one to three letters, no counts
+    words.write_text("\n".join("a i o at in on it to the and".split()), encoding="utf-8")
+
+    def read(bonus):
+        result = _invoke(["recognize", "--model", tiny_run / "best", folder, "--json", "--device", "cpu",
+                          "--lexicon", words, "--length-bonus", str(bonus), "--char-lm", "none"])
+        assert result.exit_code == 0, result.output
+        return [json.loads(line)["text"] for line in result.stdout.splitlines() if line.startswith("{")]
+
+    plain, favoured = read(0), read(100)
+    assert len(plain) == len(favoured) == 14
+    assert sum(map(len, favoured)) > sum(map(len, plain))
+    assert sum(len(w) == 1 for w in favoured) < sum(len(w) == 1 for w in plain)  # fewer single letters
+
+
 def test_recognize_prints_path_text_confidence(tiny_run, word_folder):
     folder, _ = word_folder
     result = _invoke(["recognize", "--model", tiny_run / "best", folder, "--json", "--device", "cpu"])

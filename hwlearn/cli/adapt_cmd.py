@@ -94,7 +94,7 @@ from .options import amp_option, charlm_option, device_option, lexicon_option, s
 @amp_option
 @workers_option
 @seed_option
-def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labels, rounds, ramp_rounds, steps_per_round, start_share,
+def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, length_bonus, char_lm, val_labels, rounds, ramp_rounds, steps_per_round, start_share,
           end_share, synthetic_share, batch_size, lr, layout, invert, fonts_from, match_fonts, font_steps, views, augment, dropout, rare_chars, hold_marks, student_steps, beam_width, resume,
           overwrite, device, amp, workers, seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
@@ -128,7 +128,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, char_lm, val_labe
                       f"mean confidence {row.mean_confidence:.4f}  {val}  ({row.seconds_text()})")
 
     result = adapt_folder(checkpoint, unlabeled, out, config=config, lexicon_source=lexicon,
-                          lexicon_weight=lexicon_weight, charlm_source=char_lm, val_labels=val_labels, device=device,
+                          lexicon_weight=lexicon_weight, length_bonus=length_bonus, charlm_source=char_lm, val_labels=val_labels, device=device,
                           resume=resume, overwrite=overwrite, report=report, fonts_from=fonts_from)
     # no vertical rules and one space between columns: 10 columns of numbers fit an 80-column terminal
     table = Table(title="self-training rounds (val: the --val labels, report only)", box=box.SIMPLE_HEAD,

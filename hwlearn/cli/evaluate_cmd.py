@@ -24,7 +24,7 @@ from .options import charlm_option, device_option, invert_option, lexicon_option
 @invert_option
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @device_option
-def evaluate(checkpoint, labels, lexicon, lexicon_weight, char_lm, csv_path, json_path, views, invert, batch_size,
+def evaluate(checkpoint, labels, lexicon, lexicon_weight, length_bonus, char_lm, csv_path, json_path, views, invert, batch_size,
              device):
     """Character and word error rates of a model on labeled images.
 
@@ -39,7 +39,7 @@ def evaluate(checkpoint, labels, lexicon, lexicon_weight, char_lm, csv_path, jso
     from ..console import console
     from ..recipes import evaluate as run
 
-    summary = run(checkpoint, labels, lexicon_source=lexicon, lexicon_weight=lexicon_weight, charlm_source=char_lm,
+    summary = run(checkpoint, labels, lexicon_source=lexicon, lexicon_weight=lexicon_weight, length_bonus=length_bonus, charlm_source=char_lm,
                   device=device, batch_size=batch_size, views=views, invert=invert, csv_path=csv_path,
                   json_path=json_path)
     table = Table(title=f"{labels} ({summary['n']} images)")

@@ -22,10 +22,17 @@ amp_option = click.option(
          "autocast (no faster on GW's benchmark even with Intel AMX, slower without; see docs/training.md).",
 )
 LEXICON_WEIGHT = 1.0  # = hwlearn.decode.PRIOR_WEIGHT, not imported here: the CLI starts without torch
+LENGTH_BONUS = 2.0  # = hwlearn.decode.LENGTH_BONUS, likewise
 
 
 def lexicon_option(f):
-    """--lexicon --lexicon-weight (same meaning for adapt, evaluate and recognize)."""
+    """--lexicon --lexicon-weight --length-bonus (same meaning for adapt, evaluate and recognize)."""
+    f = click.option(
+        "--length-bonus", default=LENGTH_BONUS, show_default=True, type=click.FloatRange(min=0.0),
+        help="Score added per letter when choosing among lexicon words (trailing marks left out), against CTC's "
+             "preference for shorter readings: without it a faint last letter loses to the shorter word "
+             "(your read you). 0 = none.",
+    )(f)
     f = click.option(
         "--lexicon-weight", default=LEXICON_WEIGHT, show_default=True, type=click.FloatRange(min=0.0),
         help="Weight of the words' frequency prior when choosing among lexicon words (counts from the corpus "

@@ -26,7 +26,7 @@ from .options import charlm_option, device_option, invert_option, lexicon_option
 @invert_option
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @device_option
-def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_json, as_csv, views, invert, batch_size,
+def recognize(inputs, checkpoint, lexicon, lexicon_weight, length_bonus, char_lm, beam, as_json, as_csv, views, invert, batch_size,
               device):
     """Recognize word images: INPUTS are image files or directories (searched recursively).
 
@@ -47,7 +47,7 @@ def recognize(inputs, checkpoint, lexicon, lexicon_weight, char_lm, beam, as_jso
         if click.get_current_context().get_parameter_source("char_lm") != click.core.ParameterSource.DEFAULT:
             raise click.UsageError("--beam and --char-lm exclude each other")
         char_lm = None
-    chunks = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight, charlm_source=char_lm,
+    chunks = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight, length_bonus=length_bonus, charlm_source=char_lm,
                  method="beam" if beam else "greedy", device=device, batch_size=batch_size, views=views, invert=invert)
     writer = csv.writer(sys.stdout) if as_csv else None
     recognized, skipped = 0, []
