@@ -186,6 +186,14 @@ def test_char_lm_decoding_in_evaluate_and_recognize(tiny_run, word_folder, tmp_p
     assert "bad.json: not a hwlearn corpus statistics file" in result.output and not (tmp_path / "x.json").exists()
 
 
+def _read_with_lexicon(model, folder, words, *options) -> list[str]:
+    """What ``hwlearn recognize`` reads in ``folder`` decoding with the lexicon ``words`` alone."""
+    result = _invoke(["recognize", "--model", model, folder, "--json", "--device", "cpu", "--lexicon", words,
+                      "--char-lm", "none", *options])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line)["text"] for line in result.stdout.splitlines() if line.startswith("{")]
+
+
 def test_lexicon_weight_sets_how_much_word_counts_decide(tiny_run, word_folder, tmp_path):
     from hwlearn.cli.options import LEXICON_WEIGHT
     from hwlearn.decode import PRIOR_WEIGHT
@@ -195,14 +203,8 @@ def test_lexicon_weight_sets_how_much_word_counts_decide(tiny_run, word_folder, 
     words = tmp_path / "counted.txt"  # "the" is a million times more frequent than the other words
     words.write_text("the\t1000000\n" + "".join(f"{w}\t1\n" for w in "cat dog sun hat red big run top box".split()),
                      encoding="utf-8")
-
-    def read(weight):
-        result = _invoke(["recognize", "--model", tiny_run / "best", folder, "--json", "--device", "cpu",
-                          "--lexicon", words, "--lexicon-weight", str(weight), "--char-lm", "none"])
-        assert result.exit_code == 0, result.output
-        return [json.loads(line)["text"] for line in result.stdout.splitlines() if line.startswith("{")]
-
-    image_only, with_prior = read(0), read(3)
+    image_only, with_prior = (_read_with_lexicon(tiny_run / "best", folder, words, "--lexicon-weight", weight)
+                              for weight in (0, 3))
     assert len(image_only) == len(with_prior) == 14
     assert with_prior.count("the") > image_only.count("the")
     assert set(image_only) - {"the"}  # without the prior the images decide
@@ -216,14 +218,8 @@ def test_length_bonus_sets_how_much_longer_words_are_favoured(tiny_run, word_fol
     folder, _ = word_folder
     words = tmp_path / "words.txt"  # words of one to three letters, no counts
     words.write_text("\n".join("a i o at in on it to the and".split()), encoding="utf-8")
-
-    def read(bonus):
-        result = _invoke(["recognize", "--model", tiny_run / "best", folder, "--json", "--device", "cpu",
-                          "--lexicon", words, "--length-bonus", str(bonus), "--char-lm", "none"])
-        assert result.exit_code == 0, result.output
-        return [json.loads(line)["text"] for line in result.stdout.splitlines() if line.startswith("{")]
-
-    plain, favoured = read(0), read(100)
+    plain, favoured = (_read_with_lexicon(tiny_run / "best", folder, words, "--length-bonus", bonus)
+                       for bonus in (0, 100))
     assert len(plain) == len(favoured) == 14
     assert sum(map(len, favoured)) > sum(map(len, plain))
     assert sum(len(w) == 1 for w in favoured) < sum(len(w) == 1 for w in plain)  # fewer single letters
