@@ -128,8 +128,9 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, length_bonus, cha
                       f"mean confidence {row.mean_confidence:.4f}  {val}  ({row.seconds_text()})")
 
     result = adapt_folder(checkpoint, unlabeled, out, config=config, lexicon_source=lexicon,
-                          lexicon_weight=lexicon_weight, length_bonus=length_bonus, charlm_source=char_lm, val_labels=val_labels, device=device,
-                          resume=resume, overwrite=overwrite, report=report, fonts_from=fonts_from)
+                          lexicon_weight=lexicon_weight, length_bonus=length_bonus, charlm_source=char_lm,
+                          val_labels=val_labels, device=device, resume=resume, overwrite=overwrite, report=report,
+                          fonts_from=fonts_from)
     # no vertical rules and one space between columns: 10 columns of numbers fit an 80-column terminal
     table = Table(title="self-training rounds (val: the --val labels, report only)", box=box.SIMPLE_HEAD,
                   padding=0, show_edge=False)

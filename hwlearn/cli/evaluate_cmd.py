@@ -39,9 +39,9 @@ def evaluate(checkpoint, labels, lexicon, lexicon_weight, length_bonus, char_lm,
     from ..console import console
     from ..recipes import evaluate as run
 
-    summary = run(checkpoint, labels, lexicon_source=lexicon, lexicon_weight=lexicon_weight, length_bonus=length_bonus, charlm_source=char_lm,
-                  device=device, batch_size=batch_size, views=views, invert=invert, csv_path=csv_path,
-                  json_path=json_path)
+    summary = run(checkpoint, labels, lexicon_source=lexicon, lexicon_weight=lexicon_weight, length_bonus=length_bonus,
+                  charlm_source=char_lm, device=device, batch_size=batch_size, views=views, invert=invert,
+                  csv_path=csv_path, json_path=json_path)
     table = Table(title=f"{labels} ({summary['n']} images)")
     for col in ("decoding", "CER", "WER", "CER (no case)", "WER (no case)"):
         table.add_column(col, justify="right")

@@ -47,8 +47,9 @@ def recognize(inputs, checkpoint, lexicon, lexicon_weight, length_bonus, char_lm
         if click.get_current_context().get_parameter_source("char_lm") != click.core.ParameterSource.DEFAULT:
             raise click.UsageError("--beam and --char-lm exclude each other")
         char_lm = None
-    chunks = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight, length_bonus=length_bonus, charlm_source=char_lm,
-                 method="beam" if beam else "greedy", device=device, batch_size=batch_size, views=views, invert=invert)
+    chunks = run(checkpoint, inputs, lexicon_source=lexicon, lexicon_weight=lexicon_weight, length_bonus=length_bonus,
+                 charlm_source=char_lm, method="beam" if beam else "greedy", device=device, batch_size=batch_size,
+                 views=views, invert=invert)
     writer = csv.writer(sys.stdout) if as_csv else None
     recognized, skipped = 0, []
     for results, chunk_skipped in chunks:  # printed as each chunk is read: a large folder's lines come at once
