@@ -81,7 +81,7 @@ from .charset import Charset
 from .checkpoint import load_checkpoint, save_checkpoint
 from .console import console
 from .data import LabeledImages, augment_real, augment_real_strong, load_image, to_model_input
-from .decode import Lexicon, Prediction, ctc_log_likelihood, reading_method
+from .decode import Prediction, ctc_log_likelihood, reading_method
 from .errors import HwlearnError
 from .fontmatch import closest_fonts, rank_fonts
 from .inference import (AugmentedCopy, SearchPool, model_outputs, predict, predict_views, predictions_by_method,
@@ -142,10 +142,6 @@ class AdaptConfig:
     # marks the model is unsure of a little more each round (GW's commas: 8.6 % of the readings at round 0, 4.1 % at
     # round 6); holding them read GW's train labels better on four pretrained models (benchmarks/EXPERIMENTS.md, session 53)
     hold_marks: bool = True
-    # with a lexicon, from round 2 on read the images round 0 read as a number (a digit in it) and the last round
-    # as none with the lexicon's numbers alone (hold_numbers): self-training turns numbers into words round by round
-    # (GW's `28th.` -> `as.`, `1st.` -> `It`; benchmarks/EXPERIMENTS.md, session 66)
-    hold_numbers: bool = False
     # after the rounds, train a fresh *student* from the pretrained weights for this many steps on the last round's
     # pseudo-labels (the end share, marks held), to compete with the rounds for the final model (None: four times
     # as many steps as the rounds together, STUDENT_STEPS_PER_ROUND_STEP; 0: no student). A model self-trained round
@@ -348,41 +344,6 @@ def mark_gains(model, inputs, texts: Sequence[str], charset: Charset, device, ba
             for j, (_, i) in enumerate(rows):
                 gains[i, k] = ll[2 * j] - ll[2 * j + 1]
     return gains
-
-
-def _has_digit(text: str) -> bool:
-    return any(ch.isdigit() for ch in text)
-
-
-def number_lexicon(lexicon: Lexicon) -> Lexicon | None:
-    """The words of ``lexicon`` that hold a digit (``1755.``, ``28th``), with their priors, prior weight and length
-    bonus; None when it has none."""
-    numbers = {w: float(np.exp(lp)) for w, lp in zip(lexicon.words, lexicon.log_prior) if _has_digit(w)}
-    if not numbers:
-        return None
-    return Lexicon(numbers, lexicon.charset, prior_weight=lexicon.prior_weight, length_bonus=lexicon.length_bonus)
-
-
-def numbers_lost(texts: Sequence[str], round0_texts: Sequence[str]) -> list[int]:
-    """The indices of the readings round 0 read as a number (a digit in it) that now read as none."""
-    return [i for i, (t, t0) in enumerate(zip(texts, round0_texts)) if _has_digit(t0) and not _has_digit(t)]
-
-
-def hold_numbers(model, inputs, preds: Sequence[Prediction], round0_texts: Sequence[str], numbers: Lexicon,
-                 charset: Charset, device, beam_width: int) -> tuple[list[Prediction], int]:
-    """``preds`` with each reading that :func:`numbers_lost` finds read again from its image (no copies) with
-    ``numbers`` (:func:`number_lexicon`) alone: its most probable number, scored as a lexicon reading among the
-    numbers. Returns the readings and how many were read again."""
-    lost = numbers_lost([p.text for p in preds], round0_texts)
-    if not lost:
-        return list(preds), 0
-    again = predict(model, [inputs[i] for i in lost], charset, device=device, method="lexicon", lexicon=numbers,
-                    beam_width=beam_width)
-    held = list(preds)
-    for i, p in zip(lost, again):
-        if p.text:
-            held[i] = p
-    return held, sum(bool(p.text) for p in again)
 
 
 def hold_mark_shares(preds: Sequence[Prediction], changes: dict[str, int], gains: np.ndarray,
@@ -621,8 +582,6 @@ def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], c
         del settings["fonts"]  # (matched fonts follow from the rest: the keys of runs before the field stay)
     if config.amp == "auto":
         del settings["amp"]  # (the keys of runs before the field stay)
-    if not config.hold_numbers:
-        del settings["hold_numbers"]  # (the same)
     parts = {
         **_source_parts(checkpoint, source_meta),
         "images": [str(p) for p in unlabeled], "config": settings, "method": method,
@@ -828,8 +787,6 @@ def adapt(
             row.checkpoint = str(start)
             save_readings(out_dir / "round0", key, preds, row)
         round0_marks = mark_shares([p.text for p in preds])
-        round0_texts = [p.text for p in preds]
-        numbers = number_lexicon(lexicon) if config.hold_numbers and lexicon is not None else None
         rounds = [row]
         if report:
             report(row)
@@ -858,11 +815,6 @@ def adapt(
             name = stage_name(r, student)
             folder = stage_dir(out_dir, config, r)
             share = config.share(r)
-            if numbers is not None and r > 1:
-                preds, again = hold_numbers(model, inputs, preds, round0_texts, numbers, charset, device,
-                                            config.beam_width)
-                if again:
-                    console.print(f"{name}: {again} readings round 0 read as numbers read as numbers again")
             changes = mark_changes([p.text for p in preds], round0_marks) if config.hold_marks and r > 1 else {}
             if any(changes.values()):  # (no reading of the images where every share is where it was)
                 gains = mark_gains(model, inputs, [p.text for p in preds], charset, device, config.batch_size * 2,

@@ -272,42 +272,6 @@ def test_mark_gains_are_the_log_probability_a_mark_adds():
     assert np.array_equal(only_commas[:, comma], gains[:, comma]) and np.isneginf(only_commas[:, stop]).all()
 
 
-def test_numbers_round_0_read_are_read_again_with_the_lexicons_numbers_alone():
-    import torch
-
-    from hwlearn.charset import Charset
-    from hwlearn.decode import Lexicon, Prediction
-    from hwlearn.selftrain import hold_numbers, number_lexicon, numbers_lost
-
-    charset = Charset("1Itst.")
-    lexicon = Lexicon({"It": 1000.0, "It.": 100.0, "1st": 1.0, "1st.": 1.0, "11": 2.0}, charset)
-    numbers = number_lexicon(lexicon)
-    assert sorted(numbers.words) == ["11", "1st", "1st."] and numbers.length_bonus == lexicon.length_bonus
-    assert numbers.log_prior[numbers.words.index("11")] - numbers.log_prior[numbers.words.index("1st")] \
-        == pytest.approx(np.log(2))  # the lexicon's priors, among its numbers
-    assert number_lexicon(Lexicon({"It": 1.0}, charset)) is None
-
-    class Frames(torch.nn.Module):  # "1" or "I" equally, then "t" sure: the lexicon's prior picks "It"
-        def forward(self, images, widths):
-            p = torch.full((5, len(widths), charset.num_classes), 1e-6)
-            one, capital_i, s, t = (charset.encode(c)[0] for c in "1Ist")
-            p[0, :, one] = p[0, :, capital_i] = 0.5
-            p[1, :, 0] = p[3, :, 0] = 1.0
-            p[2, :, s] = 0.3
-            p[2, :, 0] = 0.7
-            p[4, :, t] = 1.0
-            return (p / p.sum(-1, keepdim=True)).log(), torch.full((len(widths),), 5)
-
-    inputs = [(torch.zeros(1, 8, 20), None)] * 3
-    preds = [Prediction(t, 0.9, charset.encode(t)) for t in ("It", "It", "11")]
-    round0 = ["1st", "It", "11"]  # round 0 read the first image as a number, the second as a word
-    assert numbers_lost([p.text for p in preds], round0) == [0]
-    held, again = hold_numbers(Frames(), inputs, preds, round0, numbers, charset, "cpu", beam_width=8)
-    assert again == 1 and held[0].text == "1st" and held[0].ids == charset.encode("1st")
-    assert 0 < held[0].confidence <= 1 and held[1:] == preds[1:]
-    assert hold_numbers(Frames(), inputs, preds, ["It"] * 3, numbers, charset, "cpu", beam_width=8) == (preds, 0)
-
-
 def test_adaptation_trains_in_the_precision_asked_and_keys_it_only_when_asked(tiny_run, tmp_path, monkeypatch):
     """AdaptConfig.amp reaches every training stage (recorded in its checkpoint); "auto", the default, stays out of
     the resume key, so runs from before the field resume, and any other value enters it."""
