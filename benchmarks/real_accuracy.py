@@ -76,7 +76,7 @@ Its result stays in the run directory unless ``--json`` says otherwise (it is a 
 
 **Resuming.** Each step's output in ``RUN`` is reused when it is complete (a finished
 ``pretrain`` or ``finetune`` run, an adaptation's ``final``, an evaluation of the same checkpoint
-with the same lexicon); an interrupted training run is resumed from ``last``; an interrupted
+with the same lexicon and decoding weights: the lexicon's prior weight and length bonus, the character model's weights); an interrupted training run is resumed from ``last``; an interrupted
 adaptation goes on after its last finished round (``hwlearn.selftrain``). ``RUN/settings.json`` records what the outputs depend on, and a run
 directory made with other settings is refused. ``RUN/steps.json`` records the commit each step was made at:
 a step reused from other code (a default may have changed in it since) is named in a warning, and its
@@ -522,13 +522,14 @@ def eval_step(name: str, checkpoint: Path, test_tsv: Path, run_dir: Path, args, 
     """CER/WER of ``checkpoint`` on the test split (greedy, lexicon with ``--lexicon``, and guided
     by the character model of ``--char-lm`` unless it is ``none``);
     per-image predictions go to ``RUN/eval/<name>.csv``."""
-    from hwlearn.decode import ARCHIVE_LM_WEIGHT, LM_WEIGHT
+    from hwlearn.decode import ARCHIVE_LM_WEIGHT, LENGTH_BONUS, LM_WEIGHT, PRIOR_WEIGHT
     from hwlearn.recipes import evaluate
 
     out = run_dir / "eval" / f"{name}.json"
     key = {"checkpoint": str(checkpoint), "checkpoint_mtime_ns": (Path(checkpoint) / "meta.json").stat().st_mtime_ns,
            "labels": str(test_tsv), "lexicon": str(args.lexicon) if args.lexicon else None,
-           "char_lm": str(args.char_lm), "lm_weights": [LM_WEIGHT, ARCHIVE_LM_WEIGHT]}
+           "char_lm": str(args.char_lm), "lm_weights": [LM_WEIGHT, ARCHIVE_LM_WEIGHT],
+           "lexicon_weights": [PRIOR_WEIGHT, LENGTH_BONUS]}
     if out.exists():
         cached = json.loads(out.read_text(encoding="utf-8"))
         if cached.get("key") == key:

@@ -452,7 +452,8 @@ def evaluate(
     (:func:`hwlearn.inference.predict_views`); ``invert`` as :func:`reading_layout`. Writes a JSON
     summary and a per-sample CSV when asked; the CSV (and ``rows``) hold the decoding :func:`recognize`
     would use — the character model's, else the lexicon's, else greedy — named in
-    ``summary["csv_decoding"]``."""
+    ``summary["csv_decoding"]``; ``summary["reading"]`` records how the images were read (layout, lexicon and its
+    weight and length bonus, character model and its weight; None for what was not used)."""
     from .data import load_labeled, read_labels, to_model_input
     from .inference import augmented_copies, predictions_by_method
     from .metrics import edit_distance, score
@@ -469,13 +470,20 @@ def evaluate(
     refs = [t for _, t in items]
     lexicon = load_lexicon(lexicon_source, ckpt.charset, prior_weight=lexicon_weight, length_bonus=length_bonus) if lexicon_source else None
     charlm = load_charlm(charlm_source, ckpt, domain=lexicon is None)
+    lm_weight = reading_lm_weight(lexicon, charlm)
     summary: dict = {"checkpoint": str(checkpoint), "labels": str(labels), "n": len(items), "views": views,
+                     "reading": {"layout": layout.describe(),
+                                 "lexicon": str(lexicon_source) if lexicon is not None else None,
+                                 "lexicon_weight": lexicon_weight if lexicon is not None else None,
+                                 "length_bonus": length_bonus if lexicon is not None else None,
+                                 "char_lm": str(charlm_source) if charlm is not None else None,
+                                 "lm_weight": lm_weight if charlm is not None else None},
                      "results": {}}
     rows: list[EvalRow] = []
     methods = ["greedy"] + ["lexicon"] * (lexicon is not None) + ["charlm"] * (charlm is not None)
     summary["csv_decoding"] = reading_method(lexicon, charlm)
     by_method = predictions_by_method(ckpt.model, view_inputs, ckpt.charset, methods, device=dev, batch_size=batch_size,
-                                      lexicon=lexicon, charlm=charlm, lm_weight=reading_lm_weight(lexicon, charlm))
+                                      lexicon=lexicon, charlm=charlm, lm_weight=lm_weight)
     for method, preds in by_method.items():
         summary["results"][method] = score(refs, [p.text for p in preds])
         if method == summary["csv_decoding"]:

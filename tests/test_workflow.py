@@ -152,9 +152,14 @@ def test_evaluate_with_lexicon_reports_both_decodings(tiny_run, word_folder, tmp
     result = _invoke(["evaluate", "--model", tiny_run / "best", "--labels", labels, "--lexicon", words,
                       "--json", json_path, "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    res = json.loads(json_path.read_text())["results"]
+    summary = json.loads(json_path.read_text())
+    res = summary["results"]
     assert set(res) == {"greedy", "lexicon", "charlm"}  # the character model: --char-lm auto by default
     assert res["lexicon"]["cer"] <= res["greedy"]["cer"] + 1e-9
+    from hwlearn.decode import ARCHIVE_LM_WEIGHT, LENGTH_BONUS, PRIOR_WEIGHT
+
+    assert summary["reading"] == {"layout": "as-is", "lexicon": str(words), "lexicon_weight": PRIOR_WEIGHT,
+                                  "length_bonus": LENGTH_BONUS, "char_lm": "auto", "lm_weight": ARCHIVE_LM_WEIGHT}
 
 
 def test_char_lm_decoding_in_evaluate_and_recognize(tiny_run, word_folder, tmp_path):
