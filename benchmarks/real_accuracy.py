@@ -76,7 +76,8 @@ Its result stays in the run directory unless ``--json`` says otherwise (it is a 
 
 **Resuming.** Each step's output in ``RUN`` is reused when it is complete (a finished
 ``pretrain`` or ``finetune`` run, an adaptation's ``final``, an evaluation of the same checkpoint
-with the same lexicon and decoding weights: the lexicon's prior weight and length bonus, the character model's weights); an interrupted training run is resumed from ``last``; an interrupted
+with the same lexicon and decoding weights: the lexicon's prior weight and length bonus, the character
+model's weights); an interrupted training run is resumed from ``last``; an interrupted
 adaptation goes on after its last finished round (``hwlearn.selftrain``). ``RUN/settings.json`` records what the outputs depend on, and a run
 directory made with other settings is refused. ``RUN/steps.json`` records the commit each step was made at:
 a step reused from other code (a default may have changed in it since) is named in a warning, and its

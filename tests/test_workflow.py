@@ -145,6 +145,8 @@ def test_evaluate_writes_csv_and_json_that_agree(tiny_run, word_folder, tmp_path
 
 
 def test_evaluate_with_lexicon_reports_both_decodings(tiny_run, word_folder, tmp_path, tiny_assets):
+    from hwlearn.decode import ARCHIVE_LM_WEIGHT, LENGTH_BONUS, PRIOR_WEIGHT
+
     _, labels = word_folder
     words = tmp_path / "words.txt"
     words.write_text("the\ncat\ndog\nsun\nhat\nred\nbig\nrun\ntop\nbox\nmap\npen\n", encoding="utf-8")
@@ -156,8 +158,6 @@ def test_evaluate_with_lexicon_reports_both_decodings(tiny_run, word_folder, tmp
     res = summary["results"]
     assert set(res) == {"greedy", "lexicon", "charlm"}  # the character model: --char-lm auto by default
     assert res["lexicon"]["cer"] <= res["greedy"]["cer"] + 1e-9
-    from hwlearn.decode import ARCHIVE_LM_WEIGHT, LENGTH_BONUS, PRIOR_WEIGHT
-
     assert summary["reading"] == {"layout": "as-is", "lexicon": str(words), "lexicon_weight": PRIOR_WEIGHT,
                                   "length_bonus": LENGTH_BONUS, "char_lm": "auto", "lm_weight": ARCHIVE_LM_WEIGHT}
 
