@@ -684,6 +684,7 @@ def adapt_folder(
     from .data import check_labeled, read_labels, scan_images
     from .selftrain import AdaptConfig, adapt
 
+    started = time.monotonic()  # (config.time_limit counts from here)
     config = config or AdaptConfig()
     out_dir = Path(out_dir)
     if (out_dir / "final" / "meta.json").exists() and not (overwrite or resume):
@@ -711,4 +712,5 @@ def adapt_folder(
 
         matched_fonts(fonts_from)  # (the same check adapt makes: a wrong directory fails now, not in a minute)
     return adapt(checkpoint, paths, out_dir, synthetic, config, lexicon=lexicon, charlm=charlm, val_items=val_items,
-                 device=dev, skipped=skipped, report=report, resume=resume and not overwrite, fonts_from=fonts_from)
+                 device=dev, skipped=skipped, report=report, resume=resume and not overwrite, fonts_from=fonts_from,
+                 started=started)

@@ -47,7 +47,9 @@ After the rounds, the **student** (``student_steps``, by default four times as m
 :data:`STUDENT_STEPS_PER_ROUND_STEP`; 0: none): the weights round 1 started from are loaded again and trained once on
 the last round's readings (marks held, the end share selected), as a round trains, into ``student/``; it
 reads every image as a round does. A model trained round after round on its own labels keeps some of what it
-learned from the first rounds' noisier ones.
+learned from the first rounds' noisier ones. With a ``time_limit`` the student gets only the steps that fit in
+what is left of it at the rounds' pace, or none when fewer than a round's steps fit (:func:`student_steps_in_time`):
+the rounds always finish, so the limit is kept when they fit in it.
 
 An interrupted run can be resumed (``resume``): run again into the same directory with the same
 checkpoint, images and settings, and the finished rounds (each checkpoint carries a key of all three
@@ -148,6 +150,9 @@ class AdaptConfig:
     # after round keeps the errors it learned early; one trained once on the best labels need not. The held-out
     # words of GW and DHSD read better on all six adaptations tried (benchmarks/EXPERIMENTS.md, sessions 60-62)
     student_steps: int | None = None
+    # finish within this many seconds of the adaptation's start (None: no limit): the student is cut to the steps
+    # that fit at the rounds' pace, or left out (student_steps_in_time); the rounds are never cut
+    time_limit: float | None = None
 
     def share(self, round_index: int) -> float:
         """Share of the unlabeled images selected in round ``round_index`` (1-based): growing
@@ -573,11 +578,11 @@ def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], c
                lexicon, charlm, layout: Layout, val_items: Sequence[tuple[Path, str]]) -> str:
     """What makes a round's result: the pretrained checkpoint (path and training record), the images in
     order, the settings, the reading method and its lexicon or character model, the layout, and the
-    report-only validation labels. A finished round is reused only under the same key. The student's steps are
-    left out: the rounds do not depend on them (a finished run given a student reuses its rounds), and the
-    student's checkpoint records its own (:func:`finished_rounds`). ``config.invert`` counts through the layout,
+    report-only validation labels. A finished round is reused only under the same key. The student's steps and
+    the time limit are left out: the rounds do not depend on them (a finished run given a student reuses its
+    rounds), and the student's checkpoint records its own steps (:func:`finished_rounds`). ``config.invert`` counts through the layout,
     which records what was decided."""
-    settings = {k: v for k, v in asdict(config).items() if k not in ("student_steps", "invert")}
+    settings = {k: v for k, v in asdict(config).items() if k not in ("student_steps", "invert", "time_limit")}
     if not config.fonts:
         del settings["fonts"]  # (matched fonts follow from the rest: the keys of runs before the field stay)
     if config.amp == "auto":
@@ -607,7 +612,8 @@ def last_stage(config: AdaptConfig) -> int:
 def finished_rounds(out_dir: Path, key: str, config: AdaptConfig) -> list[RoundReport]:
     """The report rows of the rounds 1, 2, ... (and the student, when ``config`` asks for one) that a run with
     ``key`` finished in ``out_dir`` (stops at the first one missing, unfinished or made under another key, or a
-    student trained for another number of steps)."""
+    student trained for another number of steps; a student a time limit cut counts as trained for the steps it
+    was asked for)."""
     done = []
     for r in range(1, last_stage(config) + 1):
         folder = stage_dir(out_dir, config, r)
@@ -617,13 +623,34 @@ def finished_rounds(out_dir: Path, key: str, config: AdaptConfig) -> list[RoundR
             break
         row = meta.get("report")
         if meta.get("resume_key") != key or not isinstance(row, dict) or not (folder / PSEUDO_LABELS).is_file() \
-                or (r > config.rounds and meta.get("adapt", {}).get("student_steps") != config.student_steps):
+                or (r > config.rounds and student_steps_asked(meta.get("adapt", {})) != config.student_steps):
             break
         try:
             done.append(RoundReport(**row))
         except TypeError:  # a row of another hwlearn version
             break
     return done
+
+
+def student_steps_asked(adapt_meta: dict) -> int | None:
+    """The steps a student's run asked it for (its checkpoint's ``adapt`` entry): ``student_steps`` unless a time
+    limit cut them (:func:`student_steps_in_time`), then ``student_steps_asked``."""
+    return adapt_meta.get("student_steps_asked", adapt_meta.get("student_steps"))
+
+
+def student_steps_in_time(config: AdaptConfig, rounds: Sequence[RoundReport], seconds_left: float) -> int:
+    """The student's steps that fit in ``seconds_left``: at most ``config.student_steps``, as many as the rounds'
+    training pace (their ``training`` seconds per step) allows once the reading of the images that follows it (as
+    long as the last round's ``labeling``) is set aside; 0 when fewer than ``config.steps_per_round`` fit (a
+    student that short reads worse than the rounds). Without rounds that trained, ``config.student_steps``."""
+    trained = [row.seconds["training"] for row in rounds if row.round >= 1 and "training" in row.seconds]
+    if not trained or config.steps_per_round <= 0:
+        return config.student_steps
+    per_step = sum(trained) / (len(trained) * config.steps_per_round)
+    reading = rounds[-1].seconds.get("labeling", 0.0)
+    fits = math.floor((seconds_left - reading) / per_step) if per_step > 0 else config.student_steps
+    steps = min(config.student_steps, max(fits, 0))
+    return steps if steps >= config.steps_per_round else 0
 
 
 def save_readings(folder: Path, key: str, predictions: Sequence[Prediction], row: RoundReport | None = None) -> None:
@@ -678,8 +705,12 @@ def adapt(
     report=None,
     resume: bool = False,
     fonts_from: str | Path | None = None,
+    started: float | None = None,
 ) -> AdaptResult:
     """Self-train the model in ``checkpoint`` on ``unlabeled`` image paths; see the module docstring.
+
+    ``started``: the :func:`time.monotonic` instant ``config.time_limit`` counts from (default: this call's start;
+    :func:`hwlearn.recipes.adapt_folder` passes its own, before the lexicon and images are loaded).
 
     ``fonts_from``: an earlier adaptation's run directory (of the same pretrained model, say on fewer images of
     the same hands): its matched fonts are used instead of matching them again (:func:`matched_fonts`), and its
@@ -691,6 +722,7 @@ def adapt(
     with ``charlm`` (a :class:`hwlearn.charlm.CharLM`) when given, else greedily. With ``resume``, rounds
     that an earlier run with the same inputs finished in ``out_dir`` are reused (module docstring).
     """
+    started = time.monotonic() if started is None else started
     out_dir = Path(out_dir)
     if fonts_from is not None:
         config = replace(config, fonts=tuple(matched_fonts(fonts_from)))
@@ -827,6 +859,19 @@ def adapt(
             if not selected:
                 console.print(f"[yellow]{name}: no usable pseudo-label (all predictions empty); stopping")
                 break
+            stage_config = config
+            if student and config.time_limit is not None:
+                left = config.time_limit - (time.monotonic() - started)
+                steps = student_steps_in_time(config, rounds, left)
+                if steps == 0:
+                    console.print(f"[yellow]student left out: {max(left, 0) / 60:.1f} of the time limit's "
+                                  f"{config.time_limit / 60:.1f} minutes are left, too few for "
+                                  f"{config.steps_per_round} steps at the rounds' pace")
+                    break
+                if steps < config.student_steps:
+                    console.print(f"[yellow]student: {steps} of its {config.student_steps} steps fit in the "
+                                  f"{left / 60:.1f} minutes left of the time limit")
+                    stage_config = replace(config, student_steps=steps)
             if student:  # a fresh model: the weights round 1 started from (with the rounds' dropout, set above)
                 model.load_state_dict(load_checkpoint(start, device=device).model.state_dict())
             write_pseudo_labels(folder / PSEUDO_LABELS, unlabeled, preds, selected)
@@ -838,14 +883,15 @@ def adapt(
             if config.synthetic_share > 0:
                 sources.append(Source(ModelInputs(synthetic, height), share=config.synthetic_share, infinite=True,
                                       name="synthetic"))
-            steps = config.student_steps if student else config.steps_per_round
+            steps = stage_config.student_steps if student else config.steps_per_round
             phase = "adapt-student" if student else f"adapt-round-{r}"
             train_config = TrainConfig(
                 steps=steps, batch_size=config.batch_size, lr=config.lr, warmup_steps=config.warmup_steps,
                 val_every=steps, num_workers=config.num_workers, seed=config.seed * 1000 + r, phase=phase,
                 amp=config.amp,
             )
-            round_meta = stage_meta(meta, config, r, checkpoint, fonts_used, selected=len(selected))
+            round_meta = stage_meta(meta, stage_config, r, checkpoint, fonts_used, selected=len(selected),
+                                    **({"student_steps_asked": config.student_steps} if stage_config is not config else {}))
             trainer = Trainer(model, charset, sources, folder, train_config, device=device, meta=round_meta)
             trainer.fit()
             before = preds
@@ -867,6 +913,8 @@ def adapt(
             if report:
                 report(row)
 
+    trained = next((json.loads((Path(round_dirs[x.round]) / "meta.json").read_text(encoding="utf-8"))["training"]["step"]
+                    for x in rounds if x.student), 0)
     chosen_row = max(rounds, key=lambda x: (x.mean_confidence, -x.round))
     chosen = chosen_row.round
     final = out_dir / "final"
@@ -884,6 +932,8 @@ def adapt(
                                       if lexicon is not None else None),
                           "charlm": ({"words": charlm.num_words, "order": charlm.order}
                                      if method == "charlm" else None),
+                          "student_steps": {"asked": config.student_steps, "trained": trained,
+                                            "time_limit": config.time_limit},
                           "rounds": [asdict(x) for x in rounds], "skipped_images": len(skipped)},
     })
     return AdaptResult(rounds, chosen, final, list(skipped), layout.describe(), layout_scores)

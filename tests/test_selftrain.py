@@ -202,6 +202,54 @@ def test_a_student_starts_from_the_pretrained_weights_and_competes_for_the_final
     assert json.loads((tmp_path / "run" / "student" / "last" / "meta.json").read_text())["training"]["step"] == 2
 
 
+def test_the_student_gets_the_steps_that_fit_in_the_time_left_at_the_rounds_pace():
+    from hwlearn.selftrain import RoundReport, student_steps_in_time
+
+    def row(r, training=None, labeling=5.0):
+        return RoundReport(round=r, labeled=10, selected=5, share=0.5, mean_confidence=0.5, selected_confidence=0.5,
+                           seconds={**({"training": training} if training is not None else {}), "labeling": labeling})
+
+    config = AdaptConfig(rounds=2, steps_per_round=100, student_steps=800)
+    rounds = [row(0), row(1, 10.0), row(2, 30.0, labeling=7.0)]  # 0.2 s a step; the student's reading 7 s
+    assert student_steps_in_time(config, rounds, 1000.0) == 800  # all fit
+    assert student_steps_in_time(config, rounds, 107.0) == 500
+    assert student_steps_in_time(config, rounds, 27.0) == 100  # one round's steps: the least a student gets
+    assert student_steps_in_time(config, rounds, 26.9) == 0
+    assert student_steps_in_time(config, rounds, -50.0) == 0
+    assert student_steps_in_time(config, [row(0)], 1.0) == 800  # no round trained: no pace to go by
+
+
+def test_a_time_limit_cuts_the_student_and_a_resumed_run_keeps_the_cut_one(tiny_run, tmp_path, monkeypatch):
+    """With a time limit the student trains the steps that fit (here 2 of 4), records both counts, and a resumed
+    run with the same settings reuses it; with no time left it is left out and the rounds' model is final."""
+    from hwlearn import selftrain
+    from hwlearn.recipes import adapt_folder
+
+    folder = tmp_path / "images"
+    write_word_images(tiny_run / "best", folder, 12, seed=23)
+    config = AdaptConfig(rounds=1, steps_per_round=2, batch_size=8, num_workers=0, views=0, font_steps=0,
+                         student_steps=4, time_limit=3600.0)
+    monkeypatch.setattr(selftrain, "student_steps_in_time", lambda config, rounds, left: 2)
+    adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", config=config)
+    meta = json.loads((tmp_path / "run" / "student" / "last" / "meta.json").read_text())
+    assert meta["training"]["step"] == 2
+    assert (meta["adapt"]["student_steps"], meta["adapt"]["student_steps_asked"]) == (2, 4)
+    summary = json.loads((tmp_path / "run" / "final" / "meta.json").read_text())["adapt_summary"]
+    assert summary["student_steps"] == {"asked": 4, "trained": 2, "time_limit": 3600.0}
+
+    trained = []
+    monkeypatch.setattr(selftrain.Trainer, "fit", lambda self: trained.append(self.config.phase))
+    adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", config=config, resume=True)
+    assert trained == []  # the cut student counts as the one asked for
+
+    monkeypatch.undo()
+    adapt_folder(tiny_run / "best", folder, tmp_path / "none", device="cpu",
+                 config=AdaptConfig(**{**config.__dict__, "time_limit": 1e-6}))
+    summary = json.loads((tmp_path / "none" / "final" / "meta.json").read_text())["adapt_summary"]
+    assert summary["student_steps"] == {"asked": 4, "trained": 0, "time_limit": 1e-6}
+    assert [r["round"] for r in summary["rounds"]] == [0, 1] and not (tmp_path / "none" / "student").exists()
+
+
 def test_the_pseudo_labels_beam_is_wider_with_a_lexicon(tiny_run, tmp_path, tiny_assets):
     """Unless set, the pseudo-labels' search keeps LEXICON_BEAM prefixes with a lexicon (its words' first
     letters) and CHARLM_BEAM without; each round records the beam it used, and keeps every image's reading."""

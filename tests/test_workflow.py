@@ -63,7 +63,7 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     out = tmp_path / "adapt"
     result = _invoke(["adapt", "--from", tiny_run / "best", "--unlabeled", folder, "-o", out, "--rounds", "1",
                       "--steps-per-round", "5", "--batch-size", "8", "--workers", "0", "--device", "cpu",
-                      "--val", labels])
+                      "--val", labels, "--time-limit", "600"])
     assert result.exit_code == 0, result.output
     out_text = result.output
     assert "skipped 2 unreadable file(s)" in out_text
@@ -82,6 +82,9 @@ def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, 
     student_meta = json.loads((out / "student" / "last" / "meta.json").read_text())
     assert student_meta["training"]["phase"] == "adapt-student"
     assert student_meta["training"]["step"] == STUDENT_STEPS_PER_ROUND_STEP * 5
+    # --time-limit in minutes; 600 leave the student all its steps
+    assert summary["student_steps"] == {"asked": STUDENT_STEPS_PER_ROUND_STEP * 5,
+                                        "trained": STUDENT_STEPS_PER_ROUND_STEP * 5, "time_limit": 36000.0}
     assert "student: labeled 14" in out_text
     # where each round's time went: round 0 only read; round 1 trained, labeled and read the --val labels
     assert set(summary["rounds"][0]["seconds"]) == {"labeling", "report"}

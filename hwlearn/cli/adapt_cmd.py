@@ -82,6 +82,11 @@ from .options import amp_option, charlm_option, device_option, lexicon_option, s
               help="After the rounds, train a fresh model from the pretrained weights for N steps on the last "
                    "round's pseudo-labels (the 'student'); the final model is chosen among the rounds and it "
                    "[default: four times as many steps as the rounds together; 0: no student]. See docs/adapting.md.")
+@click.option("--time-limit", default=None, type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
+              help="Finish within about MINUTES: the student gets only the steps that fit in what is left after "
+                   "the rounds, at their pace, and is left out when fewer than a round's steps fit. The rounds are "
+                   "never cut, so the limit holds when they fit in it. The steps the student got are in "
+                   "OUT/final/meta.json (adapt_summary.student_steps).")
 @click.option("--beam-width", default=None, type=click.IntRange(min=1), metavar="N",
               help="Prefixes the search for each pseudo-label keeps [default: 24 with --lexicon, else 10]. With a "
                    "lexicon a wider beam keeps the words whose first letters the model doubts (GW: 24 labeled "
@@ -95,7 +100,7 @@ from .options import amp_option, charlm_option, device_option, lexicon_option, s
 @workers_option
 @seed_option
 def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, length_bonus, char_lm, val_labels, rounds, ramp_rounds, steps_per_round, start_share,
-          end_share, synthetic_share, batch_size, lr, layout, invert, fonts_from, match_fonts, font_steps, views, augment, dropout, rare_chars, hold_marks, student_steps, beam_width, resume,
+          end_share, synthetic_share, batch_size, lr, layout, invert, fonts_from, match_fonts, font_steps, views, augment, dropout, rare_chars, hold_marks, student_steps, time_limit, beam_width, resume,
           overwrite, device, amp, workers, seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
 
@@ -120,7 +125,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, length_bonus, cha
                          synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed, amp=amp,
                          layout=layout, invert=invert, match_fonts=match_fonts, font_steps=font_steps, views=views, augment=augment, dropout=dropout,
                          rare_chars=rare_chars, hold_marks=hold_marks, student_steps=student_steps,
-                         beam_width=beam_width)
+                         time_limit=None if time_limit is None else time_limit * 60, beam_width=beam_width)
 
     def report(row):
         val = "  ".join(f"{k} {v:.4f}" for k, v in row.val.items())
