@@ -14,14 +14,18 @@ relative to ``DATASET_DIR``). Into the run directory ``RUN`` (default
    *synthetic* words);
 2. evaluate it on the test split -> **synthetic-only** CER/WER;
 3. **adapt** it without labels (``recipes.adapt_folder``) to the *images* of the train split ->
-   ``RUN/adapt_train`` -> evaluate on test -> **label-free** CER/WER; and again to the images of
-   train + test -> ``RUN/adapt_train_test`` -> **label-free (train+test images)**: the transductive
-   setting where the images to read are themselves the unlabeled set;
+   ``RUN/adapt_train`` -> evaluate on test -> **label-free** CER/WER;
 4. **fine-tune** the same pretrained model on the train split *with* labels
    (``recipes.finetune``, the ``last`` checkpoint), reading the images in the layout adaptation
    chose (``hwlearn.layout``; labels are then the only difference) -> ``RUN/finetune`` ->
    **supervised** CER/WER, the upper bound;
-5. print a table and write ``benchmarks/results/real_accuracy-<dataset>-<profile>-<host>-<date>.json``
+5. adapt it again, to the images of train + test -> ``RUN/adapt_train_test`` -> **label-free (train+test
+   images)**: the transductive setting where the images to read are themselves the unlabeled set. It runs
+   last: with a budget (``budget_minutes``; the ``cpu`` profile's 60) it gets what is left of it as hwlearn
+   adapt's ``--time-limit``, so its student is cut to the steps that fit (or left out) and the run ends within
+   the budget whenever everything before that student fits in it. The result records the steps each student
+   got (``adaptation.<system>.student_steps``); the other models never depend on the budget;
+6. print a table and write ``benchmarks/results/real_accuracy-<dataset>-<profile>-<host>-<date>.json``
    (commit, machine, ``host_speed``, device, profile settings, command, wall time of each step, CER/WER case-sensitive
    and not, greedy and — with ``--lexicon`` — lexicon-constrained, and
    ``gap_closed = (synthetic - label_free) / (synthetic - supervised)``, null when the
@@ -40,7 +44,7 @@ whose label has a character outside the model's charset: CTC cannot learn them).
 **Profiles** (``--set KEY=VALUE`` overrides one setting of the profile, e.g. ``--set pretrain_steps=3000``):
 
 - ``smoke``: seconds; 50 train / 50 test images, a few steps per phase; checks the script works;
-- ``cpu``: the 60-minute budget on 2 CPU cores: small preset, batch 32, 15000 pretraining steps,
+- ``cpu``: the 60-minute budget on 2 CPU cores (``budget_minutes=60``, see step 5): small preset, batch 32, 15000 pretraining steps,
   hwlearn adapt's 2000 steps on the matched fonts' words (3-4 minutes), 6 adaptation rounds x 300 steps (share
   ramp over 3) reading each image in 2 augmented views too, then
   hwlearn adapt's student (four times the rounds' steps: 7200, ~10 minutes), 1000 fine-tuning steps. Sized on
@@ -187,6 +191,9 @@ class Profile:
     finetune_dropout: float = FINETUNE_DROPOUT  # hwlearn train's default
     max_train_images: int = 0  # 0: all; else a seeded random subset
     max_test_images: int = 0
+    # the run's minutes (0: no budget), counted from the script's start: the last adaptation (train + test images)
+    # gets what is left as hwlearn adapt's --time-limit, so its student is cut to the steps that fit (or left out)
+    budget_minutes: float = 0.0
 
 
 PROFILES = {
@@ -203,7 +210,8 @@ PROFILES = {
     # 10000 and 15000 read its train labels better: seed 1 greedy 0.0935 -> 0.0908, char model 0.0847 -> 0.0794,
     # seed 0 0.0870 -> 0.0813, 0.0794 -> 0.0716; 38.8 min; the end share is hwlearn adapt's, 0.9 since session 33)
     "cpu": Profile(preset="small", pretrain_steps=15000, batch_size=32, workers=1, val_every=500, val_size=500,
-                   adapt_rounds=6, adapt_ramp_rounds=3, adapt_steps=300, adapt_views=2, finetune_steps=1000),
+                   adapt_rounds=6, adapt_ramp_rounds=3, adapt_steps=300, adapt_views=2, finetune_steps=1000,
+                   budget_minutes=60),
     # hwlearn adapt's defaults on the small model: the best CPU numbers, ~1.5-3 h on 2 cores (its 7000 pretraining
     # steps are those its v9 results were made with; `cpu` now pretrains longer)
     "cpu-full": Profile(preset="small", pretrain_steps=7000, batch_size=32, workers=1, val_every=500, val_size=500,
@@ -222,8 +230,13 @@ PROFILES = {
                    adapt_font_steps=0, finetune_steps=1500),
 }
 
-# settings that change no result (only speed): a run directory may be continued with other values
-SPEED_ONLY = ("workers",)
+# settings a run directory may be continued with other values of: the workers change only the speed, and the budget
+# only the last adaptation's student (which records the steps it got)
+SPEED_ONLY = ("workers", "budget_minutes")
+
+#: Seconds of the budget kept back for what follows the last adaptation: its evaluation on the test split (6-9 s on
+#: GW, ~20 on DHSD, 2 CPU cores) and the result's table and JSON.
+BUDGET_RESERVE_S = 45
 
 
 def parse_bool(value: str) -> bool:
@@ -337,7 +350,8 @@ def check_settings(run_dir: Path, settings: dict) -> None:
     path = run_dir / "settings.json"
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
-        added = {f.name: f.default for f in fields(Profile) if f.name not in old and f.default is not MISSING}
+        added = {f.name: f.default for f in fields(Profile)
+                 if f.name not in old and f.default is not MISSING and f.name not in SPEED_ONLY}
         old = {**added, **old}
         diff = [f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
                 if old.get(k) != settings.get(k)]
@@ -451,8 +465,9 @@ def earlier_adaptation(run_dir: Path, name: str) -> Path | None:
 
 
 def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_dir: Path, profile: Profile,
-               args, test_tsv: Path, log: StepLog) -> tuple[Path, dict]:
-    """Step 3: self-training on ``images`` (no labels); returns the final checkpoint and the round summary."""
+               args, test_tsv: Path, log: StepLog, time_limit: float | None = None) -> tuple[Path, dict]:
+    """Step 3: self-training on ``images`` (no labels); returns the final checkpoint and the round summary.
+    ``time_limit``: seconds it may take (hwlearn adapt's ``--time-limit``: the student is cut to fit)."""
     from hwlearn.recipes import adapt_folder
 
     out = run_dir / name
@@ -463,6 +478,9 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
         return final, read_meta(final)["adapt_summary"]
     # an interrupted adaptation resumes after its last finished round (hwlearn.selftrain: same inputs, same key)
     console.rule(f"[bold]{title}")
+    if time_limit is not None:
+        console.print(f"{max(time_limit, 0) / 60:.1f} minutes of the budget are left for it: its student gets the "
+                      "steps that fit")
     config = AdaptConfig(rounds=profile.adapt_rounds, ramp_rounds=profile.adapt_ramp_rounds,
                          steps_per_round=profile.adapt_steps,
                          batch_size=profile.batch_size, lr=profile.adapt_lr,
@@ -473,7 +491,8 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                          synthetic_share=profile.adapt_synthetic_share, views=profile.adapt_views,
                          augment=profile.adapt_augment, dropout=profile.adapt_dropout,
                          rare_chars=profile.adapt_rare_chars, hold_marks=profile.adapt_hold_marks,
-                         student_steps=profile.adapt_student_steps, beam_width=profile.adapt_beam_width)
+                         student_steps=profile.adapt_student_steps, beam_width=profile.adapt_beam_width,
+                         time_limit=time_limit)
 
     def report(row):
         val = "  ".join(f"test {k} {v:.4f}" for k, v in row.val.items())
@@ -486,9 +505,10 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                           lexicon_source=args.lexicon if args.adapt_lexicon else None, charlm_source=args.char_lm,
                           val_labels=test_tsv, device=args.device, report=report, resume=True,
                           fonts_from=earlier_adaptation(run_dir, name))
+    summary = read_meta(result.final_checkpoint)["adapt_summary"]
     log.done(name, time.perf_counter() - t, checkpoint=str(result.final_checkpoint), images=len(images),
-             chosen_round=result.chosen_round, layout=result.layout)
-    return result.final_checkpoint, read_meta(result.final_checkpoint)["adapt_summary"]
+             chosen_round=result.chosen_round, layout=result.layout, student_steps=summary.get("student_steps"))
+    return result.final_checkpoint, summary
 
 
 def finetune_step(pretrained: Path, train_tsv: Path, run_dir: Path, profile: Profile, args, log: StepLog,
@@ -593,6 +613,11 @@ def print_table(result: dict) -> None:
         minutes = "" if wall is None else f"{wall / 60:.1f}" + (" (reused)" if steps[step_of[key]]["reused"] else "")
         table.add_row(label, *cells, "" if gap is None else f"{gap:.1%}", minutes)
     Console(width=max(Console().width, 180)).print(table)
+    budget = result["profile"].get("budget_minutes") or 0
+    students = [f"{SYSTEMS[k]} {a['student_steps']['trained']} of {a['student_steps']['asked']}"
+                for k, a in result["adaptation"].items() if a.get("student_steps")]
+    print(f"{result['wall_s'] / 60:.1f} minutes in all" + (f", budget {budget:g}" if budget else "")
+          + ("; student steps: " + ", ".join(students) if students else ""))
 
 
 # --------------------------------------------------------------------------------------------
@@ -723,14 +748,10 @@ def run(args: argparse.Namespace) -> dict:
     # the synthetic-only model is always scored: every other number is read against it
     results = {"synthetic_only": eval_step("synthetic_only", pretrained, test_tsv, run_dir, args, log)}
     adapted = {}
-    for key, step, title, images in (
-        ("label_free", "adapt_train", "3a. adapt to the train images (no labels)", train_images),
-        ("label_free_train_test", "adapt_train_test", "3b. adapt to the train + test images (no labels)",
-         train_images + [Path(p) for p, _ in test]),
-    ):
-        if key in args.systems:
-            final, adapted[key] = adapt_step(step, title, pretrained, images, run_dir, profile, args, test_tsv, log)
-            results[key] = eval_step(key, final, test_tsv, run_dir, args, log)
+    if "label_free" in args.systems:
+        final, adapted["label_free"] = adapt_step("adapt_train", "3a. adapt to the train images (no labels)",
+                                                  pretrained, train_images, run_dir, profile, args, test_tsv, log)
+        results["label_free"] = eval_step("label_free", final, test_tsv, run_dir, args, log)
     if "supervised" in args.systems:
         from hwlearn.layout import Layout
 
@@ -738,6 +759,14 @@ def run(args: argparse.Namespace) -> dict:
         layout = Layout.of(read_meta(run_dir / "adapt_train" / "final")) if "label_free" in adapted else Layout()
         finetuned = finetune_step(pretrained, train_tsv, run_dir, profile, args, log, layout)
         results["supervised"] = eval_step("supervised", finetuned, test_tsv, run_dir, args, log)
+    if "label_free_train_test" in args.systems:  # last: with a budget, its student gets what is left of it
+        left = (profile.budget_minutes * 60 - (time.perf_counter() - t_start) - BUDGET_RESERVE_S
+                if profile.budget_minutes > 0 else None)
+        final, adapted["label_free_train_test"] = adapt_step(
+            "adapt_train_test", "3b. adapt to the train + test images (no labels)", pretrained,
+            train_images + [Path(p) for p, _ in test], run_dir, profile, args, test_tsv, log,
+            time_limit=None if left is None else max(left, 1e-3))
+        results["label_free_train_test"] = eval_step("label_free_train_test", final, test_tsv, run_dir, args, log)
 
     pre_meta = read_meta(pretrained)
     result = {

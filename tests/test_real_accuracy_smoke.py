@@ -47,7 +47,8 @@ def test_runs_every_step_then_reuses_them(barely_trained, dataset, tmp_path):
     lexicon.write_text("\n".join(sorted(set(TINY_WORDS.split()))), encoding="utf-8")
     argv = [dataset, "--profile", "smoke", "--skip-pretrain", barely_trained, "--out-dir", run_dir,
             "--json", out, "--device", "cpu", "--lexicon", lexicon, "--adapt-lexicon",
-            "--set", "adapt_steps=3", "--set", "finetune_steps=4", "--speed-check-steps", "2"]
+            "--set", "adapt_steps=3", "--set", "finetune_steps=4", "--speed-check-steps", "2",
+            "--set", "budget_minutes=600"]
     first = ra.main(argv)
 
     saved = json.loads(out.read_text(encoding="utf-8"))
@@ -91,6 +92,14 @@ def test_runs_every_step_then_reuses_them(barely_trained, dataset, tmp_path):
         expected = round((s - lf) / (s - sup), 4) if s - sup > 0 else None
         assert saved["gap_closed"][key]["greedy"]["cer"] == expected
     assert not any(step["reused"] for name, step in saved["steps"].items() if name != "pretrain")
+    # the budget: the train + test adaptation runs last and gets what is left of it as its time limit (here all of
+    # its student's steps fit); the train adaptation has none
+    names = list(saved["steps"])
+    assert names.index("finetune") < names.index("adapt_train_test")
+    students = {k: a["student_steps"] for k, a in saved["adaptation"].items()}
+    assert students["label_free"] == {"asked": 12, "trained": 12, "time_limit": None}
+    assert students["label_free_train_test"]["trained"] == 12
+    assert 0 < 36000 - ra.BUDGET_RESERVE_S - students["label_free_train_test"]["time_limit"] < saved["wall_s"]
 
     # a second run reuses every step and reports the same numbers
     second = ra.main(argv)
@@ -217,6 +226,18 @@ def test_heldout_decides_on_the_train_split_alone(barely_trained, dataset, tmp_p
         ra.main([root, "--profile", "smoke", "--skip-pretrain", barely_trained, "--out-dir", run_dir,
                  "--device", "cpu", "--systems", "label_free", "--set", "adapt_steps=2",
                  "--set", "adapt_student_steps=0", "--speed-check-steps", "0"])
+
+
+def test_a_spent_budget_leaves_the_last_adaptations_student_out(barely_trained, dataset, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    result = ra.main([dataset, "--profile", "smoke", "--skip-pretrain", barely_trained, "--out-dir", run_dir,
+                      "--device", "cpu", "--systems", "label_free_train_test", "--set", "adapt_steps=2",
+                      "--set", "budget_minutes=0.001", "--speed-check-steps", "0"])
+    adaptation = result["adaptation"]["label_free_train_test"]
+    assert adaptation["student_steps"] == {"asked": 8, "trained": 0, "time_limit": 1e-3}
+    assert [r["round"] for r in adaptation["rounds"]] == [0, 1]  # the rounds are never cut
+    out = " ".join(capsys.readouterr().out.split())  # (the table wraps long lines)
+    assert "student steps: label-free (train+test images) 0 of 8" in out
 
 
 def test_cpu_full_profile_is_hwlearn_adapts_defaults():
