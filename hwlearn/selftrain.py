@@ -612,8 +612,7 @@ def last_stage(config: AdaptConfig) -> int:
 def finished_rounds(out_dir: Path, key: str, config: AdaptConfig) -> list[RoundReport]:
     """The report rows of the rounds 1, 2, ... (and the student, when ``config`` asks for one) that a run with
     ``key`` finished in ``out_dir`` (stops at the first one missing, unfinished or made under another key, or a
-    student trained for another number of steps; a student a time limit cut counts as trained for the steps it
-    was asked for)."""
+    student trained for another number of steps: :func:`student_as_asked`)."""
     done = []
     for r in range(1, last_stage(config) + 1):
         folder = stage_dir(out_dir, config, r)
@@ -623,7 +622,7 @@ def finished_rounds(out_dir: Path, key: str, config: AdaptConfig) -> list[RoundR
             break
         row = meta.get("report")
         if meta.get("resume_key") != key or not isinstance(row, dict) or not (folder / PSEUDO_LABELS).is_file() \
-                or (r > config.rounds and student_steps_asked(meta.get("adapt", {})) != config.student_steps):
+                or (r > config.rounds and not student_as_asked(meta.get("adapt", {}), config)):
             break
         try:
             done.append(RoundReport(**row))
@@ -632,10 +631,14 @@ def finished_rounds(out_dir: Path, key: str, config: AdaptConfig) -> list[RoundR
     return done
 
 
-def student_steps_asked(adapt_meta: dict) -> int | None:
-    """The steps a student's run asked it for (its checkpoint's ``adapt`` entry): ``student_steps`` unless a time
-    limit cut them (:func:`student_steps_in_time`), then ``student_steps_asked``."""
-    return adapt_meta.get("student_steps_asked", adapt_meta.get("student_steps"))
+def student_as_asked(adapt_meta: dict, config: AdaptConfig) -> bool:
+    """Whether a finished student (its checkpoint's ``adapt`` entry) is the one ``config`` asks for: trained for
+    ``config.student_steps``, or, when ``config`` has a time limit too, cut from them by one
+    (:func:`student_steps_in_time`; its ``student_steps_asked``). Without a time limit a cut student is trained
+    again for all its steps."""
+    if "student_steps_asked" in adapt_meta:
+        return config.time_limit is not None and adapt_meta["student_steps_asked"] == config.student_steps
+    return adapt_meta.get("student_steps") == config.student_steps
 
 
 def student_steps_in_time(config: AdaptConfig, rounds: Sequence[RoundReport], seconds_left: float) -> int:

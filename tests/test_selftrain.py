@@ -221,7 +221,8 @@ def test_the_student_gets_the_steps_that_fit_in_the_time_left_at_the_rounds_pace
 
 def test_a_time_limit_cuts_the_student_and_a_resumed_run_keeps_the_cut_one(tiny_run, tmp_path, monkeypatch):
     """With a time limit the student trains the steps that fit (here 2 of 4), records both counts, and a resumed
-    run with the same settings reuses it; with no time left it is left out and the rounds' model is final."""
+    run with the same settings reuses it (one without a limit trains it again); with no time left it is left out
+    and the rounds' model is final."""
     from hwlearn import selftrain
     from hwlearn.recipes import adapt_folder
 
@@ -241,6 +242,9 @@ def test_a_time_limit_cuts_the_student_and_a_resumed_run_keeps_the_cut_one(tiny_
     monkeypatch.setattr(selftrain.Trainer, "fit", lambda self: trained.append(self.config.phase))
     adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", config=config, resume=True)
     assert trained == []  # the cut student counts as the one asked for
+    adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", resume=True,
+                 config=AdaptConfig(**{**config.__dict__, "time_limit": None}))
+    assert trained == ["adapt-student"]  # without a limit the student is trained again, for all its steps
 
     monkeypatch.undo()
     adapt_folder(tiny_run / "best", folder, tmp_path / "none", device="cpu",
