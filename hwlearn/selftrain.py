@@ -223,6 +223,9 @@ class AdaptResult:
     skipped: list[tuple[Path, str]]
     layout: str = "as-is"  # hwlearn.layout.Layout.describe(): the kind, ", inverted" added when it inverts
     layout_scores: dict[str, float] = field(default_factory=dict)
+    #: the student's steps: ``asked`` (AdaptConfig.student_steps), ``trained`` (fewer when a time limit cut them,
+    #: 0 when it left the student out) and the ``time_limit`` in seconds (None: none)
+    student_steps: dict = field(default_factory=dict)
 
     @property
     def chosen(self) -> RoundReport:
@@ -918,6 +921,7 @@ def adapt(
 
     trained = next((json.loads((Path(round_dirs[x.round]) / "meta.json").read_text(encoding="utf-8"))["training"]["step"]
                     for x in rounds if x.student), 0)
+    student_steps = {"asked": config.student_steps, "trained": trained, "time_limit": config.time_limit}
     chosen_row = max(rounds, key=lambda x: (x.mean_confidence, -x.round))
     chosen = chosen_row.round
     final = out_dir / "final"
@@ -935,8 +939,7 @@ def adapt(
                                       if lexicon is not None else None),
                           "charlm": ({"words": charlm.num_words, "order": charlm.order}
                                      if method == "charlm" else None),
-                          "student_steps": {"asked": config.student_steps, "trained": trained,
-                                            "time_limit": config.time_limit},
+                          "student_steps": student_steps,
                           "rounds": [asdict(x) for x in rounds], "skipped_images": len(skipped)},
     })
-    return AdaptResult(rounds, chosen, final, list(skipped), layout.describe(), layout_scores)
+    return AdaptResult(rounds, chosen, final, list(skipped), layout.describe(), layout_scores, student_steps)

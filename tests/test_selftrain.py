@@ -247,10 +247,11 @@ def test_a_time_limit_cuts_the_student_and_a_resumed_run_keeps_the_cut_one(tiny_
     assert trained == ["adapt-student"]  # without a limit the student is trained again, for all its steps
 
     monkeypatch.undo()
-    adapt_folder(tiny_run / "best", folder, tmp_path / "none", device="cpu",
-                 config=AdaptConfig(**{**config.__dict__, "time_limit": 1e-6}))
+    result = adapt_folder(tiny_run / "best", folder, tmp_path / "none", device="cpu",
+                          config=AdaptConfig(**{**config.__dict__, "time_limit": 1e-6}))
     summary = json.loads((tmp_path / "none" / "final" / "meta.json").read_text())["adapt_summary"]
     assert summary["student_steps"] == {"asked": 4, "trained": 0, "time_limit": 1e-6}
+    assert result.student_steps == summary["student_steps"]
     assert [r["round"] for r in summary["rounds"]] == [0, 1] and not (tmp_path / "none" / "student").exists()
 
 

@@ -152,6 +152,10 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, length_bonus, cha
     console.print(table)
     console.print(f"chosen without labels: layout {result.layout}, {result.chosen.name} "
                   f"(highest mean confidence) -> {result.final_checkpoint}")
+    student = result.student_steps
+    if student.get("time_limit") is not None and student["trained"] < student["asked"]:
+        console.print(f"[yellow]the time limit gave the student {student['trained']} of its {student['asked']} steps"
+                      + (" (it was left out)" if student["trained"] == 0 else ""))
     if result.skipped:
         console.print(f"[yellow]skipped {len(result.skipped)} unreadable file(s):")
         for path, reason in result.skipped:
