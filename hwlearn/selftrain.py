@@ -80,7 +80,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .charset import Charset
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_meta, save_checkpoint
 from .console import console
 from .data import LabeledImages, augment_real, augment_real_strong, load_image, to_model_input
 from .decode import Prediction, ctc_log_likelihood, reading_method
@@ -919,8 +919,7 @@ def adapt(
             if report:
                 report(row)
 
-    trained = next((json.loads((Path(round_dirs[x.round]) / "meta.json").read_text(encoding="utf-8"))["training"]["step"]
-                    for x in rounds if x.student), 0)
+    trained = next((read_meta(round_dirs[x.round])["training"]["step"] for x in rounds if x.student), 0)
     student_steps = {"asked": config.student_steps, "trained": trained, "time_limit": config.time_limit}
     chosen_row = max(rounds, key=lambda x: (x.mean_confidence, -x.round))
     chosen = chosen_row.round
