@@ -59,6 +59,8 @@ LAYOUTS = ("as-is", "trim-sides", "trim-all")
 ROW_MASS = 0.01  # share of ink pixels allowed above and below the ink box (each side)
 MIN_BLOB = 3  # ink blobs (8-connected) smaller than this many pixels do not widen the ink box
 INK_THRESHOLD = 0.5
+FAINT_INK = 0.3  # ink level that widens the ink box's columns near the word (:func:`_faint_columns`)
+FAINT_REACH = 0.25  # how far from the word, in image heights, faint ink still counts
 RULE_WIDTH = 0.03  # a form rule is at most this many image heights wide (and at least 2 pixels may be)
 RULE_INK = 0.35  # ink level that counts for a rule's rows (scanned rules are often faint)
 MIN_POLARITY_CONTRAST = 16  # grey levels between an image's 1st and 99th percentile for it to vote on polarity
@@ -68,8 +70,8 @@ def ink_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
     """``(top, bottom, left, right)`` (inclusive rows/columns) of the ink in uint8 ``img``: the
     rows without the outermost 1 % of ink pixels at the top and the bottom, the columns from the
     first to the last holding ink of a blob of at least :data:`MIN_BLOB` pixels (of any ink, when
-    there is no such blob), less the form rules at either end (:func:`edge_rules`); None when there
-    is no ink."""
+    there is no such blob), widened by the faint ink near them (:func:`_faint_columns`), less the
+    form rules at either end (:func:`edge_rules`); None when there is no ink."""
     from scipy.ndimage import label
 
     from .data import ink_map
@@ -88,7 +90,39 @@ def ink_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
     rows = np.cumsum(ink.sum(axis=1)) / total
     top, bottom = int(np.searchsorted(rows, ROW_MASS)), int(np.searchsorted(rows, 1.0 - ROW_MASS))
     columns = np.flatnonzero((solid if solid.any() else ink).any(axis=0))
-    return top, min(bottom, img.shape[0] - 1), int(columns[0]), int(columns[-1])
+    left, right = _faint_columns(level, int(columns[0]), int(columns[-1]))
+    return top, min(bottom, img.shape[0] - 1), left, right
+
+
+def _faint_columns(level: np.ndarray, left: int, right: int) -> tuple[int, int]:
+    """``(left, right)`` widened to the faint ink (:data:`FAINT_INK`) of the blobs of at least
+    :data:`MIN_BLOB` pixels that reach within :data:`FAINT_REACH` image heights of them, less the
+    form rules among that ink.
+
+    A word's ends are often its faintest ink: a comma's or a hyphen's quick stroke, a capital's
+    lead-in, a last letter's tail. Above :data:`INK_THRESHOLD` alone the box cut them (GW's
+    ``here,`` lost its comma and ``Com-`` its hyphen to ``trim-sides``), while the label keeps
+    them. Faint ink far from the word is left out: a form's dotted line at the end of a DHSD box
+    is faint too."""
+    from scipy.ndimage import find_objects, label
+
+    faint = level > FAINT_INK
+    blobs, _ = label(faint, structure=np.ones((3, 3), bool))
+    sizes = np.bincount(blobs.ravel())
+    sizes[0] = 0
+    solid = sizes[blobs] >= MIN_BLOB
+    for _side, first, last in edge_rules(level, solid):
+        solid[:, first : last + 1] = False
+    blobs[~solid] = 0
+    reach = FAINT_REACH * level.shape[0]
+    new_left, new_right = left, right
+    for box in find_objects(blobs):
+        if box is None:
+            continue
+        first, last = box[1].start, box[1].stop - 1
+        if last >= left - reach and first <= right + reach:
+            new_left, new_right = min(new_left, first), max(new_right, last)
+    return new_left, new_right
 
 
 def _column_runs(mask: np.ndarray) -> list[tuple[int, int]]:
