@@ -70,6 +70,25 @@ def test_ink_box_keeps_strokes_that_could_be_letters():
     assert ink_box(img)[3] == 205
 
 
+def test_ink_box_keeps_faint_ink_at_the_word_ends():
+    # ink 20 on paper 230: grey 145 is ink level 0.4, below INK_THRESHOLD but above FAINT_INK
+    img = _page(h=60, w=300, box=(20, 39, 50, 200))
+    img[36:46, 208:211] = 145  # a faint comma 7 pixels after the word (0.12 image heights)
+    img[30, 30:50] = 145  # a faint lead-in stroke joined to the first letter
+    assert ink_box(img)[2:] == (30, 210)
+    out = Layout("trim-sides", left=0.1, right=0.1)(img)
+    assert out.shape == (60, 6 + 181 + 6) and out[36:46, 6 + 178 : 6 + 181].max() == 145  # the comma is still there
+
+
+def test_ink_box_leaves_out_faint_ink_away_from_the_word():
+    img = _page(h=64, w=256, box=(24, 40, 60, 200))
+    img[40, 240:256:3] = 145  # a form's faint dotted line, 40 pixels (0.6 image heights) after the name
+    img[38:41, 226:229] = 145  # a faint speck 25 pixels after it: beyond FAINT_REACH (16 pixels)
+    assert ink_box(img) == (24, 40, 60, 200)
+    img[2:62, 45] = 145  # a faint form rule 14 pixels before the name: within reach, still a rule
+    assert ink_box(img) == (24, 40, 60, 200)
+
+
 def test_trim_sides_keeps_rows_and_sets_side_margins():
     img = _page()
     out = Layout("trim-sides", left=0.1, right=0.2)(img)
