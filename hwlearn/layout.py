@@ -25,7 +25,12 @@ or below does not stretch it) and every column with ink of a connected ink blob 
 columns keep *all* the ink because what sits at a word's ends is part of it: a trailing period or
 comma can hold less than 0.5 % of a long word's ink, and cutting columns by ink share (as hwlearn
 did before) removed it from the image while the label kept it (GW's ``Instructions.`` lost its
-period). The one exception is a **form rule** (:func:`edge_rules`): a thin vertical line at the
+period). For the same reason the columns also take in **faint ink** (> 0.3) near them
+(:data:`FAINT_REACH` image heights): a word's ends are often its faintest strokes, a comma's flick,
+a hyphen, a capital's lead-in, and above 0.5 alone ``trim-sides`` cut GW's ``here,`` to ``here``
+and ``Com-`` to ``Com`` (measured: an adapted GW model read the train labels 0.0501 -> 0.0479 with
+the character model by this alone, and 0.0456 adapted with it; DHSD's boxes barely change, its
+faint form lines lying far from the names; ``benchmarks/EXPERIMENTS.md``, session 79). The one exception is a **form rule** (:func:`edge_rules`): a thin vertical line at the
 left or right end, apart from the word, running at least the whole height of the rest of the ink.
 Crops cut from forms keep pieces of the boxes' borders (92 of DHSD's 4,745 train names, none of
 GW's words), and a recognizer reads them as ``I`` or ``l``. Margins are in units of the resulting
