@@ -30,8 +30,9 @@ period). For the same reason the columns also take in **faint ink** (> 0.3) near
 a hyphen, a capital's lead-in, and above 0.5 alone ``trim-sides`` cut GW's ``here,`` to ``here``
 and ``Com-`` to ``Com`` (measured: an adapted GW model read the train labels 0.0501 -> 0.0479 with
 the character model by this alone, and 0.0456 adapted with it; DHSD's boxes barely change, its
-faint form lines lying far from the names; ``benchmarks/EXPERIMENTS.md``, session 79). The one exception is a **form rule** (:func:`edge_rules`): a thin vertical line at the
-left or right end, apart from the word, running at least the whole height of the rest of the ink.
+faint form lines lying far from the names; ``benchmarks/EXPERIMENTS.md``, session 79).
+The one exception is a **form rule** (:func:`edge_rules`): a thin vertical line at the left or
+right end, apart from the word, running at least the whole height of the rest of the ink.
 Crops cut from forms keep pieces of the boxes' borders (92 of DHSD's 4,745 train names, none of
 GW's words), and a recognizer reads them as ``I`` or ``l``. Margins are in units of the resulting
 image height; their values are the medians measured on synthetic words
