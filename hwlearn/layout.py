@@ -28,9 +28,10 @@ did before) removed it from the image while the label kept it (GW's ``Instructio
 period). For the same reason the columns also take in **faint ink** (> 0.3) near them
 (:data:`FAINT_REACH` image heights): a word's ends are often its faintest strokes, a comma's flick,
 a hyphen, a capital's lead-in, and above 0.5 alone ``trim-sides`` cut GW's ``here,`` to ``here``
-and ``Com-`` to ``Com`` (measured: an adapted GW model read the train labels 0.0501 -> 0.0479 with
-the character model by this alone, and 0.0456 adapted with it; DHSD's boxes barely change, its
-faint form lines lying far from the names; ``benchmarks/EXPERIMENTS.md``, session 79).
+and ``Com-`` to ``Com`` (measured on GW's train labels with the character model: an adapted model
+read them 0.0501 -> 0.0479 by this alone; adapted with it, two pretrained models read 0.0501 ->
+0.0456 and 0.0517 -> 0.0510; DHSD's boxes barely change, its faint form lines lying far from the
+names; ``benchmarks/EXPERIMENTS.md``, session 79).
 The one exception is a **form rule** (:func:`edge_rules`): a thin vertical line at the left or
 right end, apart from the word, running at least the whole height of the rest of the ink.
 Crops cut from forms keep pieces of the boxes' borders (92 of DHSD's 4,745 train names, none of
