@@ -83,7 +83,7 @@ def test_ink_box_keeps_faint_ink_at_the_word_ends():
 def test_ink_box_leaves_out_faint_ink_away_from_the_word():
     img = _page(h=64, w=256, box=(24, 40, 60, 200))
     img[40, 240:256:3] = 145  # a form's faint dotted line, 40 pixels (0.6 image heights) after the name
-    img[38:41, 226:229] = 145  # a faint speck 25 pixels after it: beyond FAINT_REACH (16 pixels)
+    img[38:41, 226:229] = 145  # a faint speck 25 pixels after the name: beyond FAINT_REACH (16 pixels)
     assert ink_box(img) == (24, 40, 60, 200)
     img[2:62, 45] = 145  # a faint form rule 14 pixels before the name: within reach, still a rule
     assert ink_box(img) == (24, 40, 60, 200)
