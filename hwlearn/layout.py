@@ -79,18 +79,13 @@ def ink_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
     first to the last holding ink of a blob of at least :data:`MIN_BLOB` pixels (of any ink, when
     there is no such blob), widened by the faint ink near them (:func:`_faint_columns`), less the
     form rules at either end (:func:`edge_rules`); None when there is no ink."""
-    from scipy.ndimage import label
-
     from .data import ink_map
 
     level = ink_map(img)
     ink = level > INK_THRESHOLD
     if not ink.any():
         return None
-    blobs, _ = label(ink, structure=np.ones((3, 3), bool))
-    sizes = np.bincount(blobs.ravel())
-    sizes[0] = 0  # the paper
-    solid = sizes[blobs] >= MIN_BLOB
+    _, solid = _blobs(ink)
     for _side, first, last in edge_rules(level, solid):
         ink[:, first : last + 1] = solid[:, first : last + 1] = False
     total = int(ink.sum())
@@ -111,13 +106,9 @@ def _faint_columns(level: np.ndarray, left: int, right: int) -> tuple[int, int]:
     ``here,`` lost its comma and ``Com-`` its hyphen to ``trim-sides``), while the label keeps
     them. Faint ink far from the word is left out: a form's dotted line at the end of a DHSD box
     is faint too."""
-    from scipy.ndimage import find_objects, label
+    from scipy.ndimage import find_objects
 
-    faint = level > FAINT_INK
-    blobs, _ = label(faint, structure=np.ones((3, 3), bool))
-    sizes = np.bincount(blobs.ravel())
-    sizes[0] = 0
-    solid = sizes[blobs] >= MIN_BLOB
+    blobs, solid = _blobs(level > FAINT_INK)
     for _side, first, last in edge_rules(level, solid):
         solid[:, first : last + 1] = False
     blobs[~solid] = 0
@@ -130,6 +121,17 @@ def _faint_columns(level: np.ndarray, left: int, right: int) -> tuple[int, int]:
         if last >= left - reach and first <= right + reach:
             new_left, new_right = min(new_left, first), max(new_right, last)
     return new_left, new_right
+
+
+def _blobs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 8-connected blobs of the boolean ``mask`` (labels, 0 for none) and which of its pixels
+    lie in a blob of at least :data:`MIN_BLOB` pixels (lone noise pixels do not)."""
+    from scipy.ndimage import label
+
+    blobs, _ = label(mask, structure=np.ones((3, 3), bool))
+    sizes = np.bincount(blobs.ravel())
+    sizes[0] = 0  # the paper
+    return blobs, sizes[blobs] >= MIN_BLOB
 
 
 def _column_runs(mask: np.ndarray) -> list[tuple[int, int]]:
