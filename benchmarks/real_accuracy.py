@@ -22,9 +22,10 @@ relative to ``DATASET_DIR``). Into the run directory ``RUN`` (default
 5. adapt it again, to the images of train + test -> ``RUN/adapt_train_test`` -> **label-free (train+test
    images)**: the transductive setting where the images to read are themselves the unlabeled set. It runs
    last: with a budget (``budget_minutes``; the ``cpu`` profile's 60) it gets what is left of it as hwlearn
-   adapt's ``--time-limit``, so its student is cut to the steps that fit (or left out) and the run ends within
-   the budget whenever everything before that student fits in it. The result records the steps each student
-   got (``adaptation.<system>.student_steps``); the other models never depend on the budget;
+   adapt's ``--time-limit``, so its rounds after the first stop when the next would not fit, its student is cut
+   to the steps that fit (or left out), and the run ends within the budget whenever everything before its first
+   round's end fits in it. The result records the rounds and the steps each adaptation got
+   (``adaptation.<system>.rounds_trained``, ``.student_steps``); the other models never depend on the budget;
 6. print a table and write ``benchmarks/results/real_accuracy-<dataset>-<profile>-<host>-<date>.json``
    (commit, machine, ``host_speed``, device, profile settings, command, wall time of each step, CER/WER case-sensitive
    and not, greedy and — with ``--lexicon`` — lexicon-constrained, and
@@ -479,8 +480,8 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
     # an interrupted adaptation resumes after its last finished round (hwlearn.selftrain: same inputs, same key)
     console.rule(f"[bold]{title}")
     if time_limit is not None:
-        console.print(f"{max(time_limit, 0) / 60:.1f} minutes of the budget are left for it: its student gets the "
-                      "steps that fit")
+        console.print(f"{max(time_limit, 0) / 60:.1f} minutes of the budget are left for it: the rounds after the "
+                      "first and the student's steps that fit")
     config = AdaptConfig(rounds=profile.adapt_rounds, ramp_rounds=profile.adapt_ramp_rounds,
                          steps_per_round=profile.adapt_steps,
                          batch_size=profile.batch_size, lr=profile.adapt_lr,
@@ -507,7 +508,8 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                           fonts_from=earlier_adaptation(run_dir, name))
     summary = read_meta(result.final_checkpoint)["adapt_summary"]
     log.done(name, time.perf_counter() - t, checkpoint=str(result.final_checkpoint), images=len(images),
-             chosen_round=result.chosen_round, layout=result.layout, student_steps=summary.get("student_steps"))
+             chosen_round=result.chosen_round, layout=result.layout, student_steps=summary.get("student_steps"),
+             rounds_trained=summary.get("rounds_trained"))
     return result.final_checkpoint, summary
 
 
@@ -616,7 +618,11 @@ def print_table(result: dict) -> None:
     budget = result["profile"].get("budget_minutes") or 0
     students = [f"{SYSTEMS[k]} {a['student_steps']['trained']} of {a['student_steps']['asked']}"
                 for k, a in result["adaptation"].items() if a.get("student_steps")]
+    cut = [f"{SYSTEMS[k]} {a['rounds_trained']['trained']} of {a['rounds_trained']['asked']}"
+           for k, a in result["adaptation"].items()
+           if a.get("rounds_trained") and a["rounds_trained"]["trained"] < a["rounds_trained"]["asked"]]
     print(f"{result['wall_s'] / 60:.1f} minutes in all" + (f", budget {budget:g}" if budget else "")
+          + ("; rounds: " + ", ".join(cut) if cut else "")
           + ("; student steps: " + ", ".join(students) if students else ""))
 
 

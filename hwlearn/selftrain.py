@@ -47,9 +47,11 @@ After the rounds, the **student** (``student_steps``, by default four times as m
 :data:`STUDENT_STEPS_PER_ROUND_STEP`; 0: none): the weights round 1 started from are loaded again and trained once on
 the last round's readings (marks held, the end share selected), as a round trains, into ``student/``; it
 reads every image as a round does. A model trained round after round on its own labels keeps some of what it
-learned from the first rounds' noisier ones. With a ``time_limit`` the student gets only the steps that fit in
-what is left of it at the rounds' pace, or none when fewer than a round's steps fit (:func:`student_steps_in_time`):
-the rounds always finish, so the limit is kept when they fit in it.
+learned from the first rounds' noisier ones. With a ``time_limit``, a round after the first starts only when it
+fits in what is left of it at the pace of the rounds before (:func:`round_fits_in_time`; the rounds left out take the
+student with them), and the student gets only the steps that fit at the rounds' pace, or none when fewer than a
+round's steps fit (:func:`student_steps_in_time`). The layout choice, the font stage, round 0's reading and round 1
+always run, so the limit is kept when they fit in it.
 
 An interrupted run can be resumed (``resume``): run again into the same directory with the same
 checkpoint, images and settings, and the finished rounds (each checkpoint carries a key of all three
@@ -150,8 +152,9 @@ class AdaptConfig:
     # after round keeps the errors it learned early; one trained once on the best labels need not. The held-out
     # words of GW and DHSD read better on all six adaptations tried (benchmarks/EXPERIMENTS.md, sessions 60-62)
     student_steps: int | None = None
-    # finish within this many seconds of the adaptation's start (None: no limit): the student is cut to the steps
-    # that fit at the rounds' pace, or left out (student_steps_in_time); the rounds are never cut
+    # finish within this many seconds of the adaptation's start (None: no limit): a round after the first starts
+    # only when it fits at the pace of the rounds before (round_fits_in_time), and the student is cut to the steps
+    # that fit at the rounds' pace, or left out (student_steps_in_time)
     time_limit: float | None = None
 
     def share(self, round_index: int) -> float:
@@ -226,6 +229,9 @@ class AdaptResult:
     #: the student's steps: ``asked`` (AdaptConfig.student_steps), ``trained`` (fewer when a time limit cut them,
     #: 0 when it left the student out) and the ``time_limit`` in seconds (None: none)
     student_steps: dict = field(default_factory=dict)
+    #: the rounds: ``asked`` (AdaptConfig.rounds) and ``trained`` (fewer when a time limit left the last ones out, or
+    #: when no image had a usable pseudo-label)
+    rounds_trained: dict = field(default_factory=dict)
 
     @property
     def chosen(self) -> RoundReport:
@@ -659,6 +665,14 @@ def student_steps_in_time(config: AdaptConfig, rounds: Sequence[RoundReport], se
     return steps if steps >= config.steps_per_round else 0
 
 
+def round_fits_in_time(rounds: Sequence[RoundReport], seconds_left: float) -> bool:
+    """Whether one more round fits in ``seconds_left``, at the pace of the rounds that trained (round 0 and the
+    student aside): as long as their mean wall time (``seconds``: holding the marks, training, reading the images and
+    the report). True while no round has trained: the first round always runs, or there is no adaptation."""
+    walls = [sum(row.seconds.values()) for row in rounds if row.round >= 1 and not row.student and row.seconds]
+    return not walls or seconds_left >= sum(walls) / len(walls)
+
+
 def save_readings(folder: Path, key: str, predictions: Sequence[Prediction], row: RoundReport | None = None) -> None:
     """Write every image's reading by a round's model (and, for round 0, its report row) to ``folder`` /
     :data:`READINGS` under the run's resume ``key``, so a resumed run need not read the images again."""
@@ -840,12 +854,14 @@ def adapt(
             last = done[-1].round
             model.load_state_dict(load_checkpoint(round_dirs[last], device=device).model.state_dict())
             saved = saved_readings(stage_dir(out_dir, config, last), key, len(inputs), charset)
-            finished = f"rounds 1-{min(last, config.rounds)}" + (" and the student" if last > config.rounds else "")
+            finished = ("round 1" if last == 1 else f"rounds 1-{min(last, config.rounds)}") \
+                + (" and the student" if last > config.rounds else "")
+            finished += " was" if finished == "round 1" else " were"
             if saved:
                 preds = saved[0]
-                console.print(f"resuming: {finished} were finished in {out_dir}, with {done[-1].name}'s readings")
+                console.print(f"resuming: {finished} finished in {out_dir}, with {done[-1].name}'s readings")
             else:  # (a round finished by an older hwlearn, or stopped before its readings were written)
-                console.print(f"resuming: {finished} were finished in {out_dir}; "
+                console.print(f"resuming: {finished} finished in {out_dir}; "
                               f"re-labeling with {done[-1].name}'s model")
                 preds, _ = label_and_score(last, config.share(last), [], [], with_val=False)
         for r in range(len(done) + 1, last_stage(config) + 1):
@@ -853,6 +869,15 @@ def adapt(
             name = stage_name(r, student)
             folder = stage_dir(out_dir, config, r)
             share = config.share(r)
+            if not student and config.time_limit is not None:
+                left = config.time_limit - (time.monotonic() - started)
+                if not round_fits_in_time(rounds, left):
+                    left_out = f"round {r}" if r == config.rounds else f"rounds {r}-{config.rounds}"
+                    console.print(f"[yellow]{left_out}{' and the student' if config.student_steps > 0 else ''} "
+                                  f"left out: {max(left, 0) / 60:.1f} of the time limit's {config.time_limit / 60:.1f} "
+                                  "minutes are left, too few for a round at the rounds' pace")
+                    break
+            marks_started = time.perf_counter()
             changes = mark_changes([p.text for p in preds], round0_marks) if config.hold_marks and r > 1 else {}
             if any(changes.values()):  # (no reading of the images where every share is where it was)
                 gains = mark_gains(model, inputs, [p.text for p in preds], charset, device, config.batch_size * 2,
@@ -861,6 +886,7 @@ def adapt(
                 if any(moved.values()):
                     console.print(f"{name}: trailing marks back at round 0's shares: "
                                   + ", ".join(f"{m!r} {n:+d}" for m, n in moved.items() if n))
+            marks_seconds = time.perf_counter() - marks_started
             selected = select_by_rank(preds, share, charset, config.rare_chars)
             if not selected:
                 console.print(f"[yellow]{name}: no usable pseudo-label (all predictions empty); stopping")
@@ -903,7 +929,8 @@ def adapt(
             before = preds
             preds, row = label_and_score(r, share, selected, before)
             row.student = student
-            row.seconds = {"training": round(trainer.seconds, 1), **row.seconds}
+            row.seconds = {**({"marks": round(marks_seconds, 1)} if any(changes.values()) else {}),
+                           "training": round(trainer.seconds, 1), **row.seconds}
             row.checkpoint = str(folder / "last")
             # store the label-free score (and the report-only validation numbers) with the round's checkpoint;
             # a finished round needs no trainer resume state, so it is written without it, but with its report
@@ -921,6 +948,7 @@ def adapt(
 
     trained = next((read_meta(round_dirs[x.round])["training"]["step"] for x in rounds if x.student), 0)
     student_steps = {"asked": config.student_steps, "trained": trained, "time_limit": config.time_limit}
+    rounds_trained = {"asked": config.rounds, "trained": sum(1 for x in rounds if x.round >= 1 and not x.student)}
     chosen_row = max(rounds, key=lambda x: (x.mean_confidence, -x.round))
     chosen = chosen_row.round
     final = out_dir / "final"
@@ -938,7 +966,8 @@ def adapt(
                                       if lexicon is not None else None),
                           "charlm": ({"words": charlm.num_words, "order": charlm.order}
                                      if method == "charlm" else None),
-                          "student_steps": student_steps,
+                          "student_steps": student_steps, "rounds_trained": rounds_trained,
                           "rounds": [asdict(x) for x in rounds], "skipped_images": len(skipped)},
     })
-    return AdaptResult(rounds, chosen, final, list(skipped), layout.describe(), layout_scores, student_steps)
+    return AdaptResult(rounds, chosen, final, list(skipped), layout.describe(), layout_scores, student_steps,
+                       rounds_trained)

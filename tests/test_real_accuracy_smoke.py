@@ -228,16 +228,18 @@ def test_heldout_decides_on_the_train_split_alone(barely_trained, dataset, tmp_p
                  "--set", "adapt_student_steps=0", "--speed-check-steps", "0"])
 
 
-def test_a_spent_budget_leaves_the_last_adaptations_student_out(barely_trained, dataset, tmp_path, capsys):
+def test_a_spent_budget_leaves_the_last_adaptations_later_rounds_and_student_out(barely_trained, dataset, tmp_path,
+                                                                                  capsys):
     run_dir = tmp_path / "run"
     result = ra.main([dataset, "--profile", "smoke", "--skip-pretrain", barely_trained, "--out-dir", run_dir,
                       "--device", "cpu", "--systems", "label_free_train_test", "--set", "adapt_steps=2",
-                      "--set", "budget_minutes=0.001", "--speed-check-steps", "0"])
+                      "--set", "adapt_rounds=2", "--set", "budget_minutes=0.001", "--speed-check-steps", "0"])
     adaptation = result["adaptation"]["label_free_train_test"]
-    assert adaptation["student_steps"] == {"asked": 8, "trained": 0, "time_limit": 1e-3}
-    assert [r["round"] for r in adaptation["rounds"]] == [0, 1]  # the rounds are never cut
+    assert adaptation["student_steps"] == {"asked": 16, "trained": 0, "time_limit": 1e-3}
+    assert adaptation["rounds_trained"] == {"asked": 2, "trained": 1}  # the first round always runs
+    assert [r["round"] for r in adaptation["rounds"]] == [0, 1]
     out = " ".join(capsys.readouterr().out.split())  # (the table wraps long lines)
-    assert "student steps: label-free (train+test images) 0 of 8" in out
+    assert "rounds: label-free (train+test images) 1 of 2; student steps: label-free (train+test images) 0 of 16" in out
 
 
 def test_cpu_full_profile_is_hwlearn_adapts_defaults():

@@ -255,6 +255,47 @@ def test_a_time_limit_cuts_the_student_and_a_resumed_run_keeps_the_cut_one(tiny_
     assert [r["round"] for r in summary["rounds"]] == [0, 1] and not (tmp_path / "none" / "student").exists()
 
 
+def test_a_round_starts_only_when_it_fits_at_the_pace_of_the_rounds_before():
+    from hwlearn.selftrain import RoundReport, round_fits_in_time
+
+    def row(r, student=False, **seconds):
+        return RoundReport(round=r, labeled=10, selected=5, share=0.5, mean_confidence=0.5, selected_confidence=0.5,
+                           seconds=seconds, student=student)
+
+    assert round_fits_in_time([row(0, labeling=500.0)], -1.0)  # no round trained yet: the first always runs
+    rounds = [row(0, labeling=500.0), row(1, training=10.0, labeling=5.0),
+              row(2, marks=3.0, training=30.0, labeling=7.0, report=5.0)]  # 15 s and 45 s: 30 s a round
+    assert round_fits_in_time(rounds, 30.0) and not round_fits_in_time(rounds, 29.9)
+    assert round_fits_in_time(rounds + [row(3, student=True, training=900.0)], 30.0)  # (the student is not a round)
+
+
+def test_a_time_limit_leaves_out_the_rounds_that_do_not_fit_and_a_resumed_run_goes_on(tiny_run, tmp_path, capsys):
+    """With no time left after the first round, the later rounds and the student are left out, the first round's
+    model is final (or round 0's), and the summary says how many rounds ran; resumed without the limit, the run
+    goes on with the rounds left out, as an interrupted one would."""
+    from hwlearn.recipes import adapt_folder
+
+    folder = tmp_path / "images"
+    write_word_images(tiny_run / "best", folder, 12, seed=29)
+    config = AdaptConfig(rounds=3, steps_per_round=2, batch_size=8, num_workers=0, views=0, font_steps=0,
+                         student_steps=2, time_limit=1e-6)
+    result = adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", config=config)
+    assert [r.round for r in result.rounds] == [0, 1] and result.chosen_round in (0, 1)
+    assert result.rounds_trained == {"asked": 3, "trained": 1}
+    assert not (tmp_path / "run" / "round2").exists() and not (tmp_path / "run" / "student").exists()
+    summary = json.loads((tmp_path / "run" / "final" / "meta.json").read_text())["adapt_summary"]
+    assert summary["rounds_trained"] == {"asked": 3, "trained": 1}
+    assert summary["student_steps"]["trained"] == 0
+    assert "rounds 2-3 and the student left out" in " ".join(capsys.readouterr().err.split())
+
+    result = adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", resume=True,
+                          config=AdaptConfig(**{**config.__dict__, "time_limit": None}))
+    assert [(r.round, r.student) for r in result.rounds] == [(0, False), (1, False), (2, False), (3, False),
+                                                            (4, True)]
+    assert result.rounds_trained == {"asked": 3, "trained": 3}
+    assert "resuming: round 1 was finished" in " ".join(capsys.readouterr().err.split())
+
+
 def test_the_pseudo_labels_beam_is_wider_with_a_lexicon(tiny_run, tmp_path, tiny_assets):
     """Unless set, the pseudo-labels' search keeps LEXICON_BEAM prefixes with a lexicon (its words' first
     letters) and CHARLM_BEAM without; each round records the beam it used, and keeps every image's reading."""

@@ -83,10 +83,12 @@ from .options import amp_option, charlm_option, device_option, lexicon_option, s
                    "round's pseudo-labels (the 'student'); the final model is chosen among the rounds and it "
                    "[default: four times as many steps as the rounds together; 0: no student]. See docs/adapting.md.")
 @click.option("--time-limit", default=None, type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
-              help="Finish within about MINUTES: the student gets only the steps that fit in what is left after "
-                   "the rounds, at their pace, and is left out when fewer than a round's steps fit. The rounds are "
-                   "never cut, so the limit holds when they fit in it. The steps the student got are in "
-                   "OUT/final/meta.json (adapt_summary.student_steps).")
+              help="Finish within about MINUTES: a round after the first starts only when it fits in what is "
+                   "left, at the pace of the rounds before (the best round so far is final), and the student gets "
+                   "only the steps that fit after the rounds, at their pace, and is left out when fewer than a "
+                   "round's steps fit. The font stage and the first round always run, so the limit holds when they "
+                   "fit in it. What ran is in OUT/final/meta.json (adapt_summary.rounds_trained, "
+                   "adapt_summary.student_steps).")
 @click.option("--beam-width", default=None, type=click.IntRange(min=1), metavar="N",
               help="Prefixes the search for each pseudo-label keeps [default: 24 with --lexicon, else 10]. With a "
                    "lexicon a wider beam keeps the words whose first letters the model doubts (GW: 24 labeled "
@@ -152,6 +154,10 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, length_bonus, cha
     console.print(table)
     console.print(f"chosen without labels: layout {result.layout}, {result.chosen.name} "
                   f"(highest mean confidence) -> {result.final_checkpoint}")
+    cut = result.rounds_trained
+    if cut and cut["trained"] < cut["asked"]:
+        console.print(f"[yellow]{cut['trained']} of the {cut['asked']} rounds ran"
+                      + (" (the time limit left the others out)" if result.student_steps.get("time_limit") else ""))
     student = result.student_steps
     if student.get("time_limit") is not None and student["trained"] < student["asked"]:
         console.print(f"[yellow]the time limit gave the student {student['trained']} of its {student['asked']} steps"
