@@ -48,10 +48,10 @@ After the rounds, the **student** (``student_steps``, by default four times as m
 the last round's readings (marks held, the end share selected), as a round trains, into ``student/``; it
 reads every image as a round does. A model trained round after round on its own labels keeps some of what it
 learned from the first rounds' noisier ones. With a ``time_limit``, a round after the first starts only when it
-fits in what is left of it at the pace of the slowest round before (:func:`round_fits_in_time`; the rounds left out take the
-student with them), and the student gets only the steps that fit at the rounds' pace, or none when fewer than a
-round's steps fit (:func:`student_steps_in_time`). The layout choice, the font stage, round 0's reading and round 1
-always run, so the limit is kept when they fit in it.
+fits in what is left of it at the pace of the slowest round before (:func:`round_fits_in_time`; the rounds left
+out take the student with them), and the student gets only the steps that fit at the rounds' pace, or none when
+fewer than a round's steps fit (:func:`student_steps_in_time`). The layout choice, the font stage, round 0's reading
+and round 1 always run, so the limit is kept when they fit in it.
 
 An interrupted run can be resumed (``resume``): run again into the same directory with the same
 checkpoint, images and settings, and the finished rounds (each checkpoint carries a key of all three
@@ -153,8 +153,8 @@ class AdaptConfig:
     # words of GW and DHSD read better on all six adaptations tried (benchmarks/EXPERIMENTS.md, sessions 60-62)
     student_steps: int | None = None
     # finish within this many seconds of the adaptation's start (None: no limit): a round after the first starts
-    # only when it fits at the pace of the slowest round before (round_fits_in_time), and the student is cut to the steps
-    # that fit at the rounds' pace, or left out (student_steps_in_time)
+    # only when it fits at the pace of the slowest round before (round_fits_in_time), and the student is cut to the
+    # steps that fit at the rounds' pace, or left out (student_steps_in_time)
     time_limit: float | None = None
 
     def share(self, round_index: int) -> float:
@@ -876,7 +876,7 @@ def adapt(
                     left_out = f"round {r}" if r == config.rounds else f"rounds {r}-{config.rounds}"
                     console.print(f"[yellow]{left_out}{' and the student' if config.student_steps > 0 else ''} "
                                   f"left out: {max(left, 0) / 60:.1f} of the time limit's {config.time_limit / 60:.1f} "
-                                  "minutes are left, too few for a round at the rounds' pace")
+                                  "minutes are left, less than the slowest round took")
                     break
             marks_started = time.perf_counter()
             changes = mark_changes([p.text for p in preds], round0_marks) if config.hold_marks and r > 1 else {}

@@ -84,8 +84,8 @@ from .options import amp_option, charlm_option, device_option, lexicon_option, s
                    "[default: four times as many steps as the rounds together; 0: no student]. See docs/adapting.md.")
 @click.option("--time-limit", default=None, type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
               help="Finish within about MINUTES: a round after the first starts only when it fits in what is "
-                   "left, at the pace of the slowest round before (the best round so far is final), and the student gets "
-                   "only the steps that fit after the rounds, at their pace, and is left out when fewer than a "
+                   "left, at the pace of the slowest round before (the best round so far is final), and the student "
+                   "gets only the steps that fit after the rounds, at their pace, and is left out when fewer than a "
                    "round's steps fit. The font stage and the first round always run, so the limit holds when they "
                    "fit in it. What ran is in OUT/final/meta.json (adapt_summary.rounds_trained, "
                    "adapt_summary.student_steps).")
