@@ -855,9 +855,9 @@ def adapt(
             last = done[-1].round
             model.load_state_dict(load_checkpoint(round_dirs[last], device=device).model.state_dict())
             saved = saved_readings(stage_dir(out_dir, config, last), key, len(inputs), charset)
-            finished = ("round 1" if last == 1 else f"rounds 1-{min(last, config.rounds)}") \
-                + (" and the student" if last > config.rounds else "")
-            finished += " was" if finished == "round 1" else " were"
+            rounds_done = min(last, config.rounds)
+            finished = ("round 1" if rounds_done == 1 else f"rounds 1-{rounds_done}") \
+                + (" and the student were" if last > config.rounds else " was" if rounds_done == 1 else " were")
             if saved:
                 preds = saved[0]
                 console.print(f"resuming: {finished} finished in {out_dir}, with {done[-1].name}'s readings")
