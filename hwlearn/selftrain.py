@@ -865,6 +865,7 @@ def adapt(
                 console.print(f"resuming: {finished} finished in {out_dir}; "
                               f"re-labeling with {done[-1].name}'s model")
                 preds, _ = label_and_score(last, config.share(last), [], [], with_val=False)
+        stopped_by = None  # why the stages stopped before the last: "time limit" or "no usable pseudo-label"
         for r in range(len(done) + 1, last_stage(config) + 1):
             student = r > config.rounds
             name = stage_name(r, student)
@@ -877,6 +878,7 @@ def adapt(
                     console.print(f"[yellow]{left_out}{' and the student' if config.student_steps > 0 else ''} "
                                   f"left out: {max(left, 0) / 60:.1f} of the time limit's {config.time_limit / 60:.1f} "
                                   "minutes are left, less than the slowest round took")
+                    stopped_by = "time limit"
                     break
             marks_started = time.perf_counter()
             changes = mark_changes([p.text for p in preds], round0_marks) if config.hold_marks and r > 1 else {}
@@ -891,6 +893,7 @@ def adapt(
             selected = select_by_rank(preds, share, charset, config.rare_chars)
             if not selected:
                 console.print(f"[yellow]{name}: no usable pseudo-label (all predictions empty); stopping")
+                stopped_by = "no usable pseudo-label"
                 break
             stage_config = config
             if student and config.time_limit is not None:
@@ -900,6 +903,7 @@ def adapt(
                     console.print(f"[yellow]student left out: {max(left, 0) / 60:.1f} of the time limit's "
                                   f"{config.time_limit / 60:.1f} minutes are left, too few for "
                                   f"{config.steps_per_round} steps at the rounds' pace")
+                    stopped_by = "time limit"
                     break
                 if steps < config.student_steps:
                     console.print(f"[yellow]student: {steps} of its {config.student_steps} steps fit in the "
@@ -950,6 +954,10 @@ def adapt(
     trained = next((read_meta(round_dirs[x.round])["training"]["step"] for x in rounds if x.student), 0)
     student_steps = {"asked": config.student_steps, "trained": trained, "time_limit": config.time_limit}
     rounds_trained = {"asked": config.rounds, "trained": sum(1 for x in rounds if x.round >= 1 and not x.student)}
+    if stopped_by is not None:  # (what left the rest out: the time limit, or readings that were all empty)
+        student_steps["left_out_by"] = stopped_by
+        if rounds_trained["trained"] < rounds_trained["asked"]:
+            rounds_trained["left_out_by"] = stopped_by
     chosen_row = max(rounds, key=lambda x: (x.mean_confidence, -x.round))
     chosen = chosen_row.round
     final = out_dir / "final"

@@ -235,8 +235,8 @@ def test_a_spent_budget_leaves_the_last_adaptations_later_rounds_and_student_out
                       "--device", "cpu", "--systems", "label_free_train_test", "--set", "adapt_steps=2",
                       "--set", "adapt_rounds=2", "--set", "budget_minutes=0.001", "--speed-check-steps", "0"])
     adaptation = result["adaptation"]["label_free_train_test"]
-    assert adaptation["student_steps"] == {"asked": 16, "trained": 0, "time_limit": 1e-3}
-    assert adaptation["rounds_trained"] == {"asked": 2, "trained": 1}  # the first round always runs
+    assert adaptation["student_steps"] == {"asked": 16, "trained": 0, "time_limit": 1e-3, "left_out_by": "time limit"}
+    assert adaptation["rounds_trained"] == {"asked": 2, "trained": 1, "left_out_by": "time limit"}  # the first round always runs
     assert [r["round"] for r in adaptation["rounds"]] == [0, 1]
     out = " ".join(capsys.readouterr().out.split())  # (the table wraps long lines)
     assert "rounds: label-free (train+test images) 1 of 2; student steps: label-free (train+test images) 0 of 16" in out

@@ -250,7 +250,7 @@ def test_a_time_limit_cuts_the_student_and_a_resumed_run_keeps_the_cut_one(tiny_
     result = adapt_folder(tiny_run / "best", folder, tmp_path / "none", device="cpu",
                           config=AdaptConfig(**{**config.__dict__, "time_limit": 1e-6}))
     summary = json.loads((tmp_path / "none" / "final" / "meta.json").read_text())["adapt_summary"]
-    assert summary["student_steps"] == {"asked": 4, "trained": 0, "time_limit": 1e-6}
+    assert summary["student_steps"] == {"asked": 4, "trained": 0, "time_limit": 1e-6, "left_out_by": "time limit"}
     assert result.student_steps == summary["student_steps"]
     assert [r["round"] for r in summary["rounds"]] == [0, 1] and not (tmp_path / "none" / "student").exists()
 
@@ -281,11 +281,11 @@ def test_a_time_limit_leaves_out_the_rounds_that_do_not_fit_and_a_resumed_run_go
                          student_steps=2, time_limit=1e-6)
     result = adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", config=config)
     assert [r.round for r in result.rounds] == [0, 1] and result.chosen_round in (0, 1)
-    assert result.rounds_trained == {"asked": 3, "trained": 1}
+    assert result.rounds_trained == {"asked": 3, "trained": 1, "left_out_by": "time limit"}
     assert not (tmp_path / "run" / "round2").exists() and not (tmp_path / "run" / "student").exists()
     summary = json.loads((tmp_path / "run" / "final" / "meta.json").read_text())["adapt_summary"]
-    assert summary["rounds_trained"] == {"asked": 3, "trained": 1}
-    assert summary["student_steps"]["trained"] == 0
+    assert summary["rounds_trained"] == {"asked": 3, "trained": 1, "left_out_by": "time limit"}
+    assert summary["student_steps"]["trained"] == 0 and summary["student_steps"]["left_out_by"] == "time limit"
     assert "rounds 2-3 and the student left out" in " ".join(capsys.readouterr().err.split())
 
     result = adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", resume=True,

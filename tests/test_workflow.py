@@ -58,6 +58,34 @@ def _invoke(args):
     return result
 
 
+def test_adapt_says_what_left_the_rounds_out_when_the_readings_run_empty(tiny_run, word_folder, tmp_path,
+                                                                          monkeypatch):
+    """Rounds that stop for want of a usable pseudo-label are not blamed on the time limit."""
+    import hwlearn.selftrain as selftrain
+
+    calls = []
+    real = selftrain.select_by_rank
+
+    def first_round_only(*args, **kwargs):  # (round 2's readings all empty, as if the model read nothing)
+        calls.append(1)
+        return real(*args, **kwargs) if len(calls) == 1 else []
+
+    monkeypatch.setattr(selftrain, "select_by_rank", first_round_only)
+    folder, _ = word_folder
+    out = tmp_path / "adapt"
+    result = _invoke(["adapt", "--from", tiny_run / "best", "--unlabeled", folder, "-o", out, "--rounds", "2",
+                      "--steps-per-round", "2", "--batch-size", "8", "--workers", "0", "--device", "cpu",
+                      "--views", "0", "--font-steps", "0", "--time-limit", "600"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "round 2: no usable pseudo-label" in text
+    assert "1 of the 2 rounds ran (no usable pseudo-label)" in text and "time limit left" not in text
+    assert "gave the student" not in text
+    summary = json.loads((out / "final" / "meta.json").read_text())["adapt_summary"]
+    assert summary["rounds_trained"] == {"asked": 2, "trained": 1, "left_out_by": "no usable pseudo-label"}
+    assert summary["student_steps"]["trained"] == 0
+
+
 def test_adapt_runs_a_round_and_reports_unreadable_files(tiny_run, word_folder, tmp_path):
     folder, labels = word_folder
     out = tmp_path / "adapt"

@@ -156,10 +156,12 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, length_bonus, cha
                   f"(highest mean confidence) -> {result.final_checkpoint}")
     cut = result.rounds_trained
     if cut and cut["trained"] < cut["asked"]:
+        why = cut.get("left_out_by")
         console.print(f"[yellow]{cut['trained']} of the {cut['asked']} rounds ran"
-                      + (" (the time limit left the others out)" if result.student_steps.get("time_limit") else ""))
+                      + (f" (the {why} left the others out)" if why == "time limit" else f" ({why})" if why else ""))
     student = result.student_steps
-    if student.get("time_limit") is not None and student["trained"] < student["asked"]:
+    if (student.get("time_limit") is not None and student["trained"] < student["asked"]
+            and student.get("left_out_by", "time limit") == "time limit"):
         console.print(f"[yellow]the time limit gave the student {student['trained']} of its {student['asked']} steps"
                       + (" (it was left out)" if student["trained"] == 0 else ""))
     if result.skipped:
