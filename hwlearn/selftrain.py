@@ -227,10 +227,11 @@ class AdaptResult:
     layout: str = "as-is"  # hwlearn.layout.Layout.describe(): the kind, ", inverted" added when it inverts
     layout_scores: dict[str, float] = field(default_factory=dict)
     #: the student's steps: ``asked`` (AdaptConfig.student_steps), ``trained`` (fewer when a time limit cut them,
-    #: 0 when it left the student out) and the ``time_limit`` in seconds (None: none)
+    #: 0 when it left the student out) and the ``time_limit`` in seconds (None: none); ``left_out_by`` when the
+    #: stages stopped before it: ``"time limit"`` or ``"no usable pseudo-label"``
     student_steps: dict = field(default_factory=dict)
     #: the rounds: ``asked`` (AdaptConfig.rounds) and ``trained`` (fewer when a time limit left the last ones out, or
-    #: when no image had a usable pseudo-label)
+    #: when no image had a usable pseudo-label: then ``left_out_by`` says which)
     rounds_trained: dict = field(default_factory=dict)
 
     @property
