@@ -617,7 +617,7 @@ def print_table(result: dict) -> None:
     Console(width=max(Console().width, 180)).print(table)
     budget = result["profile"].get("budget_minutes") or 0
     students = [f"{SYSTEMS[k]} {a['student_steps']['trained']} of {a['student_steps']['asked']}"
-                for k, a in result["adaptation"].items() if a.get("student_steps")]
+                for k, a in result["adaptation"].items() if (a.get("student_steps") or {}).get("asked")]
     cut = [f"{SYSTEMS[k]} {a['rounds_trained']['trained']} of {a['rounds_trained']['asked']}"
            for k, a in result["adaptation"].items()
            if a.get("rounds_trained") and a["rounds_trained"]["trained"] < a["rounds_trained"]["asked"]]
