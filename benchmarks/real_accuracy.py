@@ -184,6 +184,7 @@ class Profile:
     adapt_dropout: float = AdaptConfig.dropout  # dropout while training on pseudo-labels (whatever the preset has)
     adapt_rare_chars: bool = AdaptConfig.rare_chars  # rare characters' readings selected at the share, repeated
     adapt_hold_marks: bool = AdaptConfig.hold_marks  # trailing marks' share of the pseudo-labels held at round 0's
+    adapt_mark_doubt: float = AdaptConfig.mark_doubt  # bare readings a mark would read nearly as well left out (0: kept)
     adapt_beam_width: int | None = AdaptConfig.beam_width  # prefixes the pseudo-labels' search keeps (None: by method)
     adapt_student_steps: int | None = AdaptConfig.student_steps  # the student's steps (None: hwlearn adapt's default)
     finetune_steps: int = 2000
@@ -492,6 +493,7 @@ def adapt_step(name: str, title: str, pretrained: Path, images: list[Path], run_
                          synthetic_share=profile.adapt_synthetic_share, views=profile.adapt_views,
                          augment=profile.adapt_augment, dropout=profile.adapt_dropout,
                          rare_chars=profile.adapt_rare_chars, hold_marks=profile.adapt_hold_marks,
+                         mark_doubt=profile.adapt_mark_doubt,
                          student_steps=profile.adapt_student_steps, beam_width=profile.adapt_beam_width,
                          time_limit=time_limit)
 

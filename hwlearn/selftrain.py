@@ -29,7 +29,8 @@ Each round:
    ``start_share`` in round 1 to ``end_share`` in round ``ramp_rounds`` and stays there in the
    rounds after (a rank rule cannot silently select nothing, unlike a fixed threshold); with
    ``rare_chars``, the readings holding a rare character are selected at that share too
-   (:func:`select_by_rank`);
+   (:func:`select_by_rank`); with ``mark_doubt``, the selected readings without a trailing mark
+   that a mark would read nearly as well leave the selection (:func:`mark_doubted`);
 3. **train** the model on the selection, each image freshly augmented every time it is drawn
    (:func:`hwlearn.data.augment_real_strong` by default: heavier than the copies it was labeled
    in, so the model cannot merely confirm its labels; ``augment="light"``:
@@ -146,6 +147,11 @@ class AdaptConfig:
     # marks the model is unsure of a little more each round (GW's commas: 8.6 % of the readings at round 0, 4.1 % at
     # round 6); holding them read GW's train labels better on four pretrained models (benchmarks/EXPERIMENTS.md, session 53)
     hold_marks: bool = True
+    # leave out of each selection the readings without a trailing mark (``day``) that one of HELD_MARKS would make
+    # nearly as likely: log P(day,) - log P(day) > -mark_doubt, read from the image (mark_doubted; 0: keep them).
+    # Trained on, they teach the model to leave out marks it sees: a quarter of GW's wrong pseudo-labels were commas
+    # read as nothing (benchmarks/EXPERIMENTS.md, session 81)
+    mark_doubt: float = 0.0
     # after the rounds, train a fresh *student* from the pretrained weights for this many steps on the last round's
     # pseudo-labels (the end share, marks held), to compete with the rounds for the final model (None: four times
     # as many steps as the rounds together, STUDENT_STEPS_PER_ROUND_STEP; 0: no student). A model self-trained round
@@ -359,6 +365,18 @@ def mark_gains(model, inputs, texts: Sequence[str], charset: Charset, device, ba
             for j, (_, i) in enumerate(rows):
                 gains[i, k] = ll[2 * j] - ll[2 * j + 1]
     return gains
+
+
+def mark_doubted(model, inputs, preds: Sequence[Prediction], selected: Sequence[int], charset: Charset, device,
+                 doubt: float, batch_size: int = 64) -> list[int]:
+    """Of ``selected`` (indexes into ``preds`` and ``inputs``), the readings ending in a letter or digit (``day``)
+    that one of :data:`HELD_MARKS` would make nearly as likely: log P(``day,``) - log P(``day``) > -``doubt``, read
+    from the image (:func:`mark_gains`). None when ``doubt`` is 0."""
+    bare = [i for i in selected if _bare(preds[i].text)] if doubt > 0 else []
+    if not bare:
+        return []
+    gains = mark_gains(model, [inputs[i] for i in bare], [preds[i].text for i in bare], charset, device, batch_size)
+    return [i for i, row in zip(bare, gains) if row.max() > -doubt]
 
 
 def hold_mark_shares(preds: Sequence[Prediction], changes: dict[str, int], gains: np.ndarray,
@@ -597,6 +615,8 @@ def resume_key(checkpoint: Path, source_meta: dict, unlabeled: Sequence[Path], c
         del settings["fonts"]  # (matched fonts follow from the rest: the keys of runs before the field stay)
     if config.amp == "auto":
         del settings["amp"]  # (the keys of runs before the field stay)
+    if not config.mark_doubt:
+        del settings["mark_doubt"]  # (the keys of runs before the field stay)
     parts = {
         **_source_parts(checkpoint, source_meta),
         "images": [str(p) for p in unlabeled], "config": settings, "method": method,
@@ -890,10 +910,17 @@ def adapt(
                 if any(moved.values()):
                     console.print(f"{name}: trailing marks back at round 0's shares: "
                                   + ", ".join(f"{m!r} {n:+d}" for m, n in moved.items() if n))
-            marks_seconds = time.perf_counter() - marks_started
             selected = select_by_rank(preds, share, charset, config.rare_chars)
+            doubted = set(mark_doubted(model, inputs, preds, selected, charset, device, config.mark_doubt,
+                                       config.batch_size * 2))
+            if doubted:
+                selected = [i for i in selected if i not in doubted]
+                console.print(f"{name}: {len(doubted)} readings left out of the selection: a trailing mark would "
+                              "read them nearly as well")
+            marks_seconds = time.perf_counter() - marks_started
             if not selected:
-                console.print(f"[yellow]{name}: no usable pseudo-label (all predictions empty); stopping")
+                console.print(f"[yellow]{name}: no usable pseudo-label (all predictions empty"
+                              + (", or left out for a trailing mark" if doubted else "") + "); stopping")
                 stopped_by = "no usable pseudo-label"
                 break
             stage_config = config
@@ -929,13 +956,15 @@ def adapt(
                 amp=config.amp,
             )
             round_meta = stage_meta(meta, stage_config, r, checkpoint, fonts_used, selected=len(selected),
+                                    **({"mark_doubted": len(doubted)} if config.mark_doubt > 0 else {}),
                                     **({"student_steps_asked": config.student_steps} if stage_config is not config else {}))
             trainer = Trainer(model, charset, sources, folder, train_config, device=device, meta=round_meta)
             trainer.fit()
             before = preds
             preds, row = label_and_score(r, share, selected, before)
             row.student = student
-            row.seconds = {**({"marks": round(marks_seconds, 1)} if any(changes.values()) else {}),
+            marks_read = any(changes.values()) or config.mark_doubt > 0  # (holding the shares, or the doubt)
+            row.seconds = {**({"marks": round(marks_seconds, 1)} if marks_read else {}),
                            "training": round(trainer.seconds, 1), **row.seconds}
             row.checkpoint = str(folder / "last")
             # store the label-free score (and the report-only validation numbers) with the round's checkpoint;

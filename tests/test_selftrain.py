@@ -32,7 +32,7 @@ def test_adapt_command_defaults_are_the_library_defaults():
     config = AdaptConfig()
     for name in ("rounds", "ramp_rounds", "steps_per_round", "start_share", "end_share", "synthetic_share",
                  "batch_size", "lr", "layout", "match_fonts", "views", "augment", "dropout", "rare_chars", "hold_marks",
-                 "beam_width", "student_steps", "amp"):
+                 "mark_doubt", "beam_width", "student_steps", "amp"):
         assert defaults[name] == getattr(config, name), name
 
 
@@ -364,6 +364,67 @@ def test_mark_gains_are_the_log_probability_a_mark_adds():
     assert np.isneginf(gains[:, HELD_MARKS.index(";")]).all()  # not in the charset
     only_commas = mark_gains(Frames(), inputs, ["a", "a,", "a."], charset, "cpu", marks=[","])
     assert np.array_equal(only_commas[:, comma], gains[:, comma]) and np.isneginf(only_commas[:, stop]).all()
+
+
+def test_bare_readings_a_mark_would_read_nearly_as_well_are_doubted():
+    import torch
+
+    from hwlearn.charset import Charset
+    from hwlearn.decode import Prediction
+    from hwlearn.selftrain import mark_doubted
+
+    charset = Charset("ab,.")
+
+    class Frames(torch.nn.Module):  # "a" sure, then "," at 0.1 against blank at 0.9: log P(a,) - log P(a) = -2.2
+        def forward(self, images, widths):
+            p = torch.full((4, len(widths), charset.num_classes), 1e-6)
+            p[0, :, charset.encode("a")[0]] = 1.0
+            p[1, :, charset.encode(",")[0]], p[1, :, 0] = 0.1, 0.9
+            p[2:, :, 0] = 1.0
+            return (p / p.sum(-1, keepdim=True)).log(), torch.full((len(widths),), 4)
+
+    texts = ["a", "a,", "a", "", "a."]
+    preds = [Prediction(t, 0.5, charset.encode(t)) for t in texts]
+    inputs = [(torch.zeros(1, 8, 16), None)] * len(texts)
+    assert mark_doubted(Frames(), inputs, preds, [0, 1, 3, 4], charset, "cpu", doubt=3.0) == [0]  # (2: not selected)
+    assert mark_doubted(Frames(), inputs, preds, [0, 1, 2, 3, 4], charset, "cpu", doubt=3.0) == [0, 2]
+    assert mark_doubted(Frames(), inputs, preds, [0, 1, 2, 3, 4], charset, "cpu", doubt=2.0) == []  # -2.2 < -2
+    assert mark_doubted(Frames(), inputs, preds, [0, 2], charset, "cpu", doubt=0.0) == []  # 0: off
+
+
+def test_doubted_readings_leave_the_selection_and_their_time_counts_as_the_rounds(tiny_run, tmp_path, monkeypatch):
+    """With AdaptConfig.mark_doubt, what mark_doubted returns is not trained on (the round's pseudo-label file and
+    meta say so), the time it takes counts in the round's ``marks`` seconds (round_fits_in_time reads them), and
+    the setting enters the resume key only when on."""
+    import hwlearn.selftrain as selftrain
+    from hwlearn.layout import Layout
+    from hwlearn.recipes import adapt_folder
+
+    folder = tmp_path / "images"
+    write_word_images(tiny_run / "best", folder, 8, seed=5)
+    asked = []
+
+    def first_two(model, inputs, preds, selected, charset, device, doubt, batch_size=64):
+        asked.append((doubt, len(selected)))
+        return list(selected)[:2] if doubt > 0 else []
+
+    monkeypatch.setattr(selftrain, "mark_doubted", first_two)
+    config = AdaptConfig(rounds=1, steps_per_round=1, batch_size=4, num_workers=0, views=0, match_fonts=0,
+                         student_steps=0, start_share=1.0, end_share=1.0, mark_doubt=4.0)
+    result = adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", config=config)
+    [(doubt, selected_before)] = asked
+    meta = json.loads((tmp_path / "run" / "round1" / "last" / "meta.json").read_text())["adapt"]
+    assert doubt == meta["mark_doubt"] == 4.0 and meta["mark_doubted"] == 2 and selected_before > 2
+    assert meta["selected"] == selected_before - 2
+    lines = (tmp_path / "run" / "round1" / selftrain.PSEUDO_LABELS).read_text().splitlines()[1:]
+    assert sum(line.split("\t")[3] == "1" for line in lines) == meta["selected"] == result.rounds[1].selected
+    assert "marks" in result.rounds[1].seconds
+    seen = []
+    monkeypatch.setattr(selftrain, "_digest", lambda parts: seen.append(parts) or "key")
+    for doubt in (0.0, 5.0):
+        selftrain.resume_key(tiny_run / "best", {}, [], AdaptConfig(mark_doubt=doubt), "greedy", None, None,
+                             Layout(), [])
+    assert "mark_doubt" not in seen[0]["config"] and seen[1]["config"]["mark_doubt"] == 5.0
 
 
 def test_adaptation_trains_in_the_precision_asked_and_keys_it_only_when_asked(tiny_run, tmp_path, monkeypatch):

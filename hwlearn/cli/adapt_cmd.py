@@ -78,6 +78,10 @@ from .options import amp_option, charlm_option, device_option, lexicon_option, s
                    "read: each round adds a mark to the readings it makes likeliest, or drops it, until its share "
                    "is back (self-training otherwise drops the commas it is unsure of, round by round). "
                    "See docs/training.md.")
+@click.option("--mark-doubt", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="NATS",
+              help="Leave out of each round's selection the readings without a trailing mark (day) that a mark "
+                   "would make nearly as likely: log P(day,) - log P(day) above -NATS, read from the image. Trained "
+                   "on, they teach the model to leave out commas it sees. 0: keep them. See docs/training.md.")
 @click.option("--student-steps", default=None, type=click.IntRange(min=0), metavar="N",
               help="After the rounds, train a fresh model from the pretrained weights for N steps on the last "
                    "round's pseudo-labels (the 'student'); the final model is chosen among the rounds and it "
@@ -101,9 +105,10 @@ from .options import amp_option, charlm_option, device_option, lexicon_option, s
 @amp_option
 @workers_option
 @seed_option
-def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, length_bonus, char_lm, val_labels, rounds, ramp_rounds, steps_per_round, start_share,
-          end_share, synthetic_share, batch_size, lr, layout, invert, fonts_from, match_fonts, font_steps, views, augment, dropout, rare_chars, hold_marks, student_steps, time_limit, beam_width, resume,
-          overwrite, device, amp, workers, seed):
+def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, length_bonus, char_lm, val_labels, rounds, ramp_rounds,
+          steps_per_round, start_share, end_share, synthetic_share, batch_size, lr, layout, invert, fonts_from,
+          match_fonts, font_steps, views, augment, dropout, rare_chars, hold_marks, mark_doubt, student_steps,
+          time_limit, beam_width, resume, overwrite, device, amp, workers, seed):
     """Adapt a recognizer to your images without labels (self-training on pseudo-labels).
 
     First the images' layout is chosen (margins as they are, or trimmed to the synthetic words'
@@ -126,7 +131,7 @@ def adapt(checkpoint, unlabeled, out, lexicon, lexicon_weight, length_bonus, cha
     config = AdaptConfig(rounds=rounds, ramp_rounds=ramp_rounds, steps_per_round=steps_per_round, start_share=start_share, end_share=end_share,
                          synthetic_share=synthetic_share, batch_size=batch_size, lr=lr, num_workers=workers, seed=seed, amp=amp,
                          layout=layout, invert=invert, match_fonts=match_fonts, font_steps=font_steps, views=views, augment=augment, dropout=dropout,
-                         rare_chars=rare_chars, hold_marks=hold_marks, student_steps=student_steps,
+                         rare_chars=rare_chars, hold_marks=hold_marks, mark_doubt=mark_doubt, student_steps=student_steps,
                          time_limit=None if time_limit is None else time_limit * 60, beam_width=beam_width)
 
     def report(row):
