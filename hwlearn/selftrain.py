@@ -368,15 +368,21 @@ def mark_gains(model, inputs, texts: Sequence[str], charset: Charset, device, ba
 
 
 def mark_doubted(model, inputs, preds: Sequence[Prediction], selected: Sequence[int], charset: Charset, device,
-                 doubt: float, batch_size: int = 64) -> list[int]:
+                 doubt: float, batch_size: int = 64, read: tuple[Sequence[str], np.ndarray] | None = None) -> list[int]:
     """Of ``selected`` (indexes into ``preds`` and ``inputs``), the readings ending in a letter or digit (``day``)
     that one of :data:`HELD_MARKS` would make nearly as likely: log P(``day,``) - log P(``day``) > -``doubt``, read
-    from the image (:func:`mark_gains`). None when ``doubt`` is 0."""
+    from the image (:func:`mark_gains`). None when ``doubt`` is 0. ``read``: texts and their :func:`mark_gains` for
+    every mark, read by the same model (holding the marks' shares reads them): reused for the readings whose text
+    is the same, so only the others are read again."""
     bare = [i for i in selected if _bare(preds[i].text)] if doubt > 0 else []
-    if not bare:
-        return []
-    gains = mark_gains(model, [inputs[i] for i in bare], [preds[i].text for i in bare], charset, device, batch_size)
-    return [i for i, row in zip(bare, gains) if row.max() > -doubt]
+    known_texts, known = read if read is not None else ((), None)
+    fresh = [i for i in bare if known is None or known_texts[i] != preds[i].text]
+    gains = {i: known[i] for i in bare if known is not None and known_texts[i] == preds[i].text}
+    if fresh:
+        rows = mark_gains(model, [inputs[i] for i in fresh], [preds[i].text for i in fresh], charset, device,
+                          batch_size)
+        gains.update(zip(fresh, rows))
+    return [i for i in bare if gains[i].max() > -doubt]
 
 
 def hold_mark_shares(preds: Sequence[Prediction], changes: dict[str, int], gains: np.ndarray,
@@ -903,16 +909,19 @@ def adapt(
                     break
             marks_started = time.perf_counter()
             changes = mark_changes([p.text for p in preds], round0_marks) if config.hold_marks and r > 1 else {}
+            read = None  # the readings' texts and mark_gains for every mark, when holding the shares reads them
             if any(changes.values()):  # (no reading of the images where every share is where it was)
-                gains = mark_gains(model, inputs, [p.text for p in preds], charset, device, config.batch_size * 2,
-                                   marks=[m for m, n in changes.items() if n])
+                texts = [p.text for p in preds]
+                gains = mark_gains(model, inputs, texts, charset, device, config.batch_size * 2,
+                                   marks=HELD_MARKS if config.mark_doubt > 0 else [m for m, n in changes.items() if n])
+                read = (texts, gains) if config.mark_doubt > 0 else None
                 preds, moved = hold_mark_shares(preds, changes, gains, charset)
                 if any(moved.values()):
                     console.print(f"{name}: trailing marks back at round 0's shares: "
                                   + ", ".join(f"{m!r} {n:+d}" for m, n in moved.items() if n))
             selected = select_by_rank(preds, share, charset, config.rare_chars)
             doubted = set(mark_doubted(model, inputs, preds, selected, charset, device, config.mark_doubt,
-                                       config.batch_size * 2))
+                                       config.batch_size * 2, read))
             if doubted:
                 selected = [i for i in selected if i not in doubted]
                 console.print(f"{name}: {len(doubted)} readings left out of the selection: a trailing mark would "

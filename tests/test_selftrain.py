@@ -371,7 +371,7 @@ def test_bare_readings_a_mark_would_read_nearly_as_well_are_doubted():
 
     from hwlearn.charset import Charset
     from hwlearn.decode import Prediction
-    from hwlearn.selftrain import mark_doubted
+    from hwlearn.selftrain import HELD_MARKS, mark_doubted
 
     charset = Charset("ab,.")
 
@@ -390,6 +390,13 @@ def test_bare_readings_a_mark_would_read_nearly_as_well_are_doubted():
     assert mark_doubted(Frames(), inputs, preds, [0, 1, 2, 3, 4], charset, "cpu", doubt=3.0) == [0, 2]
     assert mark_doubted(Frames(), inputs, preds, [0, 1, 2, 3, 4], charset, "cpu", doubt=2.0) == []  # -2.2 < -2
     assert mark_doubted(Frames(), inputs, preds, [0, 2], charset, "cpu", doubt=0.0) == []  # 0: off
+    # gains read before (holding the marks' shares) are reused for the readings whose text they were read for
+    read = np.full((len(texts), len(HELD_MARKS)), -np.inf)
+    read[0, 0], read[2, 0] = -9.0, -1.0
+    assert mark_doubted(Frames(), inputs, preds, [0, 1, 2], charset, "cpu", doubt=3.0,
+                        read=(["a", "a,", "a"], read)) == [2]  # 0: its -9 reused; 2: its -1
+    assert mark_doubted(Frames(), inputs, preds, [0, 1, 2], charset, "cpu", doubt=3.0,
+                        read=(["a.", "a,", "a"], read)) == [0, 2]  # 0 was "a." when read: read again (-2.2)
 
 
 def test_doubted_readings_leave_the_selection_and_their_time_counts_as_the_rounds(tiny_run, tmp_path, monkeypatch):
@@ -404,7 +411,7 @@ def test_doubted_readings_leave_the_selection_and_their_time_counts_as_the_round
     write_word_images(tiny_run / "best", folder, 8, seed=5)
     asked = []
 
-    def first_two(model, inputs, preds, selected, charset, device, doubt, batch_size=64):
+    def first_two(model, inputs, preds, selected, charset, device, doubt, batch_size=64, read=None):
         asked.append((doubt, len(selected)))
         return list(selected)[:2] if doubt > 0 else []
 
