@@ -147,11 +147,12 @@ class AdaptConfig:
     # marks the model is unsure of a little more each round (GW's commas: 8.6 % of the readings at round 0, 4.1 % at
     # round 6); holding them read GW's train labels better on four pretrained models (benchmarks/EXPERIMENTS.md, session 53)
     hold_marks: bool = True
-    # leave out of each selection the readings without a trailing mark (``day``) that one of HELD_MARKS would make
-    # nearly as likely: log P(day,) - log P(day) > -mark_doubt, read from the image (mark_doubted; 0: keep them).
-    # Trained on, they teach the model to leave out marks it sees: a quarter of GW's wrong pseudo-labels were commas
-    # read as nothing (benchmarks/EXPERIMENTS.md, session 81)
-    mark_doubt: float = 0.0
+    # leave out of each selection the readings without a trailing mark (``day``) that a mark the images use
+    # (doubting_marks) would make nearly as likely: log P(day,) - log P(day) > -mark_doubt, read from the image
+    # (mark_doubted; 0: keep them). Trained on, they teach the model to leave out marks it sees: a quarter of GW's
+    # wrong pseudo-labels were commas read as nothing. GW's train labels read better on both pretrained models
+    # tried; DHSD, whose names end in no mark, is left as it was (benchmarks/EXPERIMENTS.md, sessions 81-82)
+    mark_doubt: float = 5.0
     # after the rounds, train a fresh *student* from the pretrained weights for this many steps on the last round's
     # pseudo-labels (the end share, marks held), to compete with the rounds for the final model (None: four times
     # as many steps as the rounds together, STUDENT_STEPS_PER_ROUND_STEP; 0: no student). A model self-trained round
@@ -367,22 +368,36 @@ def mark_gains(model, inputs, texts: Sequence[str], charset: Charset, device, ba
     return gains
 
 
+#: With :attr:`AdaptConfig.mark_doubt`, a trailing mark doubts the readings without one only where it ends at
+#: least this share of round 0's readings: one the images do not use is no sign of a mark left out (DHSD's
+#: place names: "." and "-" end 0.08 % and 0.11 % of them; GW's ",", ".", ";" and "-" 1.7-6.9 %).
+DOUBTING_MARK_SHARE = 0.01
+
+
+def doubting_marks(shares: dict[str, float]) -> list[str]:
+    """The marks of :data:`HELD_MARKS` that end at least :data:`DOUBTING_MARK_SHARE` of round 0's readings
+    (``shares``: :func:`mark_shares`)."""
+    return [m for m in HELD_MARKS if shares.get(m, 0.0) >= DOUBTING_MARK_SHARE]
+
+
 def mark_doubted(model, inputs, preds: Sequence[Prediction], selected: Sequence[int], charset: Charset, device,
-                 doubt: float, batch_size: int = 64, read: tuple[Sequence[str], np.ndarray] | None = None) -> list[int]:
+                 doubt: float, batch_size: int = 64, read: tuple[Sequence[str], np.ndarray] | None = None,
+                 marks: Sequence[str] = HELD_MARKS) -> list[int]:
     """Of ``selected`` (indexes into ``preds`` and ``inputs``), the readings ending in a letter or digit (``day``)
-    that one of :data:`HELD_MARKS` would make nearly as likely: log P(``day,``) - log P(``day``) > -``doubt``, read
-    from the image (:func:`mark_gains`). None when ``doubt`` is 0. ``read``: texts and their :func:`mark_gains` for
-    every mark, read by the same model (holding the marks' shares reads them): reused for the readings whose text
-    is the same, so only the others are read again."""
-    bare = [i for i in selected if _bare(preds[i].text)] if doubt > 0 else []
+    that one of ``marks`` would make nearly as likely: log P(``day,``) - log P(``day``) > -``doubt``, read from the
+    image (:func:`mark_gains`). None when ``doubt`` is 0 or there are no ``marks``. ``read``: texts and their
+    :func:`mark_gains` for every mark, read by the same model (holding the marks' shares reads them): reused for
+    the readings whose text is the same, so only the others are read again."""
+    columns = [k for k, m in enumerate(HELD_MARKS) if m in marks]
+    bare = [i for i in selected if _bare(preds[i].text)] if doubt > 0 and columns else []
     known_texts, known = read if read is not None else ((), None)
     fresh = [i for i in bare if known is None or known_texts[i] != preds[i].text]
     gains = {i: known[i] for i in bare if known is not None and known_texts[i] == preds[i].text}
     if fresh:
         rows = mark_gains(model, [inputs[i] for i in fresh], [preds[i].text for i in fresh], charset, device,
-                          batch_size)
+                          batch_size, marks)
         gains.update(zip(fresh, rows))
-    return [i for i in bare if gains[i].max() > -doubt]
+    return [i for i in bare if gains[i][columns].max() > -doubt]
 
 
 def hold_mark_shares(preds: Sequence[Prediction], changes: dict[str, int], gains: np.ndarray,
@@ -867,6 +882,10 @@ def adapt(
             row.checkpoint = str(start)
             save_readings(out_dir / "round0", key, preds, row)
         round0_marks = mark_shares([p.text for p in preds])
+        doubters = doubting_marks(round0_marks) if config.mark_doubt > 0 else []
+        if config.mark_doubt > 0 and not doubters:
+            console.print(f"no trailing mark ends {DOUBTING_MARK_SHARE:.0%} of round 0's readings: none doubts "
+                          "a reading (--mark-doubt)")
         rounds = [row]
         if report:
             report(row)
@@ -913,15 +932,15 @@ def adapt(
             if any(changes.values()):  # (no reading of the images where every share is where it was)
                 texts = [p.text for p in preds]
                 gains = mark_gains(model, inputs, texts, charset, device, config.batch_size * 2,
-                                   marks=HELD_MARKS if config.mark_doubt > 0 else [m for m, n in changes.items() if n])
-                read = (texts, gains) if config.mark_doubt > 0 else None
+                                   marks=sorted({m for m, n in changes.items() if n} | set(doubters)))
+                read = (texts, gains) if doubters else None
                 preds, moved = hold_mark_shares(preds, changes, gains, charset)
                 if any(moved.values()):
                     console.print(f"{name}: trailing marks back at round 0's shares: "
                                   + ", ".join(f"{m!r} {n:+d}" for m, n in moved.items() if n))
             selected = select_by_rank(preds, share, charset, config.rare_chars)
             doubted = set(mark_doubted(model, inputs, preds, selected, charset, device, config.mark_doubt,
-                                       config.batch_size * 2, read))
+                                       config.batch_size * 2, read, doubters))
             if doubted:
                 selected = [i for i in selected if i not in doubted]
                 console.print(f"{name}: {len(doubted)} readings left out of the selection: a trailing mark would "
@@ -972,7 +991,7 @@ def adapt(
             before = preds
             preds, row = label_and_score(r, share, selected, before)
             row.student = student
-            marks_read = any(changes.values()) or config.mark_doubt > 0  # (holding the shares, or the doubt)
+            marks_read = any(changes.values()) or bool(doubters)  # (holding the shares, or the doubt)
             row.seconds = {**({"marks": round(marks_seconds, 1)} if marks_read else {}),
                            "training": round(trainer.seconds, 1), **row.seconds}
             row.checkpoint = str(folder / "last")

@@ -371,7 +371,7 @@ def test_bare_readings_a_mark_would_read_nearly_as_well_are_doubted():
 
     from hwlearn.charset import Charset
     from hwlearn.decode import Prediction
-    from hwlearn.selftrain import HELD_MARKS, mark_doubted
+    from hwlearn.selftrain import HELD_MARKS, doubting_marks, mark_doubted
 
     charset = Charset("ab,.")
 
@@ -390,6 +390,9 @@ def test_bare_readings_a_mark_would_read_nearly_as_well_are_doubted():
     assert mark_doubted(Frames(), inputs, preds, [0, 1, 2, 3, 4], charset, "cpu", doubt=3.0) == [0, 2]
     assert mark_doubted(Frames(), inputs, preds, [0, 1, 2, 3, 4], charset, "cpu", doubt=2.0) == []  # -2.2 < -2
     assert mark_doubted(Frames(), inputs, preds, [0, 2], charset, "cpu", doubt=0.0) == []  # 0: off
+    assert mark_doubted(Frames(), inputs, preds, [0, 2], charset, "cpu", doubt=3.0, marks=["."]) == []
+    assert mark_doubted(Frames(), inputs, preds, [0, 2], charset, "cpu", doubt=3.0, marks=[]) == []
+    assert doubting_marks({",": 0.05, ".": 0.0011, "-": 0.01}) == [",", "-"]  # (DHSD's "." at 0.11 %: not one)
     # gains read before (holding the marks' shares) are reused for the readings whose text they were read for
     read = np.full((len(texts), len(HELD_MARKS)), -np.inf)
     read[0, 0], read[2, 0] = -9.0, -1.0
@@ -411,11 +414,12 @@ def test_doubted_readings_leave_the_selection_and_their_time_counts_as_the_round
     write_word_images(tiny_run / "best", folder, 8, seed=5)
     asked = []
 
-    def first_two(model, inputs, preds, selected, charset, device, doubt, batch_size=64, read=None):
+    def first_two(model, inputs, preds, selected, charset, device, doubt, batch_size=64, read=None, marks=()):
         asked.append((doubt, len(selected)))
         return list(selected)[:2] if doubt > 0 else []
 
     monkeypatch.setattr(selftrain, "mark_doubted", first_two)
+    monkeypatch.setattr(selftrain, "DOUBTING_MARK_SHARE", 0.0)  # (the tiny model's readings may end in no mark)
     config = AdaptConfig(rounds=1, steps_per_round=1, batch_size=4, num_workers=0, views=0, match_fonts=0,
                          student_steps=0, start_share=1.0, end_share=1.0, mark_doubt=4.0)
     result = adapt_folder(tiny_run / "best", folder, tmp_path / "run", device="cpu", config=config)
