@@ -30,7 +30,8 @@ Each round:
    rounds after (a rank rule cannot silently select nothing, unlike a fixed threshold); with
    ``rare_chars``, the readings holding a rare character are selected at that share too
    (:func:`select_by_rank`); with ``mark_doubt``, the selected readings without a trailing mark
-   that a mark would read nearly as well leave the selection (:func:`mark_doubted`);
+   that a mark would read nearly as well leave the selection (:func:`mark_doubted`), unless that
+   would leave it empty;
 3. **train** the model on the selection, each image freshly augmented every time it is drawn
    (:func:`hwlearn.data.augment_real_strong` by default: heavier than the copies it was labeled
    in, so the model cannot merely confirm its labels; ``augment="light"``:
@@ -941,14 +942,17 @@ def adapt(
             selected = select_by_rank(preds, share, charset, config.rare_chars)
             doubted = set(mark_doubted(model, inputs, preds, selected, charset, device, config.mark_doubt,
                                        config.batch_size * 2, read, doubters))
+            if doubted and len(doubted) == len(selected):  # (a model that doubts all it reads: barely trained)
+                console.print(f"[yellow]{name}: a trailing mark would read every selected reading nearly as well; "
+                              "none left out")
+                doubted = set()
             if doubted:
                 selected = [i for i in selected if i not in doubted]
                 console.print(f"{name}: {len(doubted)} readings left out of the selection: a trailing mark would "
                               "read them nearly as well")
             marks_seconds = time.perf_counter() - marks_started
             if not selected:
-                console.print(f"[yellow]{name}: no usable pseudo-label (all predictions empty"
-                              + (", or left out for a trailing mark" if doubted else "") + "); stopping")
+                console.print(f"[yellow]{name}: no usable pseudo-label (all predictions empty); stopping")
                 stopped_by = "no usable pseudo-label"
                 break
             stage_config = config

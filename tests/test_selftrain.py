@@ -430,6 +430,12 @@ def test_doubted_readings_leave_the_selection_and_their_time_counts_as_the_round
     lines = (tmp_path / "run" / "round1" / selftrain.PSEUDO_LABELS).read_text().splitlines()[1:]
     assert sum(line.split("\t")[3] == "1" for line in lines) == meta["selected"] == result.rounds[1].selected
     assert "marks" in result.rounds[1].seconds
+
+    # a model that doubts every reading it selected (barely trained) leaves none out, rather than train on nothing
+    monkeypatch.setattr(selftrain, "mark_doubted", lambda *args, **kwargs: list(args[3]))
+    result = adapt_folder(tiny_run / "best", folder, tmp_path / "all", device="cpu", config=config)
+    meta = json.loads((tmp_path / "all" / "round1" / "last" / "meta.json").read_text())["adapt"]
+    assert meta["mark_doubted"] == 0 and meta["selected"] == selected_before == result.rounds[1].selected
     seen = []
     monkeypatch.setattr(selftrain, "_digest", lambda parts: seen.append(parts) or "key")
     for doubt in (0.0, 5.0):
