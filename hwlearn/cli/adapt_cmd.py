@@ -78,11 +78,12 @@ from .options import amp_option, charlm_option, device_option, lexicon_option, s
                    "read: each round adds a mark to the readings it makes likeliest, or drops it, until its share "
                    "is back (self-training otherwise drops the commas it is unsure of, round by round). "
                    "See docs/training.md.")
-@click.option("--mark-doubt", default=5.0, show_default=True, type=click.FloatRange(min=0), metavar="NATS",
+@click.option("--mark-doubt", default=0.0, show_default=True, type=click.FloatRange(min=0), metavar="NATS",
               help="Leave out of each round's selection the readings without a trailing mark (day) that a mark "
                    "would make nearly as likely: log P(day,) - log P(day) above -NATS, read from the image, for the "
                    "marks that end at least 1 % of the pretrained model's readings. Trained on, they teach the model "
-                   "to leave out commas it sees. 0: keep them. See docs/training.md.")
+                   "to leave out commas it sees (GW: 5 read better on two pretrained models, worse on a third). "
+                   "0: keep them. See docs/training.md.")
 @click.option("--student-steps", default=None, type=click.IntRange(min=0), metavar="N",
               help="After the rounds, train a fresh model from the pretrained weights for N steps on the last "
                    "round's pseudo-labels (the 'student'); the final model is chosen among the rounds and it "
