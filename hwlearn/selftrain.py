@@ -393,9 +393,12 @@ def mark_doubted(model, inputs, preds: Sequence[Prediction], selected: Sequence[
     the readings whose text is the same, so only the others are read again."""
     columns = [k for k, m in enumerate(HELD_MARKS) if m in marks]
     bare = [i for i in selected if _bare(preds[i].text)] if doubt > 0 and columns else []
-    known_texts, known = read if read is not None else ((), None)
-    fresh = [i for i in bare if known is None or known_texts[i] != preds[i].text]
-    gains = {i: known[i] for i in bare if known is not None and known_texts[i] == preds[i].text}
+    gains, fresh = {}, []  # (fresh: read again, its text not the one ``read`` holds)
+    for i in bare:
+        if read is not None and read[0][i] == preds[i].text:
+            gains[i] = read[1][i]
+        else:
+            fresh.append(i)
     if fresh:
         rows = mark_gains(model, [inputs[i] for i in fresh], [preds[i].text for i in fresh], charset, device,
                           batch_size, marks)
